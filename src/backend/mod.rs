@@ -1,0 +1,224 @@
+//! Backends: the real kernel module (`/dev/netmap`) and the in-process emulated one.
+//!
+//! Both lay out memory the same way (interface, rings, buffers at the same offsets), so the
+//! port, ring and frame code above them is shared. They differ only in how a registration is
+//! made, how a sync is done and which descriptors report readiness.
+
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::port_name::PortSpec;
+use crate::region::Region;
+
+pub(crate) mod emulated;
+#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+pub(crate) mod kernel;
+
+/// Which backend to open a port on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The kernel when `/dev/netmap` exists; otherwise the emulated backend for pipe names,
+    /// and an error naming the missing module for NIC and VALE names. The default.
+    #[default]
+    Auto,
+    /// Always the kernel module.
+    Kernel,
+    /// Always the in-process emulated backend (pipes only).
+    Emulated,
+}
+
+impl BackendChoice {
+    /// Environment variable that overrides the default choice.
+    pub const ENV: &'static str = "NETMAP_RS_BACKEND";
+
+    /// Parses `kernel`, `emulated` or `auto`.
+    pub fn parse(s: &str) -> Result<BackendChoice, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(BackendChoice::Auto),
+            "kernel" | "sys" => Ok(BackendChoice::Kernel),
+            "emulated" | "emu" | "fallback" => Ok(BackendChoice::Emulated),
+            other => Err(Error::BindFail(format!(
+                "{}={other:?} is not one of kernel, emulated, auto",
+                Self::ENV
+            ))),
+        }
+    }
+
+    /// The choice from `NETMAP_RS_BACKEND`, or `Auto` when unset.
+    pub fn from_env() -> Result<BackendChoice, Error> {
+        match std::env::var(Self::ENV) {
+            Ok(v) => Self::parse(&v),
+            Err(_) => Ok(BackendChoice::Auto),
+        }
+    }
+}
+
+/// The backend a port was actually opened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The netmap kernel module.
+    Kernel,
+    /// The in-process emulation.
+    Emulated,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Kernel => "kernel netmap",
+            BackendKind::Emulated => "emulated netmap pipe",
+        })
+    }
+}
+
+/// Registration parameters beyond the name.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OpenOptions {
+    pub tx_rings: u16,
+    pub rx_rings: u16,
+    pub tx_slots: u32,
+    pub rx_slots: u32,
+    pub extra_bufs: u32,
+    /// `NR_*` flags: the name's and the builder's together.
+    pub flags: u64,
+}
+
+/// Identity of a memory allocator, for zero-copy buffer swaps between ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemIdentity {
+    Kernel { mem_id: u16, memsize: usize },
+    Emulated { mem_id: u16 },
+}
+
+/// A registration on one backend.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+    Kernel(kernel::KernelPort),
+    Emulated(emulated::EmuPort),
+}
+
+/// What opening a port yields.
+pub(crate) struct Opened {
+    pub backend: Backend,
+    pub region: Arc<Region>,
+    pub if_off: usize,
+    pub mem: MemIdentity,
+    pub extra_bufs: u32,
+}
+
+/// Readiness of a port's directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// At least one bound RX ring holds packets.
+    pub readable: bool,
+    /// At least one bound TX ring has free slots.
+    pub writable: bool,
+}
+
+/// Whether the kernel module is present (`/dev/netmap` exists).
+pub fn kernel_available() -> bool {
+    cfg!(all(
+        feature = "sys",
+        any(target_os = "linux", target_os = "freebsd")
+    )) && std::path::Path::new("/dev/netmap").exists()
+}
+
+pub(crate) fn open(
+    spec: &PortSpec,
+    opts: &OpenOptions,
+    choice: BackendChoice,
+) -> Result<Opened, Error> {
+    let use_kernel = match choice {
+        BackendChoice::Kernel => true,
+        BackendChoice::Emulated => false,
+        BackendChoice::Auto => {
+            if kernel_available() {
+                true
+            } else if spec.is_pipe() {
+                false
+            } else {
+                return Err(Error::ModuleNotLoaded);
+            }
+        }
+    };
+    if use_kernel {
+        #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+        {
+            kernel::open(spec, opts)
+        }
+        #[cfg(not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))))]
+        {
+            Err(Error::UnsupportedPlatform(
+                "the kernel backend needs the `sys` feature on Linux or FreeBSD; \
+                 use a pipe name with the emulated backend"
+                    .into(),
+            ))
+        }
+    } else {
+        emulated::open(spec, opts)
+    }
+}
+
+impl Backend {
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(_) => BackendKind::Kernel,
+            Backend::Emulated(_) => BackendKind::Emulated,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn txsync(&self) -> Result<(), Error> {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(k) => k.txsync(),
+            Backend::Emulated(e) => e.txsync(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn rxsync(&self) -> Result<(), Error> {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(k) => k.rxsync(),
+            Backend::Emulated(e) => e.rxsync(),
+        }
+    }
+
+    /// The descriptor that reports RX readiness (as readable).
+    pub(crate) fn rx_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(k) => k.fd(),
+            Backend::Emulated(e) => e.rx_fd(),
+        }
+    }
+
+    /// The descriptor that reports TX readiness, and whether it reports it as writable
+    /// (kernel: the same descriptor, POLLOUT) or as readable (emulated: a second notifier).
+    pub(crate) fn tx_fd(&self) -> (BorrowedFd<'_>, bool) {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(k) => (k.fd(), true),
+            Backend::Emulated(e) => (e.tx_fd(), false),
+        }
+    }
+
+    /// Blocks until a bound ring is ready in a wanted direction or the timeout passes.
+    pub(crate) fn wait(
+        &self,
+        want: Readiness,
+        timeout: Option<Duration>,
+        check: &dyn Fn() -> Readiness,
+    ) -> Result<Readiness, Error> {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(k) => k.wait(want, timeout, check),
+            Backend::Emulated(e) => e.wait(want, timeout, check),
+        }
+    }
+}

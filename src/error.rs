@@ -1,0 +1,231 @@
+//! The crate's error type.
+//!
+//! Every error names its cause and, where there is one, the fix. Errors convert into
+//! [`std::io::Error`] with a matching [`std::io::ErrorKind`], so they flow through Tokio's
+//! `AsyncRead`/`AsyncWrite`/codec machinery unchanged.
+
+use std::fmt;
+use std::io;
+
+/// Errors returned by netmap-rs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error from the underlying system that has no more specific variant.
+    Io(io::Error),
+    /// The operation would block: no packet to receive, or no room to send right now.
+    WouldBlock,
+    /// The kernel refused to register the port; the message says why and what to do.
+    BindFail(String),
+    /// The ring index is not one of the rings bound to this port.
+    InvalidRingIndex(usize),
+    /// The packet (of this many bytes) does not fit in one netmap buffer.
+    PacketTooLarge(usize),
+    /// Not enough free slots in the ring for the requested operation.
+    InsufficientSpace,
+    /// The requested backend or operation is not available on this platform.
+    UnsupportedPlatform(String),
+    /// The operation is not supported by the emulated (fallback) backend.
+    FallbackUnsupported(String),
+    /// The port name does not follow the netmap grammar.
+    InvalidPortName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `/dev/netmap` does not exist: the netmap kernel module is not loaded.
+    ModuleNotLoaded,
+    /// Opening `/dev/netmap` or registering the port was not permitted.
+    PermissionDenied(String),
+    /// The named interface does not exist or does not support netmap.
+    NoSuchInterface(String),
+    /// The port (or one of its rings) is already in use, for example in exclusive mode.
+    PortBusy(String),
+    /// A handle for this ring is already live; drop it before asking again.
+    RingInUse(usize),
+    /// A slot read from shared memory holds a buffer index or length outside the mapping.
+    /// The slot is left untouched; the ring is not advanced past it.
+    CorruptSlot {
+        /// Ring index (as the port numbers its rings).
+        ring: usize,
+        /// Slot index within the ring.
+        slot: u32,
+        /// The buffer index found in the slot.
+        buf_idx: u32,
+        /// The length found in the slot.
+        len: u16,
+    },
+    /// The shared memory region does not have the layout the ABI promises.
+    BadLayout(String),
+    /// The kernel speaks a netmap API version this crate does not.
+    ApiMismatch {
+        /// Version the kernel reported.
+        kernel: u16,
+    },
+    /// A zero-copy buffer swap was asked between ports that do not share a memory region.
+    MemoryMismatch,
+    /// The ring was found in a state the netmap rules forbid (head/cur outside their range);
+    /// the kernel would reset such a ring and drop its packets.
+    RingState(String),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::WouldBlock => f.write_str("operation would block (ring empty or full)"),
+            Error::BindFail(m) => write!(f, "failed to bind netmap port: {m}"),
+            Error::InvalidRingIndex(i) => write!(
+                f,
+                "ring index {i} is not bound to this port (see num_tx_rings()/num_rx_rings())"
+            ),
+            Error::PacketTooLarge(n) => write!(
+                f,
+                "packet of {n} bytes does not fit in one netmap buffer (see max_payload_size())"
+            ),
+            Error::InsufficientSpace => {
+                f.write_str("not enough free slots in the ring: sync() and retry, or wait")
+            }
+            Error::UnsupportedPlatform(m) => write!(f, "unsupported on this platform: {m}"),
+            Error::FallbackUnsupported(m) => {
+                write!(f, "not supported by the emulated backend: {m}")
+            }
+            Error::InvalidPortName { name, reason } => {
+                write!(f, "invalid netmap port name {name:?}: {reason}")
+            }
+            Error::ModuleNotLoaded => f.write_str(
+                "/dev/netmap does not exist: the netmap kernel module is not loaded. \
+                 Load it with `sudo modprobe netmap` (or `sudo insmod netmap.ko` from a netmap \
+                 build; on FreeBSD netmap is in the base kernel, check `kldstat`), or use a pipe \
+                 name such as \"pipe{1\" with NETMAP_RS_BACKEND=emulated",
+            ),
+            Error::PermissionDenied(m) => write!(
+                f,
+                "permission denied: {m}. netmap needs root or CAP_NET_ADMIN: run as root \
+                 (sudo) or give the binary the capability (setcap cap_net_admin+ep)"
+            ),
+            Error::NoSuchInterface(m) => write!(
+                f,
+                "no such netmap interface: {m}. Check the name with `ip link show`, and that \
+                 its driver supports netmap (native or emulated mode)"
+            ),
+            Error::PortBusy(m) => write!(
+                f,
+                "port busy: {m}. Another process holds it (exclusive /x mode or a pipe end \
+                 already open); close it or choose other rings"
+            ),
+            Error::RingInUse(i) => write!(
+                f,
+                "ring {i} already has a live handle; drop it before asking for the ring again"
+            ),
+            Error::CorruptSlot {
+                ring,
+                slot,
+                buf_idx,
+                len,
+            } => write!(
+                f,
+                "ring {ring} slot {slot} holds buffer index {buf_idx} / length {len} outside \
+                 the mapped buffers; the slot was not used"
+            ),
+            Error::BadLayout(m) => write!(f, "netmap memory layout is inconsistent: {m}"),
+            Error::ApiMismatch { kernel } => write!(
+                f,
+                "the kernel's netmap speaks API {kernel}, this crate speaks {}..={}: \
+                 install a netmap module of a matching version",
+                crate::abi::NETMAP_MIN_API,
+                crate::abi::NETMAP_MAX_API
+            ),
+            Error::MemoryMismatch => f.write_str(
+                "zero-copy swap needs both ports in the same netmap memory region \
+                 (same allocator, e.g. pipes of one parent or the same @mem id)",
+            ),
+            Error::RingState(m) => write!(f, "ring state violates netmap rules: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            Error::WouldBlock
+        } else {
+            Error::Io(e)
+        }
+    }
+}
+
+impl Error {
+    /// The [`io::ErrorKind`] this error maps to.
+    pub fn kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as K;
+        match self {
+            Error::Io(e) => e.kind(),
+            Error::WouldBlock | Error::InsufficientSpace => K::WouldBlock,
+            Error::InvalidRingIndex(_)
+            | Error::PacketTooLarge(_)
+            | Error::InvalidPortName { .. }
+            | Error::MemoryMismatch => K::InvalidInput,
+            Error::ModuleNotLoaded | Error::NoSuchInterface(_) => K::NotFound,
+            Error::PermissionDenied(_) => K::PermissionDenied,
+            Error::PortBusy(_) | Error::RingInUse(_) => K::AddrInUse,
+            Error::UnsupportedPlatform(_) | Error::FallbackUnsupported(_) => K::Unsupported,
+            Error::CorruptSlot { .. }
+            | Error::BadLayout(_)
+            | Error::ApiMismatch { .. }
+            | Error::RingState(_) => K::InvalidData,
+            Error::BindFail(_) => K::Other,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            Error::WouldBlock => io::ErrorKind::WouldBlock.into(),
+            other => io::Error::new(other.kind(), other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn would_block_round_trips_through_io_error() {
+        let io: io::Error = Error::WouldBlock.into();
+        assert_eq!(io.kind(), io::ErrorKind::WouldBlock);
+        let back: Error = io.into();
+        assert!(matches!(back, Error::WouldBlock));
+    }
+
+    #[test]
+    fn kinds_and_messages_name_cause_and_fix() {
+        let e: io::Error = Error::PacketTooLarge(9000).into();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("9000"));
+        let m = Error::ModuleNotLoaded.to_string();
+        assert!(m.contains("modprobe netmap") && m.contains("not loaded"));
+        let p = Error::PermissionDenied("open /dev/netmap".into()).to_string();
+        assert!(p.contains("root"));
+        assert_eq!(
+            io::Error::from(Error::RingInUse(0)).kind(),
+            io::ErrorKind::AddrInUse
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Wake-up descriptors of the emulated backend.
+//!
+//! The kernel backend reports readiness through the netmap file descriptor itself. The
+//! emulated backend has no such descriptor, so each registration owns two [`Notifier`]s (one
+//! per direction): an `eventfd` on Linux, a non-blocking pipe elsewhere. The emulated kernel
+//! signals a notifier when it delivers packets to the receiver or frees slots for the sender;
+//! the descriptor is readable until the next sync clears it.
+//!
+//! Signals are coalesced: only the first signal after a clear issues a `write`.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A pollable, edge-producing wake-up flag.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    read: OwnedFd,
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    write: OwnedFd,
+    pending: AtomicBool,
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+impl Notifier {
+    /// A new, clear notifier.
+    pub(crate) fn new() -> io::Result<Notifier> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            // SAFETY: eventfd has no memory preconditions; the result is checked.
+            let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+            Ok(Notifier {
+                // SAFETY: fd was just returned by eventfd and is owned by nobody else.
+                read: unsafe { OwnedFd::from_raw_fd(fd) },
+                pending: AtomicBool::new(false),
+            })
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let mut fds = [0 as libc::c_int; 2];
+            // SAFETY: fds has room for the two descriptors pipe() writes.
+            cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+            // SAFETY: both descriptors were just created by pipe() and are owned by nobody.
+            let (read, write) =
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            for fd in [&read, &write] {
+                // SAFETY: fcntl on a descriptor we own.
+                unsafe {
+                    cvt(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK))?;
+                    cvt(libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC))?;
+                }
+            }
+            Ok(Notifier {
+                read,
+                write,
+                pending: AtomicBool::new(false),
+            })
+        }
+    }
+
+    /// Signals the notifier: the descriptor becomes readable and produces an edge.
+    pub(crate) fn notify(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            self.raw_write();
+        }
+    }
+
+    /// Clears a pending signal before a sync (the sync then sees everything signalled so far).
+    #[inline]
+    pub(crate) fn clear(&self) {
+        if self.pending.swap(false, Ordering::SeqCst) {
+            self.drain();
+        }
+    }
+
+    /// Clears the descriptor whatever the flag says (after a level-triggered poll woke up).
+    pub(crate) fn clear_hard(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+        self.drain();
+    }
+
+    fn raw_write(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to our eventfd. A failure can only be
+            // EAGAIN at counter saturation, when the descriptor is readable anyway.
+            unsafe { libc::write(self.read.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            let b = 1u8;
+            // SAFETY: writes 1 byte from a live u8 to our pipe; EAGAIN means it is full, hence
+            // readable, which is all a signal has to achieve.
+            unsafe { libc::write(self.write.as_raw_fd(), (&b as *const u8).cast(), 1) };
+        }
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: reads at most buf.len() bytes into a live local buffer.
+            let n =
+                unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            // eventfd: one read empties the counter; pipe: read until empty.
+            if n <= 0 || cfg!(any(target_os = "linux", target_os = "android")) {
+                break;
+            }
+        }
+    }
+}
+
+impl AsFd for Notifier {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+}
+
+/// Waits with `poll(2)` until one of `fds` is readable (events = POLLIN) or writable
+/// (POLLOUT), per `events`, or the timeout passes. Returns the revents per descriptor.
+pub(crate) fn poll_fds(
+    fds: &[(BorrowedFd<'_>, libc::c_short)],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Vec<libc::c_short>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, ev)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: *ev,
+            revents: 0,
+        })
+        .collect();
+    let ms = match timeout {
+        None => -1,
+        Some(d) => d.as_millis().min(i32::MAX as u128) as libc::c_int,
+    };
+    loop {
+        // SAFETY: pfds is a live array of pfds.len() pollfd structs.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(pfds.iter().map(|p| p.revents).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn signal_makes_readable_and_clear_resets() {
+        let n = Notifier::new().unwrap();
+        let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
+        assert_eq!(r[0] & libc::POLLIN, 0);
+        n.notify();
+        n.notify();
+        let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
+        assert_ne!(r[0] & libc::POLLIN, 0);
+        n.clear();
+        let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
+        assert_eq!(r[0] & libc::POLLIN, 0);
+        n.notify();
+        n.clear_hard();
+        let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
+        assert_eq!(r[0] & libc::POLLIN, 0);
+    }
+}

@@ -1,0 +1,460 @@
+//! The netmap port-name grammar, parsed into a typed [`PortSpec`] before any system call.
+//!
+//! ```text
+//! [netmap:]<interface>[<rings>][/<flags>][@<mem>]
+//!   interface: eth0 | vale<ID>:<port> | <parent>{<pipe-id> | <parent>}<pipe-id>
+//!   rings:     (none) all NIC rings | ^ host rings | ^N one host ring
+//!              | * NIC and host rings | -N one NIC ring
+//!   flags:     x exclusive, z zero-copy monitor, t tx monitor, r rx monitor,
+//!              T tx rings only, R rx rings only
+//!   mem:       a memory allocator id (decimal)
+//! ```
+//!
+//! The registration mode goes into `nr_mode` and the flags into `nr_flags`; a mode is never
+//! OR-ed into the flags.
+
+use std::fmt;
+
+use crate::abi;
+use crate::error::Error;
+
+/// What kind of netmap port a name designates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortKind {
+    /// A network interface (`eth0`).
+    Nic,
+    /// A port of a VALE software switch (`vale0:p1`).
+    Vale {
+        /// Switch name, `vale` plus its id (`vale0`).
+        switch: String,
+        /// Port name on the switch (`p1`).
+        port: String,
+    },
+    /// One end of a netmap pipe (`x{1` master, `x}1` slave).
+    Pipe {
+        /// The parent port name (`x`).
+        parent: String,
+        /// The pipe identifier (any text, `1` or `foo`).
+        id: String,
+        /// Which end.
+        role: PipeRole,
+    },
+}
+
+/// The two ends of a netmap pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PipeRole {
+    /// `{`: the master end.
+    Master,
+    /// `}`: the slave end.
+    Slave,
+}
+
+impl PipeRole {
+    /// The other end.
+    pub fn peer(self) -> PipeRole {
+        match self {
+            PipeRole::Master => PipeRole::Slave,
+            PipeRole::Slave => PipeRole::Master,
+        }
+    }
+}
+
+/// Which rings a registration binds (`nr_mode`, with `nr_ringid` for the single-ring modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingSelect {
+    /// All hardware (NIC) rings: no suffix.
+    AllNic,
+    /// All host-stack rings: `^`.
+    Host,
+    /// One host-stack ring: `^N`.
+    OneHost(u16),
+    /// All NIC rings and all host rings: `*`.
+    NicAndHost,
+    /// One NIC ring: `-N`.
+    OneNic(u16),
+}
+
+impl RingSelect {
+    /// The `NR_REG_*` value for `nr_mode`.
+    pub fn mode(self) -> u32 {
+        match self {
+            RingSelect::AllNic => abi::NR_REG_ALL_NIC,
+            RingSelect::Host => abi::NR_REG_SW,
+            RingSelect::OneHost(_) => abi::NR_REG_ONE_SW,
+            RingSelect::NicAndHost => abi::NR_REG_NIC_SW,
+            RingSelect::OneNic(_) => abi::NR_REG_ONE_NIC,
+        }
+    }
+
+    /// The value for `nr_ringid`.
+    pub fn ring_id(self) -> u16 {
+        match self {
+            RingSelect::OneHost(n) | RingSelect::OneNic(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// Whether host-stack rings are included.
+    pub fn includes_host(self) -> bool {
+        matches!(
+            self,
+            RingSelect::Host | RingSelect::OneHost(_) | RingSelect::NicAndHost
+        )
+    }
+}
+
+/// A parsed netmap port name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// The interface part that goes into `nr_name` (`eth0`, `vale0:p1`, `x{1`).
+    pub ifname: String,
+    /// What kind of port it is.
+    pub kind: PortKind,
+    /// Which rings to bind.
+    pub rings: RingSelect,
+    /// `NR_*` registration flags from the `/` suffix.
+    pub flags: u64,
+    /// Memory allocator id from the `@` suffix (0: the port's default).
+    pub mem_id: u16,
+}
+
+const FLAG_CHARS: &[(char, u64)] = &[
+    ('x', abi::NR_EXCLUSIVE),
+    ('z', abi::NR_ZCOPY_MON),
+    ('t', abi::NR_MONITOR_TX),
+    ('r', abi::NR_MONITOR_RX),
+    ('R', abi::NR_RX_RINGS_ONLY),
+    ('T', abi::NR_TX_RINGS_ONLY),
+];
+
+fn bad(name: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidPortName {
+        name: name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num(name: &str, digits: &str, what: &str) -> Result<u16, Error> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(
+            name,
+            format!("{what} must be a decimal number, found {digits:?}"),
+        ));
+    }
+    digits
+        .parse::<u16>()
+        .map_err(|_| bad(name, format!("{what} {digits} is out of range (0..=65535)")))
+}
+
+impl PortSpec {
+    /// Parses a netmap port name.
+    ///
+    /// ```
+    /// use netmap_rs::port_name::{PortSpec, RingSelect};
+    /// let spec = PortSpec::parse("netmap:eth0-2/x").unwrap();
+    /// assert_eq!(spec.ifname, "eth0");
+    /// assert_eq!(spec.rings, RingSelect::OneNic(2));
+    /// assert!(PortSpec::parse("eth0/q").is_err());
+    /// ```
+    pub fn parse(name: &str) -> Result<PortSpec, Error> {
+        let full = name;
+        let rest = name.strip_prefix("netmap:").unwrap_or(name);
+        if rest.is_empty() {
+            return Err(bad(full, "the interface name is empty"));
+        }
+        if let Some(c) = rest
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || *c == '\0')
+        {
+            return Err(bad(full, format!("contains the character {c:?}")));
+        }
+        // The interface part runs up to the first suffix character.
+        let end = rest.find(['-', '*', '^', '/', '@']).unwrap_or(rest.len());
+        let ifname = &rest[..end];
+        let mut tail = &rest[end..];
+        if ifname.is_empty() {
+            return Err(bad(full, "the interface name is empty"));
+        }
+        if ifname.len() >= abi::NETMAP_REQ_IFNAMSIZ {
+            return Err(bad(
+                full,
+                format!(
+                    "the interface part is {} bytes; netmap allows at most {}",
+                    ifname.len(),
+                    abi::NETMAP_REQ_IFNAMSIZ - 1
+                ),
+            ));
+        }
+        let kind = Self::classify(full, ifname)?;
+
+        // Ring selection.
+        let rings = if let Some(t) = tail.strip_prefix('^') {
+            let n = t.find(['/', '@']).unwrap_or(t.len());
+            let (digits, after) = t.split_at(n);
+            tail = after;
+            if digits.is_empty() {
+                RingSelect::Host
+            } else {
+                RingSelect::OneHost(parse_num(full, digits, "host ring number")?)
+            }
+        } else if let Some(t) = tail.strip_prefix('*') {
+            tail = t;
+            RingSelect::NicAndHost
+        } else if let Some(t) = tail.strip_prefix('-') {
+            let n = t.find(['/', '@']).unwrap_or(t.len());
+            let (digits, after) = t.split_at(n);
+            tail = after;
+            RingSelect::OneNic(parse_num(full, digits, "ring number")?)
+        } else {
+            RingSelect::AllNic
+        };
+
+        // Flags.
+        let mut flags = 0u64;
+        if let Some(t) = tail.strip_prefix('/') {
+            let n = t.find('@').unwrap_or(t.len());
+            let (chars, after) = t.split_at(n);
+            tail = after;
+            if chars.is_empty() {
+                return Err(bad(full, "'/' must be followed by flags (x z t r R T)"));
+            }
+            for c in chars.chars() {
+                match FLAG_CHARS.iter().find(|(fc, _)| *fc == c) {
+                    Some((_, bit)) => flags |= bit,
+                    None => {
+                        return Err(bad(
+                            full,
+                            format!("unknown flag {c:?} (known: x z t r R T)"),
+                        ))
+                    }
+                }
+            }
+        }
+
+        // Memory id.
+        let mut mem_id = 0;
+        if let Some(t) = tail.strip_prefix('@') {
+            mem_id = parse_num(full, t, "memory id")?;
+            tail = "";
+        }
+        if !tail.is_empty() {
+            return Err(bad(
+                full,
+                format!("unexpected text {tail:?} after the rings"),
+            ));
+        }
+        if matches!(kind, PortKind::Pipe { .. })
+            && !matches!(rings, RingSelect::AllNic | RingSelect::OneNic(_))
+        {
+            return Err(bad(
+                full,
+                "pipes have no host rings: use no suffix or -N with a pipe",
+            ));
+        }
+        Ok(PortSpec {
+            ifname: ifname.to_string(),
+            kind,
+            rings,
+            flags,
+            mem_id,
+        })
+    }
+
+    fn classify(full: &str, ifname: &str) -> Result<PortKind, Error> {
+        if let Some(pos) = ifname.find(['{', '}']) {
+            let parent = &ifname[..pos];
+            let id = &ifname[pos + 1..];
+            if parent.is_empty() {
+                return Err(bad(full, "a pipe needs a parent name before '{' or '}'"));
+            }
+            if id.is_empty() {
+                return Err(bad(full, "a pipe needs an identifier after '{' or '}'"));
+            }
+            if id.contains(['{', '}']) {
+                return Err(bad(full, "a pipe name has one '{' or '}'"));
+            }
+            let role = if ifname.as_bytes()[pos] == b'{' {
+                PipeRole::Master
+            } else {
+                PipeRole::Slave
+            };
+            return Ok(PortKind::Pipe {
+                parent: parent.to_string(),
+                id: id.to_string(),
+                role,
+            });
+        }
+        if ifname.starts_with("vale") {
+            if let Some((switch, port)) = ifname.split_once(':') {
+                if port.is_empty() {
+                    return Err(bad(full, "a VALE name needs a port after ':' (vale0:p1)"));
+                }
+                return Ok(PortKind::Vale {
+                    switch: switch.to_string(),
+                    port: port.to_string(),
+                });
+            }
+        }
+        if ifname.contains(':') {
+            return Err(bad(
+                full,
+                "':' is only allowed in VALE names (valeX:port) and the netmap: prefix",
+            ));
+        }
+        Ok(PortKind::Nic)
+    }
+
+    /// Whether this names a pipe end.
+    pub fn is_pipe(&self) -> bool {
+        matches!(self.kind, PortKind::Pipe { .. })
+    }
+
+    /// Whether this names a VALE port.
+    pub fn is_vale(&self) -> bool {
+        matches!(self.kind, PortKind::Vale { .. })
+    }
+}
+
+impl fmt::Display for PortSpec {
+    /// Formats the spec back into the canonical name (with the `netmap:` prefix), which
+    /// parses back to an equal spec.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "netmap:{}", self.ifname)?;
+        match self.rings {
+            RingSelect::AllNic => {}
+            RingSelect::Host => f.write_str("^")?,
+            RingSelect::OneHost(n) => write!(f, "^{n}")?,
+            RingSelect::NicAndHost => f.write_str("*")?,
+            RingSelect::OneNic(n) => write!(f, "-{n}")?,
+        }
+        if self.flags != 0 {
+            f.write_str("/")?;
+            for (c, bit) in FLAG_CHARS {
+                if self.flags & bit != 0 {
+                    write!(f, "{c}")?;
+                }
+            }
+        }
+        if self.mem_id != 0 {
+            write!(f, "@{}", self.mem_id)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::*;
+
+    #[test]
+    fn grammar_table() {
+        // name, ifname, mode, ringid, flags, mem id
+        let table: &[(&str, &str, u32, u16, u64, u16)] = &[
+            ("eth0", "eth0", NR_REG_ALL_NIC, 0, 0, 0),
+            ("netmap:eth0", "eth0", NR_REG_ALL_NIC, 0, 0, 0),
+            ("eth0^", "eth0", NR_REG_SW, 0, 0, 0),
+            ("eth0^1", "eth0", NR_REG_ONE_SW, 1, 0, 0),
+            ("eth0*", "eth0", NR_REG_NIC_SW, 0, 0, 0),
+            ("eth0-3", "eth0", NR_REG_ONE_NIC, 3, 0, 0),
+            (
+                "netmap:eth0-3/x",
+                "eth0",
+                NR_REG_ONE_NIC,
+                3,
+                NR_EXCLUSIVE,
+                0,
+            ),
+            ("eth0/R", "eth0", NR_REG_ALL_NIC, 0, NR_RX_RINGS_ONLY, 0),
+            ("eth0/T", "eth0", NR_REG_ALL_NIC, 0, NR_TX_RINGS_ONLY, 0),
+            (
+                "eth0/rt",
+                "eth0",
+                NR_REG_ALL_NIC,
+                0,
+                NR_MONITOR_RX | NR_MONITOR_TX,
+                0,
+            ),
+            ("eth0/z", "eth0", NR_REG_ALL_NIC, 0, NR_ZCOPY_MON, 0),
+            ("eth0@2", "eth0", NR_REG_ALL_NIC, 0, 0, 2),
+            ("eth0-1/x@3", "eth0", NR_REG_ONE_NIC, 1, NR_EXCLUSIVE, 3),
+            ("vale0:p1", "vale0:p1", NR_REG_ALL_NIC, 0, 0, 0),
+            ("netmap:vale1:vi0-0", "vale1:vi0", NR_REG_ONE_NIC, 0, 0, 0),
+            ("pipe{1", "pipe{1", NR_REG_ALL_NIC, 0, 0, 0),
+            ("pipe}1", "pipe}1", NR_REG_ALL_NIC, 0, 0, 0),
+            ("eth0{foo", "eth0{foo", NR_REG_ALL_NIC, 0, 0, 0),
+            ("eth0}foo-2", "eth0}foo", NR_REG_ONE_NIC, 2, 0, 0),
+            ("x{a/x", "x{a", NR_REG_ALL_NIC, 0, NR_EXCLUSIVE, 0),
+        ];
+        for &(name, ifname, mode, ringid, flags, mem) in table {
+            let s = PortSpec::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.ifname, ifname, "{name}");
+            assert_eq!(s.rings.mode(), mode, "{name}");
+            assert_eq!(s.rings.ring_id(), ringid, "{name}");
+            assert_eq!(s.flags, flags, "{name}");
+            assert_eq!(s.mem_id, mem, "{name}");
+            // Modes never leak into flags.
+            assert_eq!(s.flags & 0xff, 0, "{name}");
+            // Round trip through the formatter.
+            let again = PortSpec::parse(&s.to_string()).unwrap();
+            assert_eq!(again, s, "{name} -> {s}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(PortSpec::parse("eth0").unwrap().kind, PortKind::Nic);
+        assert_eq!(
+            PortSpec::parse("vale0:p1").unwrap().kind,
+            PortKind::Vale {
+                switch: "vale0".into(),
+                port: "p1".into()
+            }
+        );
+        assert_eq!(
+            PortSpec::parse("a}b").unwrap().kind,
+            PortKind::Pipe {
+                parent: "a".into(),
+                id: "b".into(),
+                role: PipeRole::Slave
+            }
+        );
+    }
+
+    #[test]
+    fn bad_names_are_rejected_with_reasons() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("netmap:", "empty"),
+            ("-1", "empty"),
+            ("eth0/q", "unknown flag"),
+            ("eth0/", "followed by flags"),
+            ("eth0-x", "decimal number"),
+            ("eth0-", "decimal number"),
+            ("eth0^z", "decimal number"),
+            ("eth0-99999", "out of range"),
+            ("eth0@", "decimal number"),
+            ("eth0@m", "decimal number"),
+            ("eth 0", "character"),
+            ("{1", "parent"),
+            ("x{", "identifier"),
+            ("x{1}2", "one '{'"),
+            ("vale0:", "port after"),
+            ("foo:bar", "only allowed"),
+            ("x{1^", "no host rings"),
+            ("x{1*", "no host rings"),
+            ("eth0*3", "unexpected text"),
+        ];
+        for &(name, needle) in cases {
+            let err = PortSpec::parse(name).expect_err(name).to_string();
+            assert!(err.contains(needle), "{name}: {err}");
+        }
+        let long = "a".repeat(64);
+        assert!(PortSpec::parse(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 63"));
+        assert!(PortSpec::parse(&"a".repeat(63)).is_ok());
+    }
+}

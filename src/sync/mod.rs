@@ -1,0 +1,18 @@
+//! The synchronous core: ports, rings and frames.
+//!
+//! - [`NetmapBuilder`] / [`Netmap`]: open a port (one registration, one mapping).
+//! - [`TxRing`] / [`RxRing`]: per-ring handles with a local cursor, published at `sync()`.
+//! - [`BatchReservation`], [`RxBatch`]: batch paths, one sync per batch.
+//! - [`Frame`]: a received packet, borrowed from its slot or owned.
+//! - [`zero_copy_forward`]: swap buffers from an RX ring to a TX ring.
+
+mod frame;
+mod port;
+pub(crate) mod raw;
+mod ring;
+
+pub use frame::Frame;
+#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+pub use port::{pools_info, port_info};
+pub use port::{Netmap, NetmapBuilder};
+pub use ring::{forward_filtered, zero_copy_forward, BatchReservation, RxBatch, RxRing, TxRing};

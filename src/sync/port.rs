@@ -1,0 +1,476 @@
+//! Opening ports: [`NetmapBuilder`] and [`Netmap`].
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::abi;
+use crate::backend::{
+    self, Backend, BackendChoice, BackendKind, MemIdentity, OpenOptions, Readiness,
+};
+use crate::error::Error;
+use crate::port_name::{PortSpec, RingSelect};
+use crate::region::Region;
+use crate::sync::raw::{if_bytes, read_if, ring_bytes, RawRing};
+use crate::sync::ring::{RxRing, TxRing};
+
+/// One ring bound to a registration.
+#[derive(Debug)]
+pub(crate) struct BoundRing {
+    pub(crate) raw: RawRing,
+    pub(crate) host: bool,
+    pub(crate) ring_id: u16,
+    pub(crate) claimed: AtomicBool,
+}
+
+/// State shared by a [`Netmap`] and every ring handle taken from it. The mapping and the
+/// registration live until the last of them is dropped.
+#[derive(Debug)]
+pub(crate) struct PortInner {
+    pub(crate) backend: Backend,
+    pub(crate) tx: Vec<BoundRing>,
+    pub(crate) rx: Vec<BoundRing>,
+    pub(crate) spec: PortSpec,
+    pub(crate) name: String,
+    pub(crate) mem: MemIdentity,
+    pub(crate) extra_bufs: u32,
+    pub(crate) bufs_head: u32,
+    // Declared last: dropped after the backend and the ring views.
+    pub(crate) region: Arc<Region>,
+}
+
+impl PortInner {
+    /// Readiness as the kernel's poll computes it: `cur != tail` on some bound ring.
+    pub(crate) fn readiness(&self) -> Readiness {
+        let ready =
+            |rings: &[BoundRing]| rings.iter().any(|r| r.raw.load_tail() != r.raw.load_cur());
+        Readiness {
+            readable: ready(&self.rx),
+            writable: ready(&self.tx),
+        }
+    }
+}
+
+/// Builds a [`Netmap`] port.
+///
+/// ```no_run
+/// use netmap_rs::NetmapBuilder;
+/// let nm = NetmapBuilder::new("netmap:eth0").num_tx_rings(1).num_rx_rings(1).build()?;
+/// # Ok::<(), netmap_rs::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct NetmapBuilder {
+    name: String,
+    tx_rings: usize,
+    rx_rings: usize,
+    tx_slots: u32,
+    rx_slots: u32,
+    extra_bufs: u32,
+    flags: u64,
+    backend: Option<BackendChoice>,
+}
+
+impl NetmapBuilder {
+    /// A builder for the port `name` (any netmap name: `eth0`, `netmap:eth0^`, `vale0:p1`,
+    /// `pipe{1`, ...; see [`crate::port_name`]).
+    pub fn new(name: &str) -> Self {
+        NetmapBuilder {
+            name: name.to_string(),
+            tx_rings: 0,
+            rx_rings: 0,
+            tx_slots: 0,
+            rx_slots: 0,
+            extra_bufs: 0,
+            flags: 0,
+            backend: None,
+        }
+    }
+
+    /// Number of TX rings to ask for (pipes and VALE ports are created with it; NICs keep
+    /// their own). 0 keeps the default.
+    pub fn num_tx_rings(mut self, num: usize) -> Self {
+        self.tx_rings = num;
+        self
+    }
+
+    /// Number of RX rings to ask for. 0 keeps the default.
+    pub fn num_rx_rings(mut self, num: usize) -> Self {
+        self.rx_rings = num;
+        self
+    }
+
+    /// Slots per ring, both directions. 0 keeps the default.
+    pub fn num_slots(mut self, slots: u32) -> Self {
+        self.tx_slots = slots;
+        self.rx_slots = slots;
+        self
+    }
+
+    /// Slots per TX ring. 0 keeps the default.
+    pub fn tx_slots(mut self, slots: u32) -> Self {
+        self.tx_slots = slots;
+        self
+    }
+
+    /// Slots per RX ring. 0 keeps the default.
+    pub fn rx_slots(mut self, slots: u32) -> Self {
+        self.rx_slots = slots;
+        self
+    }
+
+    /// Extra buffers to allocate with the registration (`nr_extra_bufs`, kernel backend).
+    pub fn extra_buffers(mut self, n: u32) -> Self {
+        self.extra_bufs = n;
+        self
+    }
+
+    /// Adds raw `NR_*` registration flags (see [`crate::abi`]), OR-ed with those of the name.
+    pub fn flags(mut self, flags: u32) -> Self {
+        self.flags |= u64::from(flags);
+        self
+    }
+
+    fn flag(mut self, bit: u64, on: bool) -> Self {
+        if on {
+            self.flags |= bit;
+        } else {
+            self.flags &= !bit;
+        }
+        self
+    }
+
+    /// Exclusive access to the bound rings (`NR_EXCLUSIVE`, like the `/x` suffix).
+    pub fn exclusive(self, on: bool) -> Self {
+        self.flag(abi::NR_EXCLUSIVE, on)
+    }
+
+    /// Do not txsync from poll (`NR_NO_TX_POLL`).
+    pub fn no_tx_poll(self, on: bool) -> Self {
+        self.flag(abi::NR_NO_TX_POLL, on)
+    }
+
+    /// Always rxsync from poll (`NR_DO_RX_POLL`).
+    pub fn do_rx_poll(self, on: bool) -> Self {
+        self.flag(abi::NR_DO_RX_POLL, on)
+    }
+
+    /// Bind only the TX rings (`NR_TX_RINGS_ONLY`, like `/T`).
+    pub fn tx_only(self) -> Self {
+        self.flag(abi::NR_TX_RINGS_ONLY, true)
+    }
+
+    /// Bind only the RX rings (`NR_RX_RINGS_ONLY`, like `/R`).
+    pub fn rx_only(self) -> Self {
+        self.flag(abi::NR_RX_RINGS_ONLY, true)
+    }
+
+    /// Which backend to use; without this call `NETMAP_RS_BACKEND` decides, else `Auto`.
+    pub fn backend(mut self, choice: BackendChoice) -> Self {
+        self.backend = Some(choice);
+        self
+    }
+
+    fn options(&self, spec: &PortSpec) -> Result<OpenOptions, Error> {
+        let rings = |n: usize, what: &str| {
+            u16::try_from(n).map_err(|_| {
+                Error::BindFail(format!(
+                    "{n} {what} rings requested; netmap takes at most 65535"
+                ))
+            })
+        };
+        let flags = spec.flags | self.flags;
+        if flags & abi::NR_TX_RINGS_ONLY != 0 && flags & abi::NR_RX_RINGS_ONLY != 0 {
+            return Err(Error::BindFail(
+                "tx-only and rx-only together would bind no ring".into(),
+            ));
+        }
+        Ok(OpenOptions {
+            tx_rings: rings(self.tx_rings, "tx")?,
+            rx_rings: rings(self.rx_rings, "rx")?,
+            tx_slots: self.tx_slots,
+            rx_slots: self.rx_slots,
+            extra_bufs: self.extra_bufs,
+            flags,
+        })
+    }
+
+    fn choice(&self) -> Result<BackendChoice, Error> {
+        match self.backend {
+            Some(c) => Ok(c),
+            None => BackendChoice::from_env(),
+        }
+    }
+
+    /// Opens the port.
+    pub fn build(self) -> Result<Netmap, Error> {
+        let spec = PortSpec::parse(&self.name)?;
+        let opts = self.options(&spec)?;
+        Netmap::open_spec(spec, &opts, self.choice()?)
+    }
+
+    /// Opens the port once per NIC ring pair (`name-0`, `name-1`, ...), one registration and
+    /// one file descriptor each, for thread-per-ring designs: each thread then syncs only its
+    /// own rings. The name must not already select rings.
+    pub fn build_per_ring(self) -> Result<Vec<Netmap>, Error> {
+        let spec = PortSpec::parse(&self.name)?;
+        if spec.rings != RingSelect::AllNic {
+            return Err(Error::InvalidPortName {
+                name: self.name.clone(),
+                reason: "build_per_ring opens every ring itself: give the name without a ring \
+                         suffix"
+                    .into(),
+            });
+        }
+        let opts = self.options(&spec)?;
+        let choice = self.choice()?;
+        // Learn the ring count from a full registration, then release it.
+        let n = {
+            let probe = Netmap::open_spec(spec.clone(), &opts, choice)?;
+            probe.num_tx_rings().max(probe.num_rx_rings())
+        };
+        (0..n)
+            .map(|i| {
+                let mut s = spec.clone();
+                s.rings = RingSelect::OneNic(i as u16);
+                Netmap::open_spec(s, &opts, choice)
+            })
+            .collect()
+    }
+}
+
+/// An open netmap port: one registration (one file descriptor) and its memory mapping.
+///
+/// Ring handles taken from it keep the mapping alive, so they may outlive the `Netmap` and
+/// move to other threads.
+#[derive(Debug)]
+pub struct Netmap {
+    pub(crate) inner: Arc<PortInner>,
+}
+
+impl Netmap {
+    /// Opens `name` with default settings (same as `NetmapBuilder::new(name).build()`).
+    pub fn open(name: &str) -> Result<Netmap, Error> {
+        NetmapBuilder::new(name).build()
+    }
+
+    /// A builder for `name`.
+    pub fn builder(name: &str) -> NetmapBuilder {
+        NetmapBuilder::new(name)
+    }
+
+    fn open_spec(
+        spec: PortSpec,
+        opts: &OpenOptions,
+        choice: BackendChoice,
+    ) -> Result<Netmap, Error> {
+        let opened = backend::open(&spec, opts, choice)?;
+        let region = opened.region;
+        let info = read_if(&region, opened.if_off)?;
+        let ntx = (info.tx_rings + info.host_tx_rings) as usize;
+        let nrx = (info.rx_rings + info.host_rx_rings) as usize;
+        if info.ring_ofs.len() != ntx + nrx {
+            return Err(Error::BadLayout("ring_ofs[] length mismatch".into()));
+        }
+        // Offsets of the rings bound to this registration (ring_ofs 0 = not bound: never
+        // dereferenced).
+        let locate = |k: usize| -> Result<Option<usize>, Error> {
+            let o = info.ring_ofs[k];
+            if o == 0 {
+                return Ok(None);
+            }
+            let abs = (opened.if_off as isize)
+                .checked_add(o)
+                .filter(|a| *a >= 0)
+                .ok_or_else(|| {
+                    Error::BadLayout(format!("ring_ofs[{k}] = {o} leaves the region"))
+                })?;
+            Ok(Some(abs as usize))
+        };
+        let mut tx_offs = Vec::new();
+        for k in 0..ntx {
+            if let Some(off) = locate(k)? {
+                let host = k >= info.tx_rings as usize;
+                let id = if host { k - info.tx_rings as usize } else { k };
+                tx_offs.push((off, host, id as u16));
+            }
+        }
+        let mut rx_offs = Vec::new();
+        for k in 0..nrx {
+            if let Some(off) = locate(ntx + k)? {
+                let host = k >= info.rx_rings as usize;
+                let id = if host { k - info.rx_rings as usize } else { k };
+                rx_offs.push((off, host, id as u16));
+            }
+        }
+        // Buffers may not overlap the interface or any bound ring.
+        let mut guard = opened.if_off + if_bytes(ntx + nrx);
+        for &(off, _, _) in tx_offs.iter().chain(&rx_offs) {
+            let r = RawRing::new(&region, off, 0)?;
+            guard = guard.max(off + ring_bytes(r.num_slots()));
+        }
+        let bind = |list: Vec<(usize, bool, u16)>| -> Result<Vec<BoundRing>, Error> {
+            list.into_iter()
+                .map(|(off, host, ring_id)| {
+                    Ok(BoundRing {
+                        raw: RawRing::new(&region, off, guard)?,
+                        host,
+                        ring_id,
+                        claimed: AtomicBool::new(false),
+                    })
+                })
+                .collect()
+        };
+        let tx = bind(tx_offs)?;
+        let rx = bind(rx_offs)?;
+        if tx.is_empty() && rx.is_empty() {
+            return Err(Error::BadLayout(format!("{spec}: no ring is bound")));
+        }
+        let name = spec.to_string();
+        tracing::debug!(port = %name, backend = %opened.backend.kind(), tx = tx.len(), rx = rx.len(), "port open");
+        Ok(Netmap {
+            inner: Arc::new(PortInner {
+                backend: opened.backend,
+                tx,
+                rx,
+                spec,
+                name,
+                mem: opened.mem,
+                extra_bufs: opened.extra_bufs,
+                bufs_head: info.bufs_head,
+                region,
+            }),
+        })
+    }
+
+    /// The canonical port name (`netmap:` prefix, suffixes normalised).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The parsed port name.
+    pub fn spec(&self) -> &PortSpec {
+        &self.inner.spec
+    }
+
+    /// Which backend the port was opened on.
+    pub fn backend(&self) -> BackendKind {
+        self.inner.backend.kind()
+    }
+
+    /// Number of TX rings bound to this port (NIC rings first, then host rings).
+    pub fn num_tx_rings(&self) -> usize {
+        self.inner.tx.len()
+    }
+
+    /// Number of RX rings bound to this port (NIC rings first, then host rings).
+    pub fn num_rx_rings(&self) -> usize {
+        self.inner.rx.len()
+    }
+
+    /// Whether the registration includes host-stack rings (`^`, `^N` or `*`).
+    pub fn is_host_if(&self) -> bool {
+        self.inner.spec.rings.includes_host()
+    }
+
+    /// Handle to TX ring `index` (`0..num_tx_rings()`). At most one live handle per ring.
+    pub fn tx_ring(&self, index: usize) -> Result<TxRing, Error> {
+        TxRing::new(self.inner.clone(), index)
+    }
+
+    /// Handle to RX ring `index` (`0..num_rx_rings()`). At most one live handle per ring.
+    pub fn rx_ring(&self, index: usize) -> Result<RxRing, Error> {
+        RxRing::new(self.inner.clone(), index)
+    }
+
+    /// The memory allocator id (ports with equal ids share buffers).
+    pub fn mem_id(&self) -> u16 {
+        match self.inner.mem {
+            MemIdentity::Kernel { mem_id, .. } | MemIdentity::Emulated { mem_id } => mem_id,
+        }
+    }
+
+    /// Whether buffers can be swapped between this port and `other` (zero-copy forwarding).
+    pub fn shares_memory_with(&self, other: &Netmap) -> bool {
+        self.inner.mem == other.inner.mem
+    }
+
+    /// Size of each packet buffer in bytes.
+    pub fn buf_size(&self) -> usize {
+        self.inner
+            .tx
+            .iter()
+            .chain(&self.inner.rx)
+            .map(|r| r.raw.buf_size() as usize)
+            .next()
+            .unwrap_or(0)
+    }
+
+    /// Size of the mapped memory region in bytes.
+    pub fn memsize(&self) -> usize {
+        self.inner.region.len()
+    }
+
+    /// Extra buffers granted by the kernel (see [`NetmapBuilder::extra_buffers`]) and the
+    /// head of their list (`ni_bufs_head`). They are returned to the kernel at close.
+    pub fn extra_buffers(&self) -> (u32, u32) {
+        (self.inner.extra_bufs, self.inner.bufs_head)
+    }
+
+    /// Current readiness without waiting, as `poll` would report it after the last sync.
+    pub fn readiness(&self) -> Readiness {
+        self.inner.readiness()
+    }
+
+    /// Blocks until a bound ring is ready in one of the wanted directions, or the timeout
+    /// passes (`None`: no timeout). Like `poll(2)` on the netmap fd, this syncs the wanted
+    /// directions with the published ring heads: sync your ring handles first so that what
+    /// you consumed or filled is published.
+    pub fn wait(&self, want: Readiness, timeout: Option<Duration>) -> Result<Readiness, Error> {
+        let inner = &self.inner;
+        inner.backend.wait(want, timeout, &|| inner.readiness())
+    }
+
+    /// Waits until an RX ring holds packets (see [`Netmap::wait`]); returns whether one does.
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let want = Readiness {
+            readable: true,
+            writable: false,
+        };
+        Ok(self.wait(want, timeout)?.readable)
+    }
+
+    /// Waits until a TX ring has room (see [`Netmap::wait`]); returns whether one has.
+    pub fn wait_writable(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let want = Readiness {
+            readable: false,
+            writable: true,
+        };
+        Ok(self.wait(want, timeout)?.writable)
+    }
+}
+
+impl AsFd for Netmap {
+    /// The netmap file descriptor (kernel), or the RX notifier (emulated backend).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.backend.rx_fd()
+    }
+}
+
+impl AsRawFd for Netmap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// Queries a port's geometry without registering it (kernel backend only).
+#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+pub fn port_info(name: &str) -> Result<crate::backend::kernel::PortInfo, Error> {
+    crate::backend::kernel::port_info(&PortSpec::parse(name)?)
+}
+
+/// Queries the memory pools of the allocator `name` uses, without registering (kernel only).
+#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+pub fn pools_info(name: &str) -> Result<crate::backend::kernel::PoolsInfo, Error> {
+    crate::backend::kernel::pools_info(&PortSpec::parse(name)?)
+}

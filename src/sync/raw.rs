@@ -1,0 +1,538 @@
+//! Raw access to netmap rings and slots in shared memory.
+//!
+//! This is the one module that turns offsets in a [`Region`] into pointers to rings, slots and
+//! buffers. The rules it enforces:
+//!
+//! - A [`RawRing`] is only built after its header, slot array and buffer pool have been
+//!   checked to lie inside the region, and it keeps no reference into the region: the region
+//!   is kept alive by whoever owns the `RawRing` (through an `Arc`).
+//! - `head`, `cur` and `tail` are only accessed atomically: the kernel (or the emulated
+//!   kernel, on another thread) reads `head`/`cur` and writes `tail` at any time.
+//! - Slot contents are plain memory that belongs to exactly one party at a time under the
+//!   netmap ownership rules; the slot accessors are `unsafe fn`s whose callers state why they
+//!   own the slot.
+//! - Every buffer index taken from a slot is bounds-checked ([`RawRing::buf_ptr`]) before a
+//!   pointer to the buffer is formed, and no buffer may overlap the rings or interfaces of the
+//!   port (`guard_end`).
+
+use std::ptr::{addr_of, addr_of_mut, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::abi::{NetmapIf, NetmapRing, NetmapSlot, RING_OFS_ENTRY, RING_OFS_START};
+use crate::error::Error;
+use crate::region::Region;
+
+/// A checked view of one ring in a region.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRing {
+    ring: NonNull<NetmapRing>,
+    num_slots: u32,
+    buf_size: u32,
+    /// Address of buffer 0 (may lie before the region; only indices in `min_idx..max_idx`
+    /// are ever turned into pointers).
+    buf_base: usize,
+    region_base: NonNull<u8>,
+    min_idx: u32,
+    max_idx: u32,
+}
+
+// SAFETY: a RawRing is a checked pointer into a region that its owner keeps alive. Its safe
+// methods only touch head/cur/tail atomically or compute bounds-checked pointers; slot access
+// is `unsafe` and governed by the ring ownership protocol, not by which thread holds the view.
+unsafe impl Send for RawRing {}
+// SAFETY: see `Send` above: no safe method mutates non-atomic shared state.
+unsafe impl Sync for RawRing {}
+
+/// The contents of one slot, read by value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SlotVal {
+    pub buf_idx: u32,
+    pub len: u16,
+    pub flags: u16,
+    pub ptr: u64,
+}
+
+/// Next ring index after `i` in a ring of `n` slots.
+#[inline(always)]
+pub(crate) fn next(i: u32, n: u32) -> u32 {
+    let j = i + 1;
+    if j == n {
+        0
+    } else {
+        j
+    }
+}
+
+/// Ring index `i + k` in a ring of `n` slots (`k <= n`).
+#[inline(always)]
+pub(crate) fn advance(i: u32, k: u32, n: u32) -> u32 {
+    let j = i + k;
+    if j >= n {
+        j - n
+    } else {
+        j
+    }
+}
+
+/// Previous ring index before `i` in a ring of `n` slots.
+#[inline(always)]
+pub(crate) fn prev(i: u32, n: u32) -> u32 {
+    if i == 0 {
+        n - 1
+    } else {
+        i - 1
+    }
+}
+
+/// Number of slots from `from` up to (not including) `to`, going forward, in a ring of `n`.
+#[inline(always)]
+pub(crate) fn distance(from: u32, to: u32, n: u32) -> u32 {
+    if to >= from {
+        to - from
+    } else {
+        to + n - from
+    }
+}
+
+/// Whether `x` lies in the cyclic interval `[lo, hi]` of a ring of `n` slots.
+#[inline(always)]
+pub(crate) fn in_cyclic_range(lo: u32, x: u32, hi: u32, n: u32) -> bool {
+    x < n && distance(lo, x, n) <= distance(lo, hi, n)
+}
+
+impl RawRing {
+    /// Builds a checked view of the ring at `ring_off` bytes into `region`.
+    ///
+    /// `guard_end` is the end offset of the port's own structures (interface and rings):
+    /// buffers that would start below it are refused, so a buffer slice can never alias ring
+    /// memory that is accessed atomically.
+    pub(crate) fn new(region: &Region, ring_off: usize, guard_end: usize) -> Result<Self, Error> {
+        let hdr = size_of::<NetmapRing>();
+        let ring = region
+            .at(ring_off, hdr, align_of::<NetmapRing>())
+            .ok_or_else(|| {
+                Error::BadLayout(format!(
+                    "ring at offset {ring_off} lies outside the {}-byte region or is misaligned",
+                    region.len()
+                ))
+            })?
+            .cast::<NetmapRing>();
+        // SAFETY: the header lies inside the region (checked above) and these fields are
+        // written once by the kernel before registration returns and never changed after.
+        let (num_slots, buf_size, buf_ofs) = unsafe {
+            let r = ring.as_ptr();
+            (
+                addr_of!((*r).num_slots).read(),
+                addr_of!((*r).nr_buf_size).read(),
+                addr_of!((*r).buf_ofs).read(),
+            )
+        };
+        if num_slots < 2 {
+            return Err(Error::BadLayout(format!(
+                "ring at {ring_off} has {num_slots} slots"
+            )));
+        }
+        let slots_bytes = (num_slots as usize)
+            .checked_mul(size_of::<NetmapSlot>())
+            .ok_or_else(|| Error::BadLayout("slot array size overflows".into()))?;
+        if region.at(ring_off + hdr, slots_bytes, 8).is_none() {
+            return Err(Error::BadLayout(format!(
+                "ring at {ring_off} with {num_slots} slots does not fit in the region"
+            )));
+        }
+        if buf_size == 0 || buf_size > u16::MAX as u32 + 1 {
+            return Err(Error::BadLayout(format!("buffer size {buf_size}")));
+        }
+        let base_off = (ring_off as i64)
+            .checked_add(buf_ofs)
+            .filter(|b| *b >= 0 && (*b as u64) <= region.len() as u64)
+            .ok_or_else(|| {
+                Error::BadLayout(format!("buffer pool offset {buf_ofs} leaves the region"))
+            })? as usize;
+        let bs = buf_size as usize;
+        let min_idx = if base_off >= guard_end {
+            0
+        } else {
+            (guard_end - base_off).div_ceil(bs)
+        };
+        let max_idx = (region.len() - base_off) / bs;
+        let max_idx = u32::try_from(max_idx).unwrap_or(u32::MAX);
+        let min_idx = u32::try_from(min_idx).unwrap_or(u32::MAX);
+        Ok(RawRing {
+            ring,
+            num_slots,
+            buf_size,
+            buf_base: base_off,
+            region_base: region.base(),
+            min_idx,
+            max_idx,
+        })
+    }
+
+    /// Number of slots.
+    #[inline(always)]
+    pub(crate) fn num_slots(&self) -> u32 {
+        self.num_slots
+    }
+
+    /// Buffer size in bytes.
+    #[inline(always)]
+    pub(crate) fn buf_size(&self) -> u32 {
+        self.buf_size
+    }
+
+    /// Valid buffer indices for this ring's mapping.
+    pub(crate) fn buf_range(&self) -> std::ops::Range<u32> {
+        self.min_idx..self.max_idx
+    }
+
+    #[inline(always)]
+    fn atomic(&self, f: fn(*mut NetmapRing) -> *mut u32) -> &AtomicU32 {
+        // SAFETY: `f` projects to one of head/cur/tail, which are 4-byte aligned u32 fields
+        // inside the checked header; they are only ever accessed atomically (by us and by the
+        // other party), and the region outlives `self` (held by the owner of this RawRing).
+        unsafe { AtomicU32::from_ptr(f(self.ring.as_ptr())) }
+    }
+
+    fn head_ptr(r: *mut NetmapRing) -> *mut u32 {
+        // SAFETY: projection only, no dereference.
+        unsafe { addr_of_mut!((*r).head) }
+    }
+    fn cur_ptr(r: *mut NetmapRing) -> *mut u32 {
+        // SAFETY: projection only, no dereference.
+        unsafe { addr_of_mut!((*r).cur) }
+    }
+    fn tail_ptr(r: *mut NetmapRing) -> *mut u32 {
+        // SAFETY: projection only, no dereference.
+        unsafe { addr_of_mut!((*r).tail) }
+    }
+
+    /// Loads `head`.
+    #[inline(always)]
+    pub(crate) fn load_head(&self) -> u32 {
+        self.atomic(Self::head_ptr).load(Ordering::Acquire)
+    }
+    /// Loads `cur`.
+    #[inline(always)]
+    pub(crate) fn load_cur(&self) -> u32 {
+        self.atomic(Self::cur_ptr).load(Ordering::Acquire)
+    }
+    /// Loads `tail` (Acquire: slot contents written before the tail was published are
+    /// visible afterwards).
+    #[inline(always)]
+    pub(crate) fn load_tail(&self) -> u32 {
+        self.atomic(Self::tail_ptr).load(Ordering::Acquire)
+    }
+    /// Publishes `cur` then `head` (Release): a reader that sees the new `head` sees the new
+    /// `cur` and every slot written before, and `cur` never lags behind `head`.
+    #[inline(always)]
+    pub(crate) fn publish_head(&self, v: u32) {
+        self.atomic(Self::cur_ptr).store(v, Ordering::Release);
+        self.atomic(Self::head_ptr).store(v, Ordering::Release);
+    }
+    /// Publishes `tail` (Release). Used by the emulated kernel only.
+    #[inline(always)]
+    pub(crate) fn store_tail(&self, v: u32) {
+        self.atomic(Self::tail_ptr).store(v, Ordering::Release);
+    }
+
+    /// The ring id and direction fields (constant after registration).
+    pub(crate) fn ringid_dir(&self) -> (u16, u16) {
+        // SAFETY: constant fields of the checked header, written before registration.
+        unsafe {
+            let r = self.ring.as_ptr();
+            (addr_of!((*r).ringid).read(), addr_of!((*r).dir).read())
+        }
+    }
+
+    #[inline(always)]
+    fn slot_ptr(&self, k: u32) -> *mut NetmapSlot {
+        debug_assert!(k < self.num_slots);
+        let k = k % self.num_slots;
+        // SAFETY: the slot array of num_slots entries follows the header inside the region
+        // (checked in `new`), and k < num_slots.
+        unsafe {
+            self.ring
+                .as_ptr()
+                .cast::<u8>()
+                .add(size_of::<NetmapRing>())
+                .cast::<NetmapSlot>()
+                .add(k as usize)
+        }
+    }
+
+    /// Reads slot `k`.
+    ///
+    /// # Safety
+    /// The caller owns slot `k` under the ring protocol (user: `[head, tail)` after an
+    /// Acquire load of `tail`; kernel side: the complement), so nobody writes it concurrently.
+    #[inline(always)]
+    pub(crate) unsafe fn slot(&self, k: u32) -> SlotVal {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        unsafe {
+            SlotVal {
+                buf_idx: addr_of!((*s).buf_idx).read(),
+                len: addr_of!((*s).len).read(),
+                flags: addr_of!((*s).flags).read(),
+                ptr: addr_of!((*s).ptr).read(),
+            }
+        }
+    }
+
+    /// Writes the length and flags of slot `k`.
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn set_len_flags(&self, k: u32, len: u16, flags: u16) {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds; owned per the caller's contract.
+        unsafe {
+            addr_of_mut!((*s).len).write(len);
+            addr_of_mut!((*s).flags).write(flags);
+        }
+    }
+
+    /// Writes the buffer index of slot `k`.
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn set_buf_idx(&self, k: u32, idx: u32) {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds; owned per the caller's contract.
+        unsafe { addr_of_mut!((*s).buf_idx).write(idx) }
+    }
+
+    /// Writes every field of slot `k`.
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn set_slot(&self, k: u32, v: SlotVal) {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds; owned per the caller's contract.
+        unsafe {
+            addr_of_mut!((*s).buf_idx).write(v.buf_idx);
+            addr_of_mut!((*s).len).write(v.len);
+            addr_of_mut!((*s).flags).write(v.flags);
+            addr_of_mut!((*s).ptr).write(v.ptr);
+        }
+    }
+
+    /// Pointer to buffer `idx`, or `None` when `idx` is outside the buffers of this mapping.
+    /// The whole `buf_size` bytes behind the pointer lie inside the region and above the
+    /// port's rings.
+    #[inline(always)]
+    pub(crate) fn buf_ptr(&self, idx: u32) -> Option<NonNull<u8>> {
+        if idx < self.min_idx || idx >= self.max_idx {
+            return None;
+        }
+        let off = self.buf_base + idx as usize * self.buf_size as usize;
+        // SAFETY: min_idx <= idx < max_idx implies guard_end <= off and
+        // off + buf_size <= region.len (see `new`), so the pointer is inside the region.
+        Some(unsafe { self.region_base.add(off) })
+    }
+}
+
+/// What a `netmap_if` says about the rings of a registration.
+#[derive(Debug, Clone)]
+pub(crate) struct IfInfo {
+    pub tx_rings: u32,
+    pub rx_rings: u32,
+    pub host_tx_rings: u32,
+    pub host_rx_rings: u32,
+    pub bufs_head: u32,
+    /// `ring_ofs[]`: NIC tx, host tx, NIC rx, host rx (relative to the interface).
+    pub ring_ofs: Vec<isize>,
+}
+
+/// Reads the `netmap_if` at `if_off` and its `ring_ofs[]` array, checking that it fits.
+pub(crate) fn read_if(region: &Region, if_off: usize) -> Result<IfInfo, Error> {
+    let p = region
+        .at(if_off, size_of::<NetmapIf>(), align_of::<NetmapIf>())
+        .ok_or_else(|| Error::BadLayout(format!("netmap_if at {if_off} is outside the region")))?
+        .cast::<NetmapIf>();
+    // SAFETY: the header lies in the region; the kernel writes these fields before the
+    // registration returns and does not change them (ni_bufs_head is only ours to change).
+    let (tx, rx, htx, hrx, bufs_head) = unsafe {
+        let p = p.as_ptr();
+        (
+            addr_of!((*p).ni_tx_rings).read(),
+            addr_of!((*p).ni_rx_rings).read(),
+            addr_of!((*p).ni_host_tx_rings).read(),
+            addr_of!((*p).ni_host_rx_rings).read(),
+            addr_of!((*p).ni_bufs_head).read(),
+        )
+    };
+    let n = [tx, rx, htx, hrx]
+        .iter()
+        .try_fold(0usize, |acc, &x| acc.checked_add(x as usize))
+        .filter(|n| *n <= 65536)
+        .ok_or_else(|| Error::BadLayout("implausible ring counts in netmap_if".into()))?;
+    let arr = region
+        .at(
+            if_off + RING_OFS_START,
+            n * RING_OFS_ENTRY,
+            align_of::<isize>(),
+        )
+        .ok_or_else(|| Error::BadLayout("ring_ofs[] runs past the region".into()))?
+        .cast::<isize>();
+    let ring_ofs = (0..n)
+        // SAFETY: n entries fit in the region (checked above); written before registration.
+        .map(|i| unsafe { arr.as_ptr().add(i).read() })
+        .collect();
+    Ok(IfInfo {
+        tx_rings: tx,
+        rx_rings: rx,
+        host_tx_rings: htx,
+        host_rx_rings: hrx,
+        bufs_head,
+        ring_ofs,
+    })
+}
+
+/// Lays out a fresh ring header (and zeroed slots) at `off`, as the kernel does at
+/// registration. `head = cur = 0`, `tail = tail`.
+///
+/// # Safety
+/// `off .. off + ring_bytes(num_slots)` must lie in the region, be 128-byte aligned, and be
+/// owned by the caller: no `RawRing` over it is in use by anyone else yet.
+pub(crate) unsafe fn init_ring(
+    region: &Region,
+    off: usize,
+    num_slots: u32,
+    buf_size: u32,
+    buf_ofs: i64,
+    ringid: u16,
+    dir: u16,
+    tail: u32,
+) {
+    let p = region
+        .at(off, ring_bytes(num_slots), align_of::<NetmapRing>())
+        .expect("init_ring: caller passed a ring outside the region");
+    // SAFETY: in bounds and aligned (checked above); exclusively owned per the contract.
+    unsafe {
+        std::ptr::write_bytes(p.as_ptr(), 0, ring_bytes(num_slots));
+        let r = p.as_ptr().cast::<NetmapRing>();
+        addr_of_mut!((*r).buf_ofs).write(buf_ofs);
+        addr_of_mut!((*r).num_slots).write(num_slots);
+        addr_of_mut!((*r).nr_buf_size).write(buf_size);
+        addr_of_mut!((*r).ringid).write(ringid);
+        addr_of_mut!((*r).dir).write(dir);
+        addr_of_mut!((*r).tail).write(tail);
+    }
+}
+
+/// Writes a `netmap_if` with its `ring_ofs[]` at `off`.
+///
+/// # Safety
+/// `off .. off + if_bytes(ring_ofs.len())` must lie in the region, be 8-byte aligned and be
+/// owned by the caller (not yet handed to any user).
+pub(crate) unsafe fn write_if(
+    region: &Region,
+    off: usize,
+    name: &str,
+    counts: [u32; 4],
+    ring_ofs: &[isize],
+) {
+    let size = if_bytes(ring_ofs.len());
+    let p = region
+        .at(off, size, align_of::<NetmapIf>())
+        .expect("write_if: caller passed an interface outside the region");
+    // SAFETY: in bounds and aligned (checked above); exclusively owned per the contract.
+    unsafe {
+        std::ptr::write_bytes(p.as_ptr(), 0, size);
+        let i = p.as_ptr().cast::<NetmapIf>();
+        let name_ptr = addr_of_mut!((*i).ni_name).cast::<u8>();
+        for (k, b) in name.bytes().take(crate::abi::IFNAMSIZ - 1).enumerate() {
+            name_ptr.add(k).write(b);
+        }
+        addr_of_mut!((*i).ni_version).write(crate::abi::NETMAP_API as u32);
+        addr_of_mut!((*i).ni_tx_rings).write(counts[0]);
+        addr_of_mut!((*i).ni_rx_rings).write(counts[1]);
+        addr_of_mut!((*i).ni_host_tx_rings).write(counts[2]);
+        addr_of_mut!((*i).ni_host_rx_rings).write(counts[3]);
+        let arr = p.as_ptr().add(RING_OFS_START).cast::<isize>();
+        for (k, o) in ring_ofs.iter().enumerate() {
+            arr.add(k).write(*o);
+        }
+    }
+}
+
+/// Byte size of a `netmap_if` with `n` ring offsets.
+pub(crate) fn if_bytes(n: usize) -> usize {
+    RING_OFS_START + n * RING_OFS_ENTRY
+}
+
+/// Byte size of a ring with `num_slots` slots.
+pub(crate) fn ring_bytes(num_slots: u32) -> usize {
+    size_of::<NetmapRing>() + num_slots as usize * size_of::<NetmapSlot>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_arithmetic_wraps_at_num_slots() {
+        let n = 8;
+        assert_eq!(next(7, n), 0);
+        assert_eq!(next(3, n), 4);
+        assert_eq!(prev(0, n), 7);
+        assert_eq!(advance(6, 3, n), 1);
+        assert_eq!(advance(0, 8, n), 0);
+        assert_eq!(distance(6, 1, n), 3);
+        assert_eq!(distance(1, 6, n), 5);
+        assert_eq!(distance(4, 4, n), 0);
+        assert!(in_cyclic_range(6, 7, 1, n));
+        assert!(in_cyclic_range(6, 0, 1, n));
+        assert!(in_cyclic_range(6, 1, 1, n));
+        assert!(!in_cyclic_range(6, 2, 1, n));
+        assert!(!in_cyclic_range(6, 5, 1, n));
+        assert!(!in_cyclic_range(0, 9, 7, n));
+        // near u32::MAX-sized rings nothing overflows
+        let big = u32::MAX - 1;
+        assert_eq!(next(big - 1, big), 0);
+        assert_eq!(distance(big - 1, 0, big), 1);
+    }
+
+    fn write_ring(region: &Region, off: usize, slots: u32, buf_size: u32, buf_ofs: i64) {
+        let p = region.at(off, 256, 128).unwrap().cast::<NetmapRing>();
+        // SAFETY: test-local region, no other party.
+        unsafe {
+            let r = p.as_ptr();
+            addr_of_mut!((*r).num_slots).write(slots);
+            addr_of_mut!((*r).nr_buf_size).write(buf_size);
+            addr_of_mut!((*r).buf_ofs).write(buf_ofs);
+        }
+    }
+
+    #[test]
+    fn rejects_rings_and_buffers_outside_the_region() {
+        let region = Region::anonymous(64 * 1024).unwrap();
+        // Ring at 0 with 16 slots, buffers of 1024 from offset 4096.
+        write_ring(&region, 0, 16, 1024, 4096);
+        let r = RawRing::new(&region, 0, ring_bytes(16)).unwrap();
+        assert_eq!(r.buf_range(), 0..60);
+        assert!(r.buf_ptr(59).is_some());
+        assert!(r.buf_ptr(60).is_none());
+        assert!(r.buf_ptr(u32::MAX).is_none());
+        // A guard above the buffer base excludes the low buffers.
+        let r = RawRing::new(&region, 0, 4096 + 1500).unwrap();
+        assert_eq!(r.buf_range().start, 2);
+        // Misaligned / outside.
+        assert!(RawRing::new(&region, 64, 0).is_err());
+        assert!(RawRing::new(&region, 64 * 1024, 0).is_err());
+        // Too many slots for the region.
+        write_ring(&region, 0, 100_000, 1024, 4096);
+        assert!(RawRing::new(&region, 0, 0).is_err());
+        // Buffer pool before the region.
+        write_ring(&region, 0, 16, 1024, -8);
+        assert!(RawRing::new(&region, 0, 0).is_err());
+        // Zero buffer size.
+        write_ring(&region, 0, 16, 0, 4096);
+        assert!(RawRing::new(&region, 0, 0).is_err());
+    }
+}

@@ -1,0 +1,574 @@
+//! Ring handles: [`TxRing`], [`RxRing`], [`BatchReservation`], [`RxBatch`] and zero-copy
+//! forwarding.
+//!
+//! Each handle keeps a local cursor (`head`) and a cached `tail`. Per packet it touches only
+//! slot memory and the buffer; the shared `head`/`cur` are published (Release) and the `tail`
+//! refreshed (Acquire) at [`sync`](TxRing::sync), or when the cache says the ring is
+//! full/empty. A received frame borrows the ring, so the slot it reads cannot be handed back to
+//! the kernel (which happens only at the next sync) while the frame lives.
+
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
+use crate::error::Error;
+use crate::sync::frame::Frame;
+use crate::sync::port::PortInner;
+use crate::sync::raw::{advance, distance, next, RawRing};
+
+/// Direction of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Tx,
+    Rx,
+}
+
+/// What both handle types share: the view, the cursors and the claim on the ring.
+#[derive(Debug)]
+struct Handle {
+    raw: RawRing,
+    head: u32,
+    tail: u32,
+    published: u32,
+    index: usize,
+    dir: Dir,
+    port: Arc<PortInner>,
+}
+
+impl Handle {
+    fn new(port: Arc<PortInner>, index: usize, dir: Dir) -> Result<Handle, Error> {
+        let list = match dir {
+            Dir::Tx => &port.tx,
+            Dir::Rx => &port.rx,
+        };
+        let b = list.get(index).ok_or(Error::InvalidRingIndex(index))?;
+        if b.claimed
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::RingInUse(index));
+        }
+        let raw = b.raw.clone();
+        let head = raw.load_head();
+        let tail = raw.load_tail();
+        Ok(Handle {
+            raw,
+            head,
+            tail,
+            published: head,
+            index,
+            dir,
+            port,
+        })
+    }
+
+    fn bound(&self) -> &crate::sync::port::BoundRing {
+        match self.dir {
+            Dir::Tx => &self.port.tx[self.index],
+            Dir::Rx => &self.port.rx[self.index],
+        }
+    }
+
+    /// Slots between the cursor and the kernel's tail, refreshing the cached tail.
+    #[inline]
+    fn refresh(&mut self) -> u32 {
+        self.tail = self.raw.load_tail();
+        distance(self.head, self.tail, self.raw.num_slots())
+    }
+
+    #[inline]
+    fn sync(&mut self) -> Result<(), Error> {
+        let batch = distance(self.published, self.head, self.raw.num_slots());
+        let _span = tracing::trace_span!(
+            "netmap_sync",
+            port = %self.port.name,
+            ring = self.index,
+            dir = ?self.dir,
+            batch
+        )
+        .entered();
+        self.raw.publish_head(self.head);
+        self.published = self.head;
+        let r = match self.dir {
+            Dir::Tx => self.port.backend.txsync(),
+            Dir::Rx => self.port.backend.rxsync(),
+        };
+        self.tail = self.raw.load_tail();
+        if let Err(e) = &r {
+            tracing::warn!(error = %e, ring = self.index, "sync failed");
+        }
+        r
+    }
+
+    fn corrupt(&self, slot: u32, buf_idx: u32, len: u16) -> Error {
+        tracing::warn!(
+            ring = self.index,
+            slot,
+            buf_idx,
+            len,
+            "slot holds an out-of-range buffer"
+        );
+        Error::CorruptSlot {
+            ring: self.index,
+            slot,
+            buf_idx,
+            len,
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.bound().claimed.store(false, Ordering::Release);
+    }
+}
+
+macro_rules! common_ring_methods {
+    () => {
+        /// Index of the ring as the port numbers its rings (`0..num_*_rings()`).
+        pub fn index(&self) -> usize {
+            self.h.index
+        }
+
+        /// netmap's ring id (within the NIC or the host rings).
+        pub fn ring_id(&self) -> u16 {
+            self.h.bound().ring_id
+        }
+
+        /// Whether this is a host-stack ring.
+        pub fn is_host(&self) -> bool {
+            self.h.bound().host
+        }
+
+        /// Total number of slots in the ring.
+        pub fn num_slots(&self) -> usize {
+            self.h.raw.num_slots() as usize
+        }
+
+        /// Size of each buffer in bytes.
+        pub fn buf_size(&self) -> usize {
+            self.h.raw.buf_size() as usize
+        }
+
+        /// Whether this ring and `other` live in the same memory region (buffers can be
+        /// swapped between them).
+        pub fn shares_memory_with_port(&self, other: &crate::Netmap) -> bool {
+            self.h.port.mem == other.inner.mem
+        }
+    };
+}
+
+/// Handle to a TX ring. `Send`: it can move to another thread.
+#[derive(Debug)]
+pub struct TxRing {
+    h: Handle,
+}
+
+impl TxRing {
+    pub(crate) fn new(port: Arc<PortInner>, index: usize) -> Result<TxRing, Error> {
+        Ok(TxRing {
+            h: Handle::new(port, index, Dir::Tx)?,
+        })
+    }
+
+    common_ring_methods!();
+
+    /// Largest packet one slot can carry.
+    #[inline]
+    pub fn max_payload_size(&self) -> usize {
+        (self.h.raw.buf_size() as usize).min(u16::MAX as usize)
+    }
+
+    /// Free slots the user may fill now (refreshes the kernel's tail).
+    pub fn space(&mut self) -> usize {
+        self.h.refresh() as usize
+    }
+
+    /// Packets written but not yet handed to the kernel by [`TxRing::sync`].
+    pub fn pending(&self) -> usize {
+        distance(self.h.published, self.h.head, self.h.raw.num_slots()) as usize
+    }
+
+    /// Copies `buf` into the next free slot. The packet reaches the kernel at the next
+    /// [`sync`](TxRing::sync). A full ring is an error ([`Error::InsufficientSpace`]), never an
+    /// overwrite; an oversize packet is [`Error::PacketTooLarge`]. Nothing is written on error.
+    #[inline]
+    pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
+        if buf.len() > self.max_payload_size() {
+            return Err(Error::PacketTooLarge(buf.len()));
+        }
+        let h = &mut self.h;
+        if h.head == h.tail && h.refresh() == 0 {
+            tracing::trace!(ring = h.index, "tx ring full");
+            return Err(Error::InsufficientSpace);
+        }
+        let k = h.head;
+        // SAFETY: k = head is in the user's [head, tail) (tail just loaded with Acquire or
+        // cached from an earlier Acquire load; the kernel only moves tail forward).
+        let idx = unsafe { h.raw.slot(k) }.buf_idx;
+        let p = h.raw.buf_ptr(idx).ok_or_else(|| h.corrupt(k, idx, 0))?;
+        // SAFETY: p points at buf_size >= buf.len() bytes inside the region (buf_ptr); the
+        // slot and hence its buffer are the user's; `copy` tolerates overlap.
+        unsafe {
+            std::ptr::copy(buf.as_ptr(), p.as_ptr(), buf.len());
+            h.raw.set_len_flags(k, buf.len() as u16, 0);
+        }
+        h.head = next(k, h.raw.num_slots());
+        Ok(())
+    }
+
+    /// Reserves `count` slots to fill in place. Fails with [`Error::InsufficientSpace`] when
+    /// fewer are free. Dropping the reservation uncommitted sends nothing.
+    pub fn reserve_batch(&mut self, count: usize) -> Result<BatchReservation<'_>, Error> {
+        let free = distance(self.h.head, self.h.tail, self.h.raw.num_slots()) as usize;
+        if free < count && (self.h.refresh() as usize) < count {
+            return Err(Error::InsufficientSpace);
+        }
+        Ok(BatchReservation {
+            start: self.h.head,
+            count,
+            filled: 0,
+            ring: self,
+        })
+    }
+
+    /// Hands every written packet to the kernel (`NIOCTXSYNC`) and refreshes the free space.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.h.sync()
+    }
+}
+
+impl Drop for TxRing {
+    /// Packets written but not synced are flushed, so dropping a handle loses nothing.
+    fn drop(&mut self) {
+        if self.pending() > 0 {
+            let _ = self.h.sync();
+        }
+    }
+}
+
+/// Slots reserved on a [`TxRing`] to be filled in place and published together.
+#[derive(Debug)]
+pub struct BatchReservation<'a> {
+    ring: &'a mut TxRing,
+    start: u32,
+    count: usize,
+    filled: usize,
+}
+
+impl BatchReservation<'_> {
+    /// Number of reserved slots.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no slot was reserved.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The buffer of reserved packet `index`, `len` bytes long, to write into. Slots skipped
+    /// below the highest index asked for are sent empty.
+    #[inline]
+    pub fn packet(&mut self, index: usize, len: usize) -> Result<&mut [u8], Error> {
+        if index >= self.count {
+            return Err(Error::InvalidRingIndex(index));
+        }
+        if len > self.ring.max_payload_size() {
+            return Err(Error::PacketTooLarge(len));
+        }
+        let h = &self.ring.h;
+        let n = h.raw.num_slots();
+        let k = advance(self.start, index as u32, n);
+        // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
+        let idx = unsafe { h.raw.slot(k) }.buf_idx;
+        let p = h
+            .raw
+            .buf_ptr(idx)
+            .ok_or_else(|| h.corrupt(k, idx, len as u16))?;
+        // Slots skipped over are sent as empty packets rather than with stale lengths.
+        for j in self.filled..index {
+            // SAFETY: reserved slot, the user's.
+            unsafe { h.raw.set_len_flags(advance(self.start, j as u32, n), 0, 0) };
+        }
+        // SAFETY: reserved slot, the user's.
+        unsafe { h.raw.set_len_flags(k, len as u16, 0) };
+        self.filled = self.filled.max(index + 1);
+        // SAFETY: p is valid for buf_size >= len bytes (buf_ptr); the buffer belongs to a slot
+        // the user owns and is borrowed mutably through `self` for the slice's lifetime, and
+        // no other handle can reach this slot.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
+    }
+
+    /// Publishes the filled packets (up to the highest index asked for) to the ring's
+    /// cursor; they reach the kernel at the next sync. Returns how many were published.
+    pub fn commit(self) -> usize {
+        let n = self.ring.h.raw.num_slots();
+        self.ring.h.head = advance(self.start, self.filled as u32, n);
+        self.filled
+    }
+}
+
+/// Handle to an RX ring. `Send`: it can move to another thread.
+#[derive(Debug)]
+pub struct RxRing {
+    h: Handle,
+}
+
+/// One received slot, before it is turned into a frame.
+struct RawFrame {
+    ptr: NonNull<u8>,
+    len: u16,
+    flags: u16,
+    slot: u32,
+}
+
+impl RxRing {
+    pub(crate) fn new(port: Arc<PortInner>, index: usize) -> Result<RxRing, Error> {
+        Ok(RxRing {
+            h: Handle::new(port, index, Dir::Rx)?,
+        })
+    }
+
+    common_ring_methods!();
+
+    /// Packets received and not yet consumed (refreshes the kernel's tail).
+    pub fn available(&mut self) -> usize {
+        self.h.refresh() as usize
+    }
+
+    /// Takes the next slot, checking its buffer index and length. The cursor moves past the
+    /// slot even when it is corrupt, so one bad slot does not stall the ring (the slot still
+    /// goes back to the kernel at the next sync).
+    #[inline]
+    fn next_raw(&mut self) -> Option<Result<RawFrame, Error>> {
+        let h = &mut self.h;
+        if h.head == h.tail && h.refresh() == 0 {
+            return None;
+        }
+        let k = h.head;
+        // SAFETY: k is in the user's [head, tail): tail was loaded with Acquire, so the
+        // kernel's writes to the slot are visible and it will not write it until released.
+        let s = unsafe { h.raw.slot(k) };
+        h.head = next(k, h.raw.num_slots());
+        match h.raw.buf_ptr(s.buf_idx) {
+            Some(ptr) if u32::from(s.len) <= h.raw.buf_size() => Some(Ok(RawFrame {
+                ptr,
+                len: s.len,
+                flags: s.flags,
+                slot: k,
+            })),
+            _ => Some(Err(h.corrupt(k, s.buf_idx, s.len))),
+        }
+    }
+
+    #[inline]
+    fn frame<'a>(&self, r: RawFrame) -> Frame<'a> {
+        // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size). The slot is
+        // the user's until the next sync, and sync needs `&mut self` — which every caller of
+        // this function holds for 'a — so the buffer is neither released nor written while
+        // the frame lives. The region outlives the handle (Arc in the port).
+        let data = unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
+        Frame::from_slot(data, r.flags, self.h.index as u16, r.slot)
+    }
+
+    /// The next received packet, or `None` when the ring is empty (call
+    /// [`sync`](RxRing::sync) to see new packets and release consumed ones). A corrupt slot
+    /// is logged and skipped; use [`try_recv`](RxRing::try_recv) to see the error.
+    #[inline]
+    pub fn recv(&mut self) -> Option<Frame<'_>> {
+        loop {
+            match self.next_raw()? {
+                Ok(r) => return Some(self.frame(r)),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Like [`recv`](RxRing::recv), but returns [`Error::CorruptSlot`] for a slot whose buffer
+    /// index or length is out of range.
+    pub fn try_recv(&mut self) -> Result<Option<Frame<'_>>, Error> {
+        match self.next_raw() {
+            None => Ok(None),
+            Some(Ok(r)) => Ok(Some(self.frame(r))),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Fills `batch` with received frames and returns how many. The frames borrow the ring
+    /// until `batch` is dropped.
+    pub fn recv_batch<'a>(&'a mut self, batch: &mut [Frame<'a>]) -> usize {
+        let mut n = 0;
+        while n < batch.len() {
+            match self.next_raw() {
+                None => break,
+                Some(Ok(r)) => {
+                    batch[n] = self.frame(r);
+                    n += 1;
+                }
+                Some(Err(_)) => continue,
+            }
+        }
+        n
+    }
+
+    /// An iterator over at most `max` received frames, all borrowing the ring.
+    pub fn batch(&mut self, max: usize) -> RxBatch<'_> {
+        RxBatch {
+            ring: self,
+            left: max,
+        }
+    }
+
+    /// Hands consumed slots back to the kernel (`NIOCRXSYNC`) and looks for new packets.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        self.h.sync()
+    }
+
+    /// Number of bytes still unread in the packet at the cursor, for readers that consume a
+    /// packet in parts (`offset` bytes already taken). `None` when the ring is empty.
+    pub(crate) fn peek_copy(
+        &mut self,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Option<Result<(usize, bool), Error>> {
+        let h = &mut self.h;
+        if h.head == h.tail && h.refresh() == 0 {
+            return None;
+        }
+        let k = h.head;
+        // SAFETY: k is in the user's [head, tail) (see next_raw).
+        let s = unsafe { h.raw.slot(k) };
+        let ptr = match h.raw.buf_ptr(s.buf_idx) {
+            Some(p) if u32::from(s.len) <= h.raw.buf_size() => p,
+            _ => {
+                h.head = next(k, h.raw.num_slots());
+                return Some(Err(h.corrupt(k, s.buf_idx, s.len)));
+            }
+        };
+        let len = s.len as usize;
+        let start = offset.min(len);
+        let n = (len - start).min(out.len());
+        // SAFETY: start + n <= len <= buf_size, inside the buffer of a slot the user owns.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr().add(start), out.as_mut_ptr(), n) };
+        let done = start + n == len;
+        if done {
+            h.head = next(k, h.raw.num_slots());
+        }
+        Some(Ok((n, done)))
+    }
+}
+
+impl Drop for RxRing {
+    /// Publishes the cursor, so a later handle does not see consumed packets again; they go
+    /// back to the kernel at the next sync.
+    fn drop(&mut self) {
+        self.h.raw.publish_head(self.h.head);
+    }
+}
+
+/// Frames borrowed from an [`RxRing`]; see [`RxRing::batch`].
+#[derive(Debug)]
+pub struct RxBatch<'a> {
+    ring: &'a mut RxRing,
+    left: usize,
+}
+
+impl<'a> Iterator for RxBatch<'a> {
+    type Item = Frame<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Frame<'a>> {
+        while self.left > 0 {
+            self.left -= 1;
+            match self.ring.next_raw()? {
+                Ok(r) => {
+                    let f: Frame<'a> = {
+                        // SAFETY: as in RxRing::frame: the ring is mutably borrowed for 'a by
+                        // this iterator, so no sync can release the slot while the frame lives.
+                        let data =
+                            unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
+                        Frame::from_slot(data, r.flags, self.ring.h.index as u16, r.slot)
+                    };
+                    return Some(f);
+                }
+                Err(_) => continue,
+            }
+        }
+        None
+    }
+}
+
+/// Moves up to `max` received packets from `rx` to `tx` without copying, by swapping the
+/// buffers of the slots (`NS_BUF_CHANGED` on both). Both rings must be in the same memory
+/// region ([`Error::MemoryMismatch`] otherwise). Returns how many packets moved; they reach
+/// the kernel at `tx`'s next sync, and `rx`'s slots go back at its next sync.
+pub fn zero_copy_forward(rx: &mut RxRing, tx: &mut TxRing, max: usize) -> Result<usize, Error> {
+    forward_filtered(rx, tx, max, |_| true)
+}
+
+/// Like [`zero_copy_forward`], with a filter: packets for which `keep` returns `false` are
+/// consumed from `rx` without being sent. Returns how many packets were forwarded.
+pub fn forward_filtered(
+    rx: &mut RxRing,
+    tx: &mut TxRing,
+    max: usize,
+    mut keep: impl FnMut(&Frame<'_>) -> bool,
+) -> Result<usize, Error> {
+    if rx.h.port.mem != tx.h.port.mem || rx.h.raw.buf_size() != tx.h.raw.buf_size() {
+        return Err(Error::MemoryMismatch);
+    }
+    let mut forwarded = 0;
+    let mut seen = 0;
+    while seen < max {
+        let rx_n = rx.h.raw.num_slots();
+        let tx_n = tx.h.raw.num_slots();
+        if rx.h.head == rx.h.tail && rx.h.refresh() == 0 {
+            break;
+        }
+        if tx.h.head == tx.h.tail && tx.h.refresh() == 0 {
+            break;
+        }
+        let rk = rx.h.head;
+        let tk = tx.h.head;
+        // SAFETY: rk is in rx's user range [head, tail), tk in tx's (both just checked or
+        // refreshed with Acquire), so both slots are the user's.
+        let (rs, ts) = unsafe { (rx.h.raw.slot(rk), tx.h.raw.slot(tk)) };
+        seen += 1;
+        let rptr = match rx.h.raw.buf_ptr(rs.buf_idx) {
+            Some(p) if u32::from(rs.len) <= rx.h.raw.buf_size() => p,
+            _ => {
+                rx.h.head = next(rk, rx_n);
+                return Err(rx.h.corrupt(rk, rs.buf_idx, rs.len));
+            }
+        };
+        if tx.h.raw.buf_ptr(ts.buf_idx).is_none() {
+            return Err(tx.h.corrupt(tk, ts.buf_idx, ts.len));
+        }
+        let wanted = {
+            // SAFETY: rptr..+len is inside the region and the rx slot is the user's; the
+            // slice only lives during this call, before any swap.
+            let data = unsafe { std::slice::from_raw_parts(rptr.as_ptr(), rs.len as usize) };
+            keep(&Frame::from_slot(data, rs.flags, rx.h.index as u16, rk))
+        };
+        rx.h.head = next(rk, rx_n);
+        if !wanted {
+            continue;
+        }
+        // SAFETY: both slots are the user's (see above); the buffer indices are exchanged,
+        // so each buffer still belongs to exactly one slot, and NS_BUF_CHANGED tells the
+        // kernel to reload both.
+        unsafe {
+            tx.h.raw.set_buf_idx(tk, rs.buf_idx);
+            tx.h.raw
+                .set_len_flags(tk, rs.len, NS_BUF_CHANGED | (rs.flags & NS_MOREFRAG));
+            rx.h.raw.set_buf_idx(rk, ts.buf_idx);
+            rx.h.raw
+                .set_len_flags(rk, rs.len, rs.flags | NS_BUF_CHANGED);
+        }
+        tx.h.head = next(tk, tx_n);
+        forwarded += 1;
+    }
+    Ok(forwarded)
+}

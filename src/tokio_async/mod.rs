@@ -1,0 +1,1 @@
+//! Tokio layer (placeholder while building).

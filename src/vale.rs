@@ -1,0 +1,1 @@
+//! VALE control (placeholder while building).
