@@ -434,3 +434,20 @@ mod tests {
         assert_eq!(h.nr_reqtype, 2);
     }
 }
+
+/// Compile-time comparison with the installed `net/netmap.h` (feature `bindgen`).
+#[cfg(netmap_bindgen_check)]
+mod header_check {
+    #![allow(
+        non_camel_case_types,
+        non_snake_case,
+        non_upper_case_globals,
+        dead_code
+    )]
+    #![allow(clippy::all)]
+    use super::*;
+    mod header {
+        include!(concat!(env!("OUT_DIR"), "/netmap_header.rs"));
+    }
+    include!(concat!(env!("OUT_DIR"), "/netmap_abi_check.rs"));
+}

@@ -182,6 +182,7 @@ impl RawRing {
     }
 
     /// Valid buffer indices for this ring's mapping.
+    #[cfg(test)]
     pub(crate) fn buf_range(&self) -> std::ops::Range<u32> {
         self.min_idx..self.max_idx
     }
@@ -234,15 +235,6 @@ impl RawRing {
     #[inline(always)]
     pub(crate) fn store_tail(&self, v: u32) {
         self.atomic(Self::tail_ptr).store(v, Ordering::Release);
-    }
-
-    /// The ring id and direction fields (constant after registration).
-    pub(crate) fn ringid_dir(&self) -> (u16, u16) {
-        // SAFETY: constant fields of the checked header, written before registration.
-        unsafe {
-            let r = self.ring.as_ptr();
-            (addr_of!((*r).ringid).read(), addr_of!((*r).dir).read())
-        }
     }
 
     #[inline(always)]

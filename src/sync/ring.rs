@@ -572,3 +572,177 @@ pub fn forward_filtered(
     }
     Ok(forwarded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+    use crate::sync::NetmapBuilder;
+
+    fn emu(name: &str) -> crate::Netmap {
+        NetmapBuilder::new(name)
+            .num_slots(8)
+            .backend(BackendChoice::Emulated)
+            .build()
+            .unwrap()
+    }
+
+    /// A hostile peer writes an out-of-range buffer index and an oversize length into slots
+    /// the receiver owns: the receiver gets errors, never an out-of-bounds slice.
+    #[test]
+    fn hostile_slots_give_errors_not_out_of_bounds_slices() {
+        let a = emu("hostile{0");
+        let b = emu("hostile}0");
+        let mut tx = a.tx_ring(0).unwrap();
+        let mut rx = b.rx_ring(0).unwrap();
+        for p in [&b"a"[..], b"b", b"c", b"d"] {
+            tx.send(p).unwrap();
+        }
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        let raw = &b.inner.rx[0].raw;
+        let h = rx.h.head;
+        let n = raw.num_slots();
+        // SAFETY (test acting as the kernel): these slots are in the receiver's range and this
+        // thread is the only one touching the ring.
+        unsafe {
+            raw.set_buf_idx(h, u32::MAX);
+            raw.set_len_flags(advance(h, 1, n), 60000, 0);
+            raw.set_buf_idx(advance(h, 2, n), raw.buf_range().end);
+        }
+        match rx.try_recv() {
+            Err(Error::CorruptSlot { buf_idx, .. }) => assert_eq!(buf_idx, u32::MAX),
+            other => panic!("expected CorruptSlot, got {other:?}"),
+        }
+        match rx.try_recv() {
+            Err(Error::CorruptSlot { len, .. }) => assert_eq!(len, 60000),
+            other => panic!("expected CorruptSlot, got {other:?}"),
+        }
+        // recv() skips the remaining corrupt slot (one past the last buffer) and returns the
+        // good packet after it.
+        assert_eq!(rx.recv().unwrap().payload(), b"d");
+        assert!(rx.recv().is_none());
+        // A corrupt TX slot: send fails, nothing advances.
+        let traw = &a.inner.tx[0].raw;
+        let th = tx.h.head;
+        // SAFETY: as above, the slot is in the sender's range and this thread is alone.
+        let good = unsafe { traw.slot(th) }.buf_idx;
+        unsafe { traw.set_buf_idx(th, 1 << 30) };
+        assert!(matches!(tx.send(b"x"), Err(Error::CorruptSlot { .. })));
+        assert_eq!(tx.pending(), 0);
+        unsafe { traw.set_buf_idx(th, good) };
+        tx.send(b"x").unwrap();
+    }
+
+    #[test]
+    fn emulated_pipes_hand_out_valid_unreserved_buffers() {
+        let a = emu("guard{0");
+        for r in a.inner.tx.iter().chain(&a.inner.rx) {
+            for k in 0..r.raw.num_slots() {
+                // SAFETY: nobody else uses this port; reading only.
+                let idx = unsafe { r.raw.slot(k) }.buf_idx;
+                assert!(idx >= 2, "buffers 0 and 1 are reserved");
+                assert!(r.raw.buf_ptr(idx).is_some());
+            }
+        }
+    }
+
+    /// Sender and receiver on two threads, plus a third thread that syncs the receiver's
+    /// port at random moments the way the kernel's poll handler does from the epoll thread.
+    /// Under Miri this checks the ring protocol for data races.
+    #[test]
+    fn threads_and_a_concurrent_poll_syncer_race_free() {
+        let a = emu("threads{0");
+        let b = emu("threads}0");
+        let mut tx = a.tx_ring(0).unwrap();
+        let mut rx = b.rx_ring(0).unwrap();
+        const N: u32 = if cfg!(miri) { 40 } else { 50_000 };
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = std::thread::spawn(move || {
+            let mut i = 0u32;
+            while i < N {
+                match tx.send(&i.to_le_bytes()) {
+                    Ok(()) => i += 1,
+                    Err(Error::InsufficientSpace) => {
+                        tx.sync().unwrap();
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                if i % 3 == 0 {
+                    tx.sync().unwrap();
+                }
+            }
+            tx.sync().unwrap();
+        });
+        let port = b.inner.clone();
+        let stop = done.clone();
+        let poller = std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                port.backend.rxsync().unwrap();
+                let _ = port.readiness();
+                std::thread::yield_now();
+            }
+        });
+        let mut expect = 0u32;
+        while expect < N {
+            rx.sync().unwrap();
+            for f in rx.batch(5) {
+                assert_eq!(f.payload(), expect.to_le_bytes());
+                expect += 1;
+            }
+            std::thread::yield_now();
+        }
+        done.store(true, Ordering::Release);
+        sender.join().unwrap();
+        poller.join().unwrap();
+    }
+
+    /// Zero-copy forwarding on one thread while the peers run on others.
+    #[test]
+    fn forwarding_thread_between_two_pipes() {
+        let src = emu("fwd{1");
+        let mid_in = emu("fwd}1");
+        let mid_out = emu("fwd{2");
+        let dst = emu("fwd}2");
+        const N: u32 = if cfg!(miri) { 30 } else { 20_000 };
+        let mut tx = src.tx_ring(0).unwrap();
+        let mut rx = dst.rx_ring(0).unwrap();
+        let mut f_rx = mid_in.rx_ring(0).unwrap();
+        let mut f_tx = mid_out.tx_ring(0).unwrap();
+        let sender = std::thread::spawn(move || {
+            let mut i = 0u32;
+            while i < N {
+                if tx.send(&i.to_le_bytes()).is_ok() {
+                    i += 1;
+                } else {
+                    tx.sync().unwrap();
+                    std::thread::yield_now();
+                }
+            }
+            tx.sync().unwrap();
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let fwd = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Acquire) {
+                f_rx.sync().unwrap();
+                zero_copy_forward(&mut f_rx, &mut f_tx, 16).unwrap();
+                f_tx.sync().unwrap();
+                std::thread::yield_now();
+            }
+        });
+        let mut expect = 0u32;
+        while expect < N {
+            rx.sync().unwrap();
+            while let Some(f) = rx.recv() {
+                assert_eq!(f.payload(), expect.to_le_bytes());
+                expect += 1;
+            }
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::Release);
+        sender.join().unwrap();
+        fwd.join().unwrap();
+    }
+}
