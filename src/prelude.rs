@@ -5,3 +5,5 @@ pub use crate::error::Error;
 pub use crate::sync::{
     zero_copy_forward, BatchReservation, Frame, Netmap, NetmapBuilder, RxBatch, RxRing, TxRing,
 };
+#[cfg(feature = "tokio-async")]
+pub use crate::tokio_async::{AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, TokioNetmap};

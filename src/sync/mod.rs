@@ -7,7 +7,7 @@
 //! - [`zero_copy_forward`]: swap buffers from an RX ring to a TX ring.
 
 mod frame;
-mod port;
+pub(crate) mod port;
 pub(crate) mod raw;
 mod ring;
 

@@ -185,6 +185,12 @@ impl TxRing {
         self.h.refresh() as usize
     }
 
+    /// Whether the cached view already shows a free slot (no shared-memory access).
+    #[inline]
+    pub(crate) fn has_cached_space(&self) -> bool {
+        self.h.head != self.h.tail
+    }
+
     /// Packets written but not yet handed to the kernel by [`TxRing::sync`].
     pub fn pending(&self) -> usize {
         distance(self.h.published, self.h.head, self.h.raw.num_slots()) as usize
@@ -338,11 +344,11 @@ impl RxRing {
         self.h.refresh() as usize
     }
 
-    /// Takes the next slot, checking its buffer index and length. The cursor moves past the
-    /// slot even when it is corrupt, so one bad slot does not stall the ring (the slot still
-    /// goes back to the kernel at the next sync).
+    /// Looks at the slot at the cursor, checking its buffer index and length, without
+    /// consuming it. A corrupt slot is consumed (the cursor moves past it, so one bad slot does
+    /// not stall the ring; it still goes back to the kernel at the next sync) and reported.
     #[inline]
-    fn next_raw(&mut self) -> Option<Result<RawFrame, Error>> {
+    fn peek_raw(&mut self) -> Option<Result<RawFrame, Error>> {
         let h = &mut self.h;
         if h.head == h.tail && h.refresh() == 0 {
             return None;
@@ -351,7 +357,6 @@ impl RxRing {
         // SAFETY: k is in the user's [head, tail): tail was loaded with Acquire, so the
         // kernel's writes to the slot are visible and it will not write it until released.
         let s = unsafe { h.raw.slot(k) };
-        h.head = next(k, h.raw.num_slots());
         match h.raw.buf_ptr(s.buf_idx) {
             Some(ptr) if u32::from(s.len) <= h.raw.buf_size() => Some(Ok(RawFrame {
                 ptr,
@@ -359,8 +364,21 @@ impl RxRing {
                 flags: s.flags,
                 slot: k,
             })),
-            _ => Some(Err(h.corrupt(k, s.buf_idx, s.len))),
+            _ => {
+                h.head = next(k, h.raw.num_slots());
+                Some(Err(h.corrupt(k, s.buf_idx, s.len)))
+            }
         }
+    }
+
+    /// Takes the next slot (see `peek_raw`).
+    #[inline]
+    fn next_raw(&mut self) -> Option<Result<RawFrame, Error>> {
+        let r = self.peek_raw()?;
+        if r.is_ok() {
+            self.h.head = next(self.h.head, self.h.raw.num_slots());
+        }
+        Some(r)
     }
 
     #[inline]
@@ -426,37 +444,33 @@ impl RxRing {
         self.h.sync()
     }
 
-    /// Number of bytes still unread in the packet at the cursor, for readers that consume a
-    /// packet in parts (`offset` bytes already taken). `None` when the ring is empty.
-    pub(crate) fn peek_copy(
-        &mut self,
-        offset: usize,
-        out: &mut [u8],
-    ) -> Option<Result<(usize, bool), Error>> {
-        let h = &mut self.h;
-        if h.head == h.tail && h.refresh() == 0 {
-            return None;
+    /// The packet at the cursor without consuming it (the next `recv` returns it again).
+    pub fn peek(&mut self) -> Option<Result<Frame<'_>, Error>> {
+        match self.peek_raw()? {
+            Ok(r) => Some(Ok(self.frame(r))),
+            Err(e) => Some(Err(e)),
         }
-        let k = h.head;
-        // SAFETY: k is in the user's [head, tail) (see next_raw).
-        let s = unsafe { h.raw.slot(k) };
-        let ptr = match h.raw.buf_ptr(s.buf_idx) {
-            Some(p) if u32::from(s.len) <= h.raw.buf_size() => p,
-            _ => {
-                h.head = next(k, h.raw.num_slots());
-                return Some(Err(h.corrupt(k, s.buf_idx, s.len)));
-            }
-        };
-        let len = s.len as usize;
-        let start = offset.min(len);
-        let n = (len - start).min(out.len());
-        // SAFETY: start + n <= len <= buf_size, inside the buffer of a slot the user owns.
-        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr().add(start), out.as_mut_ptr(), n) };
-        let done = start + n == len;
-        if done {
-            h.head = next(k, h.raw.num_slots());
+    }
+
+    /// Consumes the packet at the cursor (after [`peek`](RxRing::peek)). Returns whether
+    /// there was one.
+    pub fn consume(&mut self) -> bool {
+        match self.next_raw() {
+            Some(Ok(_)) => true,
+            Some(Err(_)) => self.consume(),
+            None => false,
         }
-        Some(Ok((n, done)))
+    }
+
+    /// Packets consumed since the last sync (not yet handed back to the kernel).
+    pub fn unreleased(&self) -> usize {
+        distance(self.h.published, self.h.head, self.h.raw.num_slots()) as usize
+    }
+
+    /// Whether the cached view already shows an unconsumed packet (no shared-memory access).
+    #[inline]
+    pub(crate) fn has_cached(&self) -> bool {
+        self.h.head != self.h.tail
     }
 }
 

@@ -1,0 +1,187 @@
+//! [`AsyncNetmapRxRing`]: an RX ring as `AsyncRead`, `Stream` of owned frames, and zero-copy
+//! batches.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::BytesMut;
+use futures_core::Stream;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use super::{AsyncPort, Dir, Waiter};
+use crate::sync::{Frame, RxBatch, RxRing};
+
+/// Size of the chunks owned frames are copied into (one allocation serves many frames).
+const ARENA: usize = 64 * 1024;
+
+/// An RX ring driven by Tokio.
+///
+/// - [`AsyncRead`]: one read returns bytes of one packet only; a buffer smaller than the
+///   packet gets its first part and the next read continues the same packet, so no byte is
+///   dropped (zero-length packets carry no bytes and are skipped).
+/// - [`Stream`] of owned [`Frame`]s (copied out into shared chunks).
+/// - [`recv_batch`](AsyncNetmapRxRing::recv_batch): waits, then lends frames borrowed from the
+///   ring (zero copy), released at the next sync.
+#[derive(Debug)]
+pub struct AsyncNetmapRxRing {
+    ring: RxRing,
+    port: Arc<AsyncPort>,
+    waiter: Waiter,
+    /// Bytes of the packet at the cursor already returned by `poll_read`.
+    partial: usize,
+    arena: BytesMut,
+}
+
+impl AsyncNetmapRxRing {
+    pub(crate) fn new(ring: RxRing, port: Arc<AsyncPort>) -> Self {
+        AsyncNetmapRxRing {
+            ring,
+            port,
+            waiter: Waiter::new(),
+            partial: 0,
+            arena: BytesMut::new(),
+        }
+    }
+
+    /// The synchronous ring.
+    pub fn get_ref(&self) -> &RxRing {
+        &self.ring
+    }
+
+    /// The synchronous ring, for direct (non-waiting) use.
+    pub fn get_mut(&mut self) -> &mut RxRing {
+        &mut self.ring
+    }
+
+    /// Polls until at least one packet is waiting in the ring. Cancel-safe.
+    pub fn poll_recv_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Hand back half a ring's worth of consumed slots even while packets remain, so the
+        // sender is not starved while this task works through a full ring.
+        if self.ring.unreleased() * 2 >= self.ring.num_slots() {
+            self.ring.sync()?;
+        }
+        loop {
+            if self.ring.has_cached() || self.ring.available() > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if !self.waiter.is_active() {
+                // Release what was consumed and look for new packets before sleeping.
+                self.ring.sync()?;
+                if self.ring.available() > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                tracing::trace!(
+                    ring = self.ring.index(),
+                    "rx ring empty: waiting for readiness"
+                );
+                self.waiter.start(&self.port, Dir::Rx, self.ring.index());
+            }
+            ready!(self.waiter.poll(cx))?;
+        }
+    }
+
+    /// Waits until at least one packet is waiting. Cancel-safe.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_recv_ready(cx)).await
+    }
+
+    /// Waits for the next packet and returns it borrowed from the ring (zero copy).
+    /// Cancel-safe: a dropped future consumes nothing.
+    pub async fn recv(&mut self) -> io::Result<Frame<'_>> {
+        loop {
+            self.readable().await?;
+            if self.ring.peek().is_some() {
+                break;
+            }
+        }
+        self.partial = 0;
+        match self.ring.try_recv() {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => unreachable!("peeked a packet"),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until packets are waiting, then lends up to `max` of them borrowed from the ring
+    /// (zero copy). They are handed back to the kernel at the next sync. Cancel-safe.
+    pub async fn recv_batch(&mut self, max: usize) -> io::Result<RxBatch<'_>> {
+        self.readable().await?;
+        self.partial = 0;
+        Ok(self.ring.batch(max))
+    }
+
+    /// Takes the next packet without waiting, as an owned frame.
+    fn take_owned(&mut self) -> Option<io::Result<Frame<'static>>> {
+        let arena = &mut self.arena;
+        let partial = std::mem::take(&mut self.partial);
+        match self.ring.try_recv() {
+            Ok(Some(f)) => {
+                let data = &f.payload()[partial.min(f.len())..];
+                if arena.capacity() < data.len() {
+                    *arena = BytesMut::with_capacity(ARENA.max(data.len()));
+                }
+                arena.extend_from_slice(data);
+                let bytes = arena.split().freeze();
+                Some(Ok(f.with_bytes(bytes)))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+}
+
+impl AsyncRead for AsyncNetmapRxRing {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(this.poll_recv_ready(cx))?;
+            let (n, done) = match this.ring.peek() {
+                None => continue,
+                Some(Err(e)) => {
+                    this.partial = 0;
+                    return Poll::Ready(Err(e.into()));
+                }
+                Some(Ok(f)) => {
+                    let data = &f.payload()[this.partial.min(f.len())..];
+                    let n = data.len().min(buf.remaining());
+                    buf.put_slice(&data[..n]);
+                    (n, n == data.len())
+                }
+            };
+            if done {
+                this.ring.consume();
+                this.partial = 0;
+            } else {
+                this.partial += n;
+            }
+            if n > 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // A zero-length packet: nothing to return (0 bytes would read as EOF); go on.
+        }
+    }
+}
+
+impl Stream for AsyncNetmapRxRing {
+    type Item = io::Result<Frame<'static>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            ready!(this.poll_recv_ready(cx))?;
+            if let Some(r) = this.take_owned() {
+                return Poll::Ready(Some(r));
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! [`AsyncNetmapTxRing`]: a TX ring as `AsyncWrite`, `Sink<Bytes>` and async reservations.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use futures_sink::Sink;
+use tokio::io::AsyncWrite;
+
+use super::{AsyncPort, Dir, Waiter};
+use crate::error::Error;
+use crate::sync::{BatchReservation, TxRing};
+
+/// A TX ring driven by Tokio.
+///
+/// - [`AsyncWrite`]: one write sends one packet of at most
+///   [`max_payload_size`](TxRing::max_payload_size) bytes (a longer buffer is a short write of
+///   that many bytes); `flush` is a txsync.
+/// - [`Sink<Bytes>`](Sink): `poll_ready` is pending while the ring is full and wakes when the
+///   kernel frees slots; nothing is dropped. `poll_flush` hands every queued packet to the
+///   kernel; `poll_close` flushes.
+/// - [`reserve`](AsyncNetmapTxRing::reserve): waits for slots and lends them to fill in place.
+///
+/// Queued packets are also synced automatically once a quarter of the ring is waiting, so a
+/// producer that never flushes still keeps the pipeline moving.
+#[derive(Debug)]
+pub struct AsyncNetmapTxRing {
+    ring: TxRing,
+    port: Arc<AsyncPort>,
+    waiter: Waiter,
+    auto_sync: usize,
+}
+
+impl AsyncNetmapTxRing {
+    pub(crate) fn new(ring: TxRing, port: Arc<AsyncPort>) -> Self {
+        let auto_sync = (ring.num_slots() / 4).max(1);
+        AsyncNetmapTxRing {
+            ring,
+            port,
+            waiter: Waiter::new(),
+            auto_sync,
+        }
+    }
+
+    /// The synchronous ring.
+    pub fn get_ref(&self) -> &TxRing {
+        &self.ring
+    }
+
+    /// The synchronous ring, for direct (non-waiting) use.
+    pub fn get_mut(&mut self) -> &mut TxRing {
+        &mut self.ring
+    }
+
+    /// Largest packet one write or item can carry.
+    pub fn max_payload_size(&self) -> usize {
+        self.ring.max_payload_size()
+    }
+
+    /// Polls until at least `n` slots are free (`n` at most `num_slots - 1`). Cancel-safe.
+    pub fn poll_send_ready_n(&mut self, cx: &mut Context<'_>, n: usize) -> Poll<io::Result<()>> {
+        if n >= self.ring.num_slots() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{n} slots can never be free at once in a ring of {} (one stays empty)",
+                    self.ring.num_slots()
+                ),
+            )));
+        }
+        loop {
+            if (n == 1 && self.ring.has_cached_space()) || self.ring.space() >= n {
+                return Poll::Ready(Ok(()));
+            }
+            if !self.waiter.is_active() {
+                self.ring.sync()?;
+                if self.ring.space() >= n {
+                    return Poll::Ready(Ok(()));
+                }
+                tracing::debug!(
+                    ring = self.ring.index(),
+                    want = n,
+                    "tx ring full: back-pressure, waiting for writability"
+                );
+                self.waiter.start(&self.port, Dir::Tx, self.ring.index());
+            }
+            ready!(self.waiter.poll(cx))?;
+        }
+    }
+
+    /// Polls until a slot is free. Cancel-safe.
+    pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send_ready_n(cx, 1)
+    }
+
+    /// Waits until a slot is free. Cancel-safe.
+    pub async fn writable(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_send_ready(cx)).await
+    }
+
+    /// Waits for room and queues one packet (sent at the next flush or automatic sync).
+    pub async fn send_packet(&mut self, packet: &[u8]) -> io::Result<()> {
+        if packet.len() > self.ring.max_payload_size() {
+            return Err(Error::PacketTooLarge(packet.len()).into());
+        }
+        self.writable().await?;
+        self.ring.send(packet)?;
+        self.after_queue()
+    }
+
+    /// Waits until `count` slots are free and reserves them to fill in place (zero copy).
+    /// Commit the reservation, then flush. Cancel-safe.
+    pub async fn reserve(&mut self, count: usize) -> io::Result<BatchReservation<'_>> {
+        poll_fn(|cx| self.poll_send_ready_n(cx, count)).await?;
+        Ok(self.ring.reserve_batch(count)?)
+    }
+
+    /// Hands every queued packet to the kernel.
+    pub async fn flush_ring(&mut self) -> io::Result<()> {
+        Ok(self.ring.sync()?)
+    }
+
+    fn after_queue(&mut self) -> io::Result<()> {
+        if self.ring.pending() >= self.auto_sync {
+            self.ring.sync()?;
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, data: &[u8]) -> io::Result<()> {
+        self.ring.send(data)?;
+        self.after_queue()
+    }
+}
+
+impl AsyncWrite for AsyncNetmapTxRing {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        ready!(this.poll_send_ready(cx))?;
+        let n = buf.len().min(this.ring.max_payload_size());
+        this.queue(&buf[..n])?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(self.get_mut().ring.sync()?))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        AsyncWrite::poll_flush(self, cx)
+    }
+}
+
+impl Sink<Bytes> for AsyncNetmapTxRing {
+    type Error = io::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_send_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Bytes) -> io::Result<()> {
+        self.get_mut().queue(&item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(self.get_mut().ring.sync()?))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Sink::<Bytes>::poll_flush(self, cx)
+    }
+}
