@@ -326,18 +326,19 @@ pub(crate) fn vale_request<B>(
     ctrl(fd.as_fd(), &mut hdr).map_err(|e| ctrl_error(name, what, &hdr, e))
 }
 
-/// Issues a VALE control request and returns the header (for requests that write the name).
+/// Issues a VALE request that writes back the name (`VALE_LIST`). `Ok(None)` on ENOENT,
+/// which ends a listing.
 pub(crate) fn vale_request_hdr<B>(
     reqtype: u16,
     name: &str,
     body: &mut B,
-) -> Result<NmreqHeader, (NmreqHeader, io::Error)> {
-    let fd = open_dev().map_err(|e| (NmreqHeader::new(reqtype), io::Error::from(e)))?;
-    let mut hdr = NmreqHeader::new(reqtype);
-    hdr.set_name(name);
+) -> Result<Option<NmreqHeader>, Error> {
+    let fd = open_dev()?;
+    let mut hdr = header(reqtype, name, name)?;
     hdr.nr_body = body as *mut B as u64;
     match ctrl(fd.as_fd(), &mut hdr) {
-        Ok(()) => Ok(hdr),
-        Err(e) => Err((hdr, e)),
+        Ok(()) => Ok(Some(hdr)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(ctrl_error(name, "VALE list", &hdr, e)),
     }
 }
