@@ -417,6 +417,18 @@ impl Netmap {
         (self.inner.extra_bufs, self.inner.bufs_head)
     }
 
+    /// `(head, cur, tail)` of every bound TX ring, then every bound RX ring, as they are in
+    /// shared memory now (for diagnostics: the handles' unpublished cursors are not included).
+    pub fn ring_pointers(&self) -> (Vec<(u32, u32, u32)>, Vec<(u32, u32, u32)>) {
+        let read = |rings: &[BoundRing]| {
+            rings
+                .iter()
+                .map(|r| (r.raw.load_head(), r.raw.load_cur(), r.raw.load_tail()))
+                .collect()
+        };
+        (read(&self.inner.tx), read(&self.inner.rx))
+    }
+
     /// Current readiness without waiting, as `poll` would report it after the last sync.
     pub fn readiness(&self) -> Readiness {
         self.inner.readiness()
