@@ -1,1 +1,329 @@
-fn main() {}
+//! Ring benchmarks on the emulated pipe (no kernel module needed).
+//!
+//! Every iteration moves one batch of `BATCH` packets through a netmap pipe: the TX side
+//! fills the slots and syncs, the RX side syncs and copies each payload out. Throughput is
+//! reported in packets (elements) per second; `benches/summarize.py` turns criterion's
+//! estimates into the README table with the ratios.
+//!
+//!     cargo bench --bench rings
+//!     python3 benches/summarize.py
+//!
+//! Groups (each run for 64- and 1500-byte frames, both sides in the same run):
+//! - `zero_cost`: the safe batch path (`reserve_batch` + `RxRing::batch`) against a raw-pointer
+//!   loop doing the same ring work on the same rings, as C would (target >= 0.95x).
+//! - `single_vs_batch`: `send`/`recv` one packet at a time against the batch path.
+//! - `async`: the Tokio `Sink`/`Stream` path and the zero-copy async batch path against the
+//!   sync batch path (target >= 0.7x).
+//! - `alternatives`: a crossbeam channel of `Vec<u8>` and tokio `UdpSocket` over loopback.
+
+use std::hint::black_box;
+use std::ptr::{addr_of, addr_of_mut};
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures::{SinkExt, StreamExt};
+use netmap_rs::abi::{NetmapRing, NetmapSlot};
+use netmap_rs::tokio_async::TokioNetmap;
+use netmap_rs::{BackendChoice, Netmap, NetmapBuilder};
+
+const BATCH: usize = 256;
+const SIZES: [usize; 2] = [64, 1500];
+
+fn pipe(name: &str) -> (Netmap, Netmap) {
+    let open = |n: String| {
+        NetmapBuilder::new(&n)
+            .backend(BackendChoice::Emulated)
+            .num_slots(1024)
+            .build()
+            .unwrap()
+    };
+    (open(format!("{name}{{0")), open(format!("{name}}}0")))
+}
+
+/// The safe sync batch path.
+fn safe_batch(a: &Netmap, b: &Netmap, len: usize, iters: u64, src: &[u8], dst: &mut [u8]) {
+    let mut tx = a.tx_ring(0).unwrap();
+    let mut rx = b.rx_ring(0).unwrap();
+    for _ in 0..iters {
+        let mut r = tx.reserve_batch(BATCH).unwrap();
+        for i in 0..BATCH {
+            r.packet(i, len).unwrap().copy_from_slice(&src[..len]);
+        }
+        r.commit();
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        for f in rx.batch(BATCH) {
+            dst[..f.len()].copy_from_slice(f.payload());
+        }
+        black_box(&dst);
+    }
+    rx.sync().unwrap();
+}
+
+/// The same ring work done by hand through raw pointers, as a C program would.
+fn raw_batch(a: &Netmap, b: &Netmap, len: usize, iters: u64, src: &[u8], dst: &mut [u8]) {
+    let txr = a.raw_tx_ring_ptr(0).unwrap();
+    let rxr = b.raw_rx_ring_ptr(0).unwrap();
+    // SAFETY: benchmark-only C-style access. No ring handle of these rings is alive, the
+    // pipe's buffers are inside the mapping the Netmaps keep alive, and the ring protocol is
+    // followed (write slots in [head, tail), then publish cur and head; read after tail).
+    unsafe {
+        let slots = |r: *mut NetmapRing| r.cast::<u8>().add(256).cast::<NetmapSlot>();
+        let buf = |r: *mut NetmapRing, idx: u32| {
+            r.cast::<u8>()
+                .offset(*addr_of!((*r).buf_ofs) as isize)
+                .add(idx as usize * *addr_of!((*r).nr_buf_size) as usize)
+        };
+        let n = *addr_of!((*txr).num_slots);
+        let rn = *addr_of!((*rxr).num_slots);
+        for _ in 0..iters {
+            let mut head = addr_of!((*txr).head).read_volatile();
+            for _ in 0..BATCH {
+                let s = slots(txr).add(head as usize);
+                std::ptr::copy_nonoverlapping(src.as_ptr(), buf(txr, (*s).buf_idx), len);
+                (*s).len = len as u16;
+                (*s).flags = 0;
+                head = if head + 1 == n { 0 } else { head + 1 };
+            }
+            addr_of_mut!((*txr).cur).write_volatile(head);
+            addr_of_mut!((*txr).head).write_volatile(head);
+            a.sync_tx_published().unwrap();
+            b.sync_rx_published().unwrap();
+            let mut rh = addr_of!((*rxr).head).read_volatile();
+            let tail = addr_of!((*rxr).tail).read_volatile();
+            while rh != tail {
+                let s = slots(rxr).add(rh as usize);
+                let l = (*s).len as usize;
+                std::ptr::copy_nonoverlapping(buf(rxr, (*s).buf_idx), dst.as_mut_ptr(), l);
+                rh = if rh + 1 == rn { 0 } else { rh + 1 };
+            }
+            addr_of_mut!((*rxr).cur).write_volatile(rh);
+            addr_of_mut!((*rxr).head).write_volatile(rh);
+            black_box(&dst);
+        }
+        b.sync_rx_published().unwrap();
+    }
+}
+
+fn single(a: &Netmap, b: &Netmap, len: usize, iters: u64, src: &[u8], dst: &mut [u8]) {
+    let mut tx = a.tx_ring(0).unwrap();
+    let mut rx = b.rx_ring(0).unwrap();
+    for _ in 0..iters {
+        for _ in 0..BATCH {
+            tx.send(&src[..len]).unwrap();
+        }
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        while let Some(f) = rx.recv() {
+            dst[..f.len()].copy_from_slice(f.payload());
+        }
+        black_box(&dst);
+    }
+    rx.sync().unwrap();
+}
+
+fn bench_sync(c: &mut Criterion) {
+    let src = vec![0x5au8; 2048];
+    let mut dst = vec![0u8; 2048];
+    let (a, b) = pipe("bench_sync");
+    let mut g = c.benchmark_group("zero_cost");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for len in SIZES {
+        g.bench_with_input(BenchmarkId::new("safe_batch", len), &len, |bch, &len| {
+            bch.iter_custom(|iters| {
+                let t = std::time::Instant::now();
+                safe_batch(&a, &b, len, iters, &src, &mut dst);
+                t.elapsed()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("raw_pointers", len), &len, |bch, &len| {
+            bch.iter_custom(|iters| {
+                let t = std::time::Instant::now();
+                raw_batch(&a, &b, len, iters, &src, &mut dst);
+                t.elapsed()
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("single_vs_batch");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for len in SIZES {
+        g.bench_with_input(
+            BenchmarkId::new("send_recv_single", len),
+            &len,
+            |bch, &len| {
+                bch.iter_custom(|iters| {
+                    let t = std::time::Instant::now();
+                    single(&a, &b, len, iters, &src, &mut dst);
+                    t.elapsed()
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("reserve_recv_batch", len),
+            &len,
+            |bch, &len| {
+                bch.iter_custom(|iters| {
+                    let t = std::time::Instant::now();
+                    safe_batch(&a, &b, len, iters, &src, &mut dst);
+                    t.elapsed()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn bench_async(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let src = vec![0x5au8; 2048];
+    let mut dst = vec![0u8; 2048];
+    let (a, b) = pipe("bench_async");
+    let (sa, sb) = pipe("bench_async_sync");
+    let (ta, tb) =
+        rt.block_on(async { (TokioNetmap::new(a).unwrap(), TokioNetmap::new(b).unwrap()) });
+    let mut g = c.benchmark_group("async");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for len in SIZES {
+        g.bench_with_input(BenchmarkId::new("sync_batch", len), &len, |bch, &len| {
+            bch.iter_custom(|iters| {
+                let t = std::time::Instant::now();
+                safe_batch(&sa, &sb, len, iters, &src, &mut dst);
+                t.elapsed()
+            })
+        });
+        let payload = Bytes::copy_from_slice(&src[..len]);
+        g.bench_with_input(BenchmarkId::new("sink_stream", len), &len, |bch, _| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut tx = ta.tx_ring(0).unwrap();
+                    let mut rx = tb.rx_ring(0).unwrap();
+                    let t = std::time::Instant::now();
+                    for _ in 0..iters {
+                        for _ in 0..BATCH {
+                            tx.feed(payload.clone()).await.unwrap();
+                        }
+                        SinkExt::<Bytes>::flush(&mut tx).await.unwrap();
+                        for _ in 0..BATCH {
+                            let f = rx.next().await.unwrap().unwrap();
+                            black_box(f.payload());
+                        }
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+        g.bench_with_input(
+            BenchmarkId::new("async_zero_copy_batch", len),
+            &len,
+            |bch, &len| {
+                bch.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut tx = ta.tx_ring(0).unwrap();
+                        let mut rx = tb.rx_ring(0).unwrap();
+                        let t = std::time::Instant::now();
+                        for _ in 0..iters {
+                            let mut r = tx.reserve(BATCH).await.unwrap();
+                            for i in 0..BATCH {
+                                r.packet(i, len).unwrap().copy_from_slice(&src[..len]);
+                            }
+                            r.commit();
+                            tx.flush_ring().await.unwrap();
+                            let mut got = 0;
+                            while got < BATCH {
+                                for f in rx.recv_batch(BATCH - got).await.unwrap() {
+                                    dst[..f.len()].copy_from_slice(f.payload());
+                                    got += 1;
+                                }
+                            }
+                            black_box(&dst);
+                        }
+                        t.elapsed()
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn bench_alternatives(c: &mut Criterion) {
+    let src = vec![0x5au8; 2048];
+    let mut dst = vec![0u8; 2048];
+    let mut g = c.benchmark_group("alternatives");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+    let (sa, sb) = pipe("bench_alt");
+    for len in SIZES {
+        g.bench_with_input(BenchmarkId::new("netmap_pipe", len), &len, |bch, &len| {
+            bch.iter_custom(|iters| {
+                let t = std::time::Instant::now();
+                safe_batch(&sa, &sb, len, iters, &src, &mut dst);
+                t.elapsed()
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("crossbeam_vec", len), &len, |bch, &len| {
+            bch.iter(|| {
+                for _ in 0..BATCH {
+                    tx.send(src[..len].to_vec()).unwrap();
+                }
+                for _ in 0..BATCH {
+                    let v = rx.recv().unwrap();
+                    dst[..v.len()].copy_from_slice(&v);
+                }
+                black_box(&dst);
+            })
+        });
+    }
+    g.finish();
+
+    // UDP over loopback: smaller batches so the socket buffer never overflows (no loss).
+    const UDP_BATCH: usize = 32;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (s1, s2) = rt.block_on(async {
+        let s1 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let s2 = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s1.connect(s2.local_addr().unwrap()).await.unwrap();
+        (s1, s2)
+    });
+    let mut g = c.benchmark_group("alternatives_udp");
+    g.throughput(Throughput::Elements(UDP_BATCH as u64));
+    for len in SIZES {
+        g.bench_with_input(
+            BenchmarkId::new("tokio_udp_loopback", len),
+            &len,
+            |bch, &len| {
+                bch.iter(|| {
+                    rt.block_on(async {
+                        for _ in 0..UDP_BATCH {
+                            s1.send(&src[..len]).await.unwrap();
+                        }
+                        for _ in 0..UDP_BATCH {
+                            let n = s2.recv(&mut dst).await.unwrap();
+                            black_box(n);
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = bench_sync, bench_async, bench_alternatives
+}
+criterion_main!(benches);

@@ -30,6 +30,7 @@ use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::region::Region;
 use crate::sync::raw::{
     distance, if_bytes, in_cyclic_range, init_ring, next, prev, ring_bytes, write_if, RawRing,
+    RingInit,
 };
 
 /// Default slots per pipe ring (as netmap's default for pipes).
@@ -261,7 +262,7 @@ impl Pipe {
         let mut allocated: Vec<usize> = Vec::new();
         let mut bufs_taken: Vec<u32> = Vec::new();
         let result = (|| {
-            for (e, offs) in ring_off.iter_mut().enumerate() {
+            for offs in ring_off.iter_mut() {
                 for dir in [TX, RX] {
                     for _ in 0..nrings {
                         let off = mem.alloc_ring(nslots)?;
@@ -269,38 +270,26 @@ impl Pipe {
                         offs[dir].push(off);
                     }
                 }
-                let _ = e;
             }
             // Initialise every ring, then give TX ring i of end e and RX ring i of the other
             // end the same buffers.
             let buf_base = mem.ring_end;
-            for e in 0..2 {
-                for i in 0..nrings {
-                    let tx_off = ring_off[e][TX][i];
-                    let rx_off = ring_off[1 - e][RX][i];
+            for (e, end_links) in links.iter_mut().enumerate() {
+                let pairs = ring_off[e][TX].iter().zip(&ring_off[1 - e][RX]);
+                for (i, (&tx_off, &rx_off)) in pairs.enumerate() {
+                    let geometry = |off: usize, dir: u16, tail: u32| RingInit {
+                        num_slots: nslots,
+                        buf_size: BUF_SIZE,
+                        buf_ofs: buf_base as i64 - off as i64,
+                        ringid: i as u16,
+                        dir,
+                        tail,
+                    };
                     // SAFETY: both ring areas were just allocated for this pipe; nobody else
                     // can reach them until the pipe is published in the registry.
                     unsafe {
-                        init_ring(
-                            &mem.region,
-                            tx_off,
-                            nslots,
-                            BUF_SIZE,
-                            buf_base as i64 - tx_off as i64,
-                            i as u16,
-                            0,
-                            nslots - 1,
-                        );
-                        init_ring(
-                            &mem.region,
-                            rx_off,
-                            nslots,
-                            BUF_SIZE,
-                            buf_base as i64 - rx_off as i64,
-                            i as u16,
-                            1,
-                            0,
-                        );
+                        init_ring(&mem.region, tx_off, geometry(tx_off, 0, nslots - 1));
+                        init_ring(&mem.region, rx_off, geometry(rx_off, 1, 0));
                     }
                     let bufs = mem.alloc_bufs(nslots as usize)?;
                     bufs_taken.extend_from_slice(&bufs);
@@ -314,7 +303,7 @@ impl Pipe {
                             rxr.set_buf_idx(k as u32, *b);
                         }
                     }
-                    links[e].push(Mutex::new(Link {
+                    end_links.push(Mutex::new(Link {
                         tx_hwcur: 0,
                         tx_hwtail: nslots - 1,
                         pipe_tail: nslots - 1,

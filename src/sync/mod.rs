@@ -14,5 +14,5 @@ mod ring;
 pub use frame::Frame;
 #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
 pub use port::{pools_info, port_info};
-pub use port::{Netmap, NetmapBuilder};
+pub use port::{Netmap, NetmapBuilder, RingPointers};
 pub use ring::{forward_filtered, zero_copy_forward, BatchReservation, RxBatch, RxRing, TxRing};

@@ -52,6 +52,15 @@ impl PortInner {
     }
 }
 
+/// `[head, cur, tail]` of each bound ring, from [`Netmap::ring_pointers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingPointers {
+    /// TX rings, in port order.
+    pub tx: Vec<[u32; 3]>,
+    /// RX rings, in port order.
+    pub rx: Vec<[u32; 3]>,
+}
+
 /// Builds a [`Netmap`] port.
 ///
 /// ```no_run
@@ -417,16 +426,44 @@ impl Netmap {
         (self.inner.extra_bufs, self.inner.bufs_head)
     }
 
-    /// `(head, cur, tail)` of every bound TX ring, then every bound RX ring, as they are in
-    /// shared memory now (for diagnostics: the handles' unpublished cursors are not included).
-    pub fn ring_pointers(&self) -> (Vec<(u32, u32, u32)>, Vec<(u32, u32, u32)>) {
+    /// Pointer to the header of bound TX ring `index` in shared memory, for code that drives
+    /// rings by hand in the C style (benchmarks comparing against this crate, FFI). Reading
+    /// or writing through it is `unsafe` and bypasses every check of this crate; do not mix it
+    /// with a live [`TxRing`] handle of the same ring.
+    pub fn raw_tx_ring_ptr(&self, index: usize) -> Option<*mut abi::NetmapRing> {
+        self.inner.tx.get(index).map(|r| r.raw.ring_ptr())
+    }
+
+    /// Pointer to the header of bound RX ring `index`; see [`Netmap::raw_tx_ring_ptr`].
+    pub fn raw_rx_ring_ptr(&self, index: usize) -> Option<*mut abi::NetmapRing> {
+        self.inner.rx.get(index).map(|r| r.raw.ring_ptr())
+    }
+
+    /// TX sync of every bound TX ring with the heads as they are in shared memory
+    /// (`NIOCTXSYNC`), for rings driven by hand. Ring handles sync with [`TxRing::sync`].
+    pub fn sync_tx_published(&self) -> Result<(), Error> {
+        self.inner.backend.txsync()
+    }
+
+    /// RX sync of every bound RX ring with the heads as they are in shared memory
+    /// (`NIOCRXSYNC`), for rings driven by hand. Ring handles sync with [`RxRing::sync`].
+    pub fn sync_rx_published(&self) -> Result<(), Error> {
+        self.inner.backend.rxsync()
+    }
+
+    /// `[head, cur, tail]` of every bound ring as they are in shared memory now (for
+    /// diagnostics: the handles' unpublished cursors are not included).
+    pub fn ring_pointers(&self) -> RingPointers {
         let read = |rings: &[BoundRing]| {
             rings
                 .iter()
-                .map(|r| (r.raw.load_head(), r.raw.load_cur(), r.raw.load_tail()))
+                .map(|r| [r.raw.load_head(), r.raw.load_cur(), r.raw.load_tail()])
                 .collect()
         };
-        (read(&self.inner.tx), read(&self.inner.rx))
+        RingPointers {
+            tx: read(&self.inner.tx),
+            rx: read(&self.inner.rx),
+        }
     }
 
     /// Current readiness without waiting, as `poll` would report it after the last sync.

@@ -169,6 +169,11 @@ impl RawRing {
         })
     }
 
+    /// The ring header pointer (handing it out is safe; using it is not).
+    pub(crate) fn ring_ptr(&self) -> *mut NetmapRing {
+        self.ring.as_ptr()
+    }
+
     /// Number of slots.
     #[inline(always)]
     pub(crate) fn num_slots(&self) -> u32 {
@@ -385,22 +390,32 @@ pub(crate) fn read_if(region: &Region, if_off: usize) -> Result<IfInfo, Error> {
     })
 }
 
+/// The constant fields of a ring header, as the kernel writes them at registration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingInit {
+    pub num_slots: u32,
+    pub buf_size: u32,
+    pub buf_ofs: i64,
+    pub ringid: u16,
+    pub dir: u16,
+    pub tail: u32,
+}
+
 /// Lays out a fresh ring header (and zeroed slots) at `off`, as the kernel does at
-/// registration. `head = cur = 0`, `tail = tail`.
+/// registration: `head = cur = 0`, `tail = g.tail`.
 ///
 /// # Safety
-/// `off .. off + ring_bytes(num_slots)` must lie in the region, be 128-byte aligned, and be
+/// `off .. off + ring_bytes(g.num_slots)` must lie in the region, be 128-byte aligned, and be
 /// owned by the caller: no `RawRing` over it is in use by anyone else yet.
-pub(crate) unsafe fn init_ring(
-    region: &Region,
-    off: usize,
-    num_slots: u32,
-    buf_size: u32,
-    buf_ofs: i64,
-    ringid: u16,
-    dir: u16,
-    tail: u32,
-) {
+pub(crate) unsafe fn init_ring(region: &Region, off: usize, g: RingInit) {
+    let RingInit {
+        num_slots,
+        buf_size,
+        buf_ofs,
+        ringid,
+        dir,
+        tail,
+    } = g;
     let p = region
         .at(off, ring_bytes(num_slots), align_of::<NetmapRing>())
         .expect("init_ring: caller passed a ring outside the region");
