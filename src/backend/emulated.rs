@@ -723,6 +723,7 @@ impl EmuPort {
         self.rx_note.as_fd()
     }
 
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn tx_fd(&self) -> BorrowedFd<'_> {
         self.tx_note.as_fd()
     }

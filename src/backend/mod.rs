@@ -88,8 +88,17 @@ pub(crate) struct OpenOptions {
 /// Identity of a memory allocator, for zero-copy buffer swaps between ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MemIdentity {
-    Kernel { mem_id: u16, memsize: usize },
-    Emulated { mem_id: u16 },
+    #[cfg_attr(
+        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
+        allow(dead_code)
+    )]
+    Kernel {
+        mem_id: u16,
+        memsize: usize,
+    },
+    Emulated {
+        mem_id: u16,
+    },
 }
 
 /// A registration on one backend.
@@ -200,6 +209,7 @@ impl Backend {
 
     /// The descriptor that reports TX readiness, and whether it reports it as writable
     /// (kernel: the same descriptor, POLLOUT) or as readable (emulated: a second notifier).
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn tx_fd(&self) -> (BorrowedFd<'_>, bool) {
         match self {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]

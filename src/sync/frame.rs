@@ -127,6 +127,7 @@ impl<'a> Frame<'a> {
     }
 
     /// Owned frame built from already copied bytes, keeping this frame's metadata.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn with_bytes(&self, data: Bytes) -> Frame<'static> {
         Frame {
             data: Data::Owned(data),

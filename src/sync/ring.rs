@@ -52,6 +52,13 @@ impl Handle {
         let raw = b.raw.clone();
         let head = raw.load_head();
         let tail = raw.load_tail();
+        if head >= raw.num_slots() || tail >= raw.num_slots() {
+            b.claimed.store(false, Ordering::Release);
+            return Err(Error::RingState(format!(
+                "ring {index}: head {head} / tail {tail} outside 0..{}",
+                raw.num_slots()
+            )));
+        }
         Ok(Handle {
             raw,
             head,
@@ -73,8 +80,21 @@ impl Handle {
     /// Slots between the cursor and the kernel's tail, refreshing the cached tail.
     #[inline]
     fn refresh(&mut self) -> u32 {
-        self.tail = self.raw.load_tail();
+        self.load_tail();
         distance(self.head, self.tail, self.raw.num_slots())
+    }
+
+    /// Refreshes the cached tail from shared memory. A tail outside the ring (only a broken or
+    /// hostile peer writes one) is ignored: the cache keeps the last good value, so the cursor
+    /// never runs past the ring and no loop spins on a bogus range.
+    #[inline]
+    fn load_tail(&mut self) {
+        let t = self.raw.load_tail();
+        if t < self.raw.num_slots() {
+            self.tail = t;
+        } else {
+            tracing::warn!(ring = self.index, tail = t, "ignoring out-of-range tail");
+        }
     }
 
     #[inline]
@@ -94,7 +114,7 @@ impl Handle {
             Dir::Tx => self.port.backend.txsync(),
             Dir::Rx => self.port.backend.rxsync(),
         };
-        self.tail = self.raw.load_tail();
+        self.load_tail();
         if let Err(e) = &r {
             tracing::warn!(error = %e, ring = self.index, "sync failed");
         }
@@ -187,6 +207,7 @@ impl TxRing {
 
     /// Whether the cached view already shows a free slot (no shared-memory access).
     #[inline]
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn has_cached_space(&self) -> bool {
         self.h.head != self.h.tail
     }
@@ -469,6 +490,7 @@ impl RxRing {
 
     /// Whether the cached view already shows an unconsumed packet (no shared-memory access).
     #[inline]
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn has_cached(&self) -> bool {
         self.h.head != self.h.tail
     }
