@@ -138,6 +138,15 @@ fn pkt_gen_modes() {
 fn tokio_examples() {
     ok("tokio_quick_start", &[], &["hello async netmap"]);
     ok(
+        "soak",
+        &["300000", "1"],
+        &[
+            "lost 0, reordered 0, duplicated 0",
+            "idle receiver:",
+            "soak ok",
+        ],
+    );
+    ok(
         "tokio_pipe_async",
         &["50000"],
         &["received 50000 packets in order, 0 lost"],

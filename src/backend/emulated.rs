@@ -558,6 +558,9 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     let master_name = format!("{parent}{{{id}");
     let pipe = {
         let mut reg = lock(registry());
+        // Forget pipes and memories whose last user is gone.
+        reg.pipes.retain(|_, w| w.strong_count() > 0);
+        reg.mems.retain(|_, w| w.strong_count() > 0);
         let mem = match reg.mems.get(parent.as_str()).and_then(Weak::upgrade) {
             Some(m) => m,
             None => {
