@@ -28,6 +28,7 @@ fn main() -> Result<(), Error> {
         let mut rx = pong_port.rx_ring(0)?;
         let mut tx = pong_port.tx_ring(0)?;
         let mut answered = 0;
+        let mut idle = 0u32;
         while answered < count {
             rx.sync()?;
             let mut got = 0;
@@ -39,7 +40,9 @@ fn main() -> Result<(), Error> {
             }
             answered += got;
             tx.sync()?;
-            if got == 0 {
+            // Spin a little for latency, then sleep in poll.
+            idle = if got == 0 { idle + 1 } else { 0 };
+            if idle > 1000 {
                 pong_port.wait_readable(Some(Duration::from_millis(100)))?;
             }
         }
@@ -56,6 +59,7 @@ fn main() -> Result<(), Error> {
         ping.extend_from_slice(&seq.to_be_bytes());
         tx.send(&ping)?;
         tx.sync()?;
+        let mut spins = 0u32;
         loop {
             rx.sync()?;
             if let Some(pong) = rx.recv() {
@@ -63,7 +67,10 @@ fn main() -> Result<(), Error> {
                 assert_eq!(pong.payload()[4..12], seq.to_be_bytes());
                 break;
             }
-            ping_port.wait_readable(Some(Duration::from_millis(100)))?;
+            spins += 1;
+            if spins > 1000 {
+                ping_port.wait_readable(Some(Duration::from_millis(100)))?;
+            }
         }
         rtt_max = rtt_max.max(sent_at.elapsed());
     }

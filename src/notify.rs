@@ -6,11 +6,15 @@
 //! signals a notifier when it delivers packets to the receiver or frees slots for the sender;
 //! the descriptor is readable until the next sync clears it.
 //!
-//! Signals are coalesced: only the first signal after a clear issues a `write`.
+//! Signals cost nothing unless someone waits: a waiter *arms* the notifier before its last
+//! look at the rings, and only an armed notifier issues a `write` (and only the first signal
+//! after a clear does). The emulated kernel signals while holding the link lock that the
+//! waiter's sync also takes, so a signal is either seen by that sync or finds the notifier
+//! armed: no wake-up is lost, and a busy sender/receiver pair makes no system call at all.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// A pollable, edge-producing wake-up flag.
 #[derive(Debug)]
@@ -19,6 +23,7 @@ pub(crate) struct Notifier {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     write: OwnedFd,
     pending: AtomicBool,
+    waiters: AtomicUsize,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -40,6 +45,7 @@ impl Notifier {
                 // SAFETY: fd was just returned by eventfd and is owned by nobody else.
                 read: unsafe { OwnedFd::from_raw_fd(fd) },
                 pending: AtomicBool::new(false),
+                waiters: AtomicUsize::new(0),
             })
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -61,21 +67,37 @@ impl Notifier {
                 read,
                 write,
                 pending: AtomicBool::new(false),
+                waiters: AtomicUsize::new(0),
             })
         }
     }
 
-    /// Signals the notifier: the descriptor becomes readable and produces an edge.
+    /// Signals the notifier: if a waiter armed it, the descriptor becomes readable and
+    /// produces an edge.
+    #[inline]
     pub(crate) fn notify(&self) {
-        if !self.pending.swap(true, Ordering::SeqCst) {
+        if self.waiters.load(Ordering::SeqCst) > 0 && !self.pending.swap(true, Ordering::SeqCst) {
             self.raw_write();
         }
+    }
+
+    /// Announces a waiter: from now on signals reach the descriptor. Call before the last
+    /// sync that precedes sleeping on the descriptor; pair with [`Notifier::disarm`].
+    #[inline]
+    pub(crate) fn arm(&self) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One waiter is done; with none left, signals go back to costing nothing.
+    #[inline]
+    pub(crate) fn disarm(&self) {
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Clears a pending signal before a sync (the sync then sees everything signalled so far).
     #[inline]
     pub(crate) fn clear(&self) {
-        if self.pending.swap(false, Ordering::SeqCst) {
+        if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst) {
             self.drain();
         }
     }
@@ -166,6 +188,11 @@ mod tests {
         let n = Notifier::new().unwrap();
         let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
         assert_eq!(r[0] & libc::POLLIN, 0);
+        // Unarmed: a signal costs nothing and the descriptor stays quiet.
+        n.notify();
+        let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
+        assert_eq!(r[0] & libc::POLLIN, 0);
+        n.arm();
         n.notify();
         n.notify();
         let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
@@ -175,6 +202,7 @@ mod tests {
         assert_eq!(r[0] & libc::POLLIN, 0);
         n.notify();
         n.clear_hard();
+        n.disarm();
         let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
         assert_eq!(r[0] & libc::POLLIN, 0);
     }

@@ -726,6 +726,17 @@ impl EmuPort {
         self.rx_note.as_fd()
     }
 
+    /// Arms (or disarms) the notifier of one direction; see [`Notifier::arm`]. Calls must
+    /// pair up.
+    pub(crate) fn set_waiting(&self, rx: bool, waiting: bool) {
+        let n = if rx { &self.rx_note } else { &self.tx_note };
+        if waiting {
+            n.arm();
+        } else {
+            n.disarm();
+        }
+    }
+
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn tx_fd(&self) -> BorrowedFd<'_> {
         self.tx_note.as_fd()
@@ -740,6 +751,8 @@ impl EmuPort {
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let _rx_armed = want.readable.then(|| Armed::new(self, true));
+        let _tx_armed = want.writable.then(|| Armed::new(self, false));
         loop {
             if want.readable {
                 self.rxsync()?;
@@ -774,6 +787,25 @@ impl EmuPort {
                 self.tx_note.clear_hard();
             }
         }
+    }
+}
+
+/// A waiter's arming of one direction, undone on drop (on every return path).
+struct Armed<'a> {
+    port: &'a EmuPort,
+    rx: bool,
+}
+
+impl<'a> Armed<'a> {
+    fn new(port: &'a EmuPort, rx: bool) -> Self {
+        port.set_waiting(rx, true);
+        Armed { port, rx }
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.port.set_waiting(self.rx, false);
     }
 }
 

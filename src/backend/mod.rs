@@ -218,6 +218,19 @@ impl Backend {
         }
     }
 
+    /// Tells the backend a task is about to wait for `rx` (or TX) readiness, or has stopped
+    /// waiting. The kernel always signals; the emulated backend signals only when asked.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn set_waiting(&self, rx: bool, waiting: bool) {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(_) => {
+                let _ = (rx, waiting);
+            }
+            Backend::Emulated(e) => e.set_waiting(rx, waiting),
+        }
+    }
+
     /// Blocks until a bound ring is ready in a wanted direction or the timeout passes.
     pub(crate) fn wait(
         &self,

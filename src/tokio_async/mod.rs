@@ -139,6 +139,10 @@ impl AsyncPort {
 
     /// Sleeps until ring `idx` has work in direction `dir`. Cancel-safe: it consumes nothing.
     async fn wait_ready(self: Arc<Self>, dir: Dir, idx: usize) -> io::Result<()> {
+        // Ask for signals before the first sync below: a delivery after that sync finds the
+        // notifier armed and produces an edge. Disarmed when this future completes or is
+        // dropped.
+        let _armed = Armed::new(&self, dir);
         loop {
             let mut guard = match (&self.ready, dir) {
                 (Ready::Same(fd), Dir::Rx) => fd.readable().await?,
@@ -154,6 +158,29 @@ impl AsyncPort {
             // in since the guard was taken, Tokio keeps the readiness and we loop at once.
             guard.clear_ready();
         }
+    }
+}
+
+/// A task's request for readiness signals in one direction, withdrawn on drop.
+struct Armed<'a> {
+    port: &'a AsyncPort,
+    dir: Dir,
+}
+
+impl<'a> Armed<'a> {
+    fn new(port: &'a AsyncPort, dir: Dir) -> Self {
+        port.netmap.inner.backend.set_waiting(dir == Dir::Rx, true);
+        Armed { port, dir }
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.port
+            .netmap
+            .inner
+            .backend
+            .set_waiting(self.dir == Dir::Rx, false);
     }
 }
 
