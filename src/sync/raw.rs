@@ -244,8 +244,9 @@ impl RawRing {
 
     #[inline(always)]
     fn slot_ptr(&self, k: u32) -> *mut NetmapSlot {
-        debug_assert!(k < self.num_slots);
-        let k = k % self.num_slots;
+        // Every index comes from cursor arithmetic that wraps at num_slots (and from head/tail
+        // values checked against num_slots); the check keeps that an invariant, not a hope.
+        assert!(k < self.num_slots, "slot index {k} outside the ring");
         // SAFETY: the slot array of num_slots entries follows the header inside the region
         // (checked in `new`), and k < num_slots.
         unsafe {
@@ -274,6 +275,47 @@ impl RawRing {
                 flags: addr_of!((*s).flags).read(),
                 ptr: addr_of!((*s).ptr).read(),
             }
+        }
+    }
+
+    /// Prepares slot `k` to carry a packet: checks its buffer index, then writes its length
+    /// and flags and returns the buffer; or returns the out-of-range index and writes nothing.
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn fill_slot(
+        &self,
+        k: u32,
+        len: u16,
+        flags: u16,
+    ) -> Result<NonNull<u8>, u32> {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        let idx = unsafe { addr_of!((*s).buf_idx).read() };
+        let p = self.buf_ptr(idx).ok_or(idx)?;
+        // SAFETY: as above.
+        unsafe {
+            addr_of_mut!((*s).len).write(len);
+            addr_of_mut!((*s).flags).write(flags);
+        }
+        Ok(p)
+    }
+
+    /// Reads buffer index, length and flags of slot `k` (not `ptr`).
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn slot_meta(&self, k: u32) -> (u32, u16, u16) {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        unsafe {
+            (
+                addr_of!((*s).buf_idx).read(),
+                addr_of!((*s).len).read(),
+                addr_of!((*s).flags).read(),
+            )
         }
     }
 

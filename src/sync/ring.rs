@@ -121,6 +121,8 @@ impl Handle {
         r
     }
 
+    #[cold]
+    #[inline(never)]
     fn corrupt(&self, slot: u32, buf_idx: u32, len: u16) -> Error {
         tracing::warn!(
             ring = self.index,
@@ -233,14 +235,11 @@ impl TxRing {
         let k = h.head;
         // SAFETY: k = head is in the user's [head, tail) (tail just loaded with Acquire or
         // cached from an earlier Acquire load; the kernel only moves tail forward).
-        let idx = unsafe { h.raw.slot(k) }.buf_idx;
-        let p = h.raw.buf_ptr(idx).ok_or_else(|| h.corrupt(k, idx, 0))?;
+        let p = unsafe { h.raw.fill_slot(k, buf.len() as u16, 0) }
+            .map_err(|idx| h.corrupt(k, idx, buf.len() as u16))?;
         // SAFETY: p points at buf_size >= buf.len() bytes inside the region (buf_ptr); the
         // slot and hence its buffer are the user's; `copy` tolerates overlap.
-        unsafe {
-            std::ptr::copy(buf.as_ptr(), p.as_ptr(), buf.len());
-            h.raw.set_len_flags(k, buf.len() as u16, 0);
-        }
+        unsafe { std::ptr::copy(buf.as_ptr(), p.as_ptr(), buf.len()) };
         h.head = next(k, h.raw.num_slots());
         Ok(())
     }
@@ -309,18 +308,15 @@ impl BatchReservation<'_> {
         let n = h.raw.num_slots();
         let k = advance(self.start, index as u32, n);
         // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
-        let idx = unsafe { h.raw.slot(k) }.buf_idx;
-        let p = h
-            .raw
-            .buf_ptr(idx)
-            .ok_or_else(|| h.corrupt(k, idx, len as u16))?;
-        // Slots skipped over are sent as empty packets rather than with stale lengths.
-        for j in self.filled..index {
-            // SAFETY: reserved slot, the user's.
-            unsafe { h.raw.set_len_flags(advance(self.start, j as u32, n), 0, 0) };
+        let p = unsafe { h.raw.fill_slot(k, len as u16, 0) }
+            .map_err(|idx| h.corrupt(k, idx, len as u16))?;
+        if index > self.filled {
+            // Slots skipped over are sent as empty packets rather than with stale lengths.
+            for j in self.filled..index {
+                // SAFETY: reserved slot, the user's.
+                unsafe { h.raw.set_len_flags(advance(self.start, j as u32, n), 0, 0) };
+            }
         }
-        // SAFETY: reserved slot, the user's.
-        unsafe { h.raw.set_len_flags(k, len as u16, 0) };
         self.filled = self.filled.max(index + 1);
         // SAFETY: p is valid for buf_size >= len bytes (buf_ptr); the buffer belongs to a slot
         // the user owns and is borrowed mutably through `self` for the slice's lifetime, and
@@ -341,6 +337,15 @@ impl BatchReservation<'_> {
 #[derive(Debug)]
 pub struct RxRing {
     h: Handle,
+}
+
+/// A slot whose buffer index or length is out of range (turned into [`Error::CorruptSlot`]
+/// out of the hot path).
+#[derive(Debug, Clone, Copy)]
+struct Corrupt {
+    slot: u32,
+    buf_idx: u32,
+    len: u16,
 }
 
 /// One received slot, before it is turned into a frame.
@@ -368,8 +373,9 @@ impl RxRing {
     /// Looks at the slot at the cursor, checking its buffer index and length, without
     /// consuming it. A corrupt slot is consumed (the cursor moves past it, so one bad slot does
     /// not stall the ring; it still goes back to the kernel at the next sync) and reported.
-    #[inline]
-    fn peek_raw(&mut self) -> Option<Result<RawFrame, Error>> {
+    /// (The error is built out of line: the hot path returns a small value.)
+    #[inline(always)]
+    fn peek_raw(&mut self) -> Option<Result<RawFrame, Corrupt>> {
         let h = &mut self.h;
         if h.head == h.tail && h.refresh() == 0 {
             return None;
@@ -377,24 +383,28 @@ impl RxRing {
         let k = h.head;
         // SAFETY: k is in the user's [head, tail): tail was loaded with Acquire, so the
         // kernel's writes to the slot are visible and it will not write it until released.
-        let s = unsafe { h.raw.slot(k) };
-        match h.raw.buf_ptr(s.buf_idx) {
-            Some(ptr) if u32::from(s.len) <= h.raw.buf_size() => Some(Ok(RawFrame {
+        let (buf_idx, len, flags) = unsafe { h.raw.slot_meta(k) };
+        match h.raw.buf_ptr(buf_idx) {
+            Some(ptr) if u32::from(len) <= h.raw.buf_size() => Some(Ok(RawFrame {
                 ptr,
-                len: s.len,
-                flags: s.flags,
+                len,
+                flags,
                 slot: k,
             })),
             _ => {
                 h.head = next(k, h.raw.num_slots());
-                Some(Err(h.corrupt(k, s.buf_idx, s.len)))
+                Some(Err(Corrupt {
+                    slot: k,
+                    buf_idx,
+                    len,
+                }))
             }
         }
     }
 
     /// Takes the next slot (see `peek_raw`).
-    #[inline]
-    fn next_raw(&mut self) -> Option<Result<RawFrame, Error>> {
+    #[inline(always)]
+    fn next_raw(&mut self) -> Option<Result<RawFrame, Corrupt>> {
         let r = self.peek_raw()?;
         if r.is_ok() {
             self.h.head = next(self.h.head, self.h.raw.num_slots());
@@ -420,7 +430,9 @@ impl RxRing {
         loop {
             match self.next_raw()? {
                 Ok(r) => return Some(self.frame(r)),
-                Err(_) => continue,
+                Err(c) => {
+                    self.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                }
             }
         }
     }
@@ -431,7 +443,7 @@ impl RxRing {
         match self.next_raw() {
             None => Ok(None),
             Some(Ok(r)) => Ok(Some(self.frame(r))),
-            Some(Err(e)) => Err(e),
+            Some(Err(c)) => Err(self.h.corrupt(c.slot, c.buf_idx, c.len)),
         }
     }
 
@@ -446,7 +458,9 @@ impl RxRing {
                     batch[n] = self.frame(r);
                     n += 1;
                 }
-                Some(Err(_)) => continue,
+                Some(Err(c)) => {
+                    self.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                }
             }
         }
         n
@@ -469,7 +483,7 @@ impl RxRing {
     pub fn peek(&mut self) -> Option<Result<Frame<'_>, Error>> {
         match self.peek_raw()? {
             Ok(r) => Some(Ok(self.frame(r))),
-            Err(e) => Some(Err(e)),
+            Err(c) => Some(Err(self.h.corrupt(c.slot, c.buf_idx, c.len))),
         }
     }
 
@@ -478,7 +492,10 @@ impl RxRing {
     pub fn consume(&mut self) -> bool {
         match self.next_raw() {
             Some(Ok(_)) => true,
-            Some(Err(_)) => self.consume(),
+            Some(Err(c)) => {
+                self.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                self.consume()
+            }
             None => false,
         }
     }
@@ -529,7 +546,9 @@ impl<'a> Iterator for RxBatch<'a> {
                     };
                     return Some(f);
                 }
-                Err(_) => continue,
+                Err(c) => {
+                    self.ring.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                }
             }
         }
         None
