@@ -41,6 +41,15 @@ fn pipe(name: &str) -> (Netmap, Netmap) {
     (open(format!("{name}{{0")), open(format!("{name}}}0")))
 }
 
+/// Wraps a loop of `iters` iterations as criterion's `iter_custom` wants it.
+fn timed(mut f: impl FnMut(u64)) -> impl FnMut(u64) -> Duration {
+    move |iters| {
+        let t = std::time::Instant::now();
+        f(iters);
+        t.elapsed()
+    }
+}
+
 /// The safe sync batch path.
 fn safe_batch(a: &Netmap, b: &Netmap, len: usize, iters: u64, src: &[u8], dst: &mut [u8]) {
     let mut tx = a.tx_ring(0).unwrap();
@@ -131,18 +140,12 @@ fn bench_sync(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     for len in SIZES {
         g.bench_with_input(BenchmarkId::new("safe_batch", len), &len, |bch, &len| {
-            bch.iter_custom(|iters| {
-                let t = std::time::Instant::now();
-                safe_batch(&a, &b, len, iters, &src, &mut dst);
-                t.elapsed()
-            })
+            bch.iter_custom(timed(|iters| {
+                safe_batch(&a, &b, len, iters, &src, &mut dst)
+            }))
         });
         g.bench_with_input(BenchmarkId::new("raw_pointers", len), &len, |bch, &len| {
-            bch.iter_custom(|iters| {
-                let t = std::time::Instant::now();
-                raw_batch(&a, &b, len, iters, &src, &mut dst);
-                t.elapsed()
-            })
+            bch.iter_custom(timed(|iters| raw_batch(&a, &b, len, iters, &src, &mut dst)))
         });
     }
     g.finish();
@@ -153,23 +156,15 @@ fn bench_sync(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("send_recv_single", len),
             &len,
-            |bch, &len| {
-                bch.iter_custom(|iters| {
-                    let t = std::time::Instant::now();
-                    single(&a, &b, len, iters, &src, &mut dst);
-                    t.elapsed()
-                })
-            },
+            |bch, &len| bch.iter_custom(timed(|iters| single(&a, &b, len, iters, &src, &mut dst))),
         );
         g.bench_with_input(
             BenchmarkId::new("reserve_recv_batch", len),
             &len,
             |bch, &len| {
-                bch.iter_custom(|iters| {
-                    let t = std::time::Instant::now();
-                    safe_batch(&a, &b, len, iters, &src, &mut dst);
-                    t.elapsed()
-                })
+                bch.iter_custom(timed(|iters| {
+                    safe_batch(&a, &b, len, iters, &src, &mut dst)
+                }))
             },
         );
     }
@@ -191,11 +186,9 @@ fn bench_async(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     for len in SIZES {
         g.bench_with_input(BenchmarkId::new("sync_batch", len), &len, |bch, &len| {
-            bch.iter_custom(|iters| {
-                let t = std::time::Instant::now();
-                safe_batch(&sa, &sb, len, iters, &src, &mut dst);
-                t.elapsed()
-            })
+            bch.iter_custom(timed(|iters| {
+                safe_batch(&sa, &sb, len, iters, &src, &mut dst)
+            }))
         });
         let payload = Bytes::copy_from_slice(&src[..len]);
         g.bench_with_input(BenchmarkId::new("sink_stream", len), &len, |bch, _| {
@@ -261,11 +254,9 @@ fn bench_alternatives(c: &mut Criterion) {
     let (sa, sb) = pipe("bench_alt");
     for len in SIZES {
         g.bench_with_input(BenchmarkId::new("netmap_pipe", len), &len, |bch, &len| {
-            bch.iter_custom(|iters| {
-                let t = std::time::Instant::now();
-                safe_batch(&sa, &sb, len, iters, &src, &mut dst);
-                t.elapsed()
-            })
+            bch.iter_custom(timed(|iters| {
+                safe_batch(&sa, &sb, len, iters, &src, &mut dst)
+            }))
         });
         g.bench_with_input(BenchmarkId::new("crossbeam_vec", len), &len, |bch, &len| {
             bch.iter(|| {

@@ -291,6 +291,44 @@ struct Stats {
     reordered: AtomicU64,
 }
 
+impl Stats {
+    /// Counts one burst.
+    fn record(&self, pkts: u64, bytes: u64) {
+        self.pkts.fetch_add(pkts, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Fills the `k` reserved slots of a burst whose first packet is number `n`.
+fn fill_burst(
+    r: &mut BatchReservation<'_>,
+    tpl: &[Template],
+    cfg: &Cfg,
+    base: u64,
+    n: u64,
+    ts: u64,
+) -> Result<(), Error> {
+    for i in 0..r.len() {
+        let t = &tpl[(n as usize + i) % tpl.len()];
+        fill(r.packet(i, cfg.len)?, t, base | (n + i as u64), ts);
+    }
+    Ok(())
+}
+
+/// Counts a batch of received frames and checks their sequence numbers.
+fn account_rx<'a>(frames: impl Iterator<Item = Frame<'a>>, check: &mut SeqCheck) -> (u64, u64) {
+    let (mut k, mut b) = (0u64, 0u64);
+    for f in frames {
+        if let Some((seq, _)) = parse_seq(f.payload()) {
+            check.see(seq);
+        }
+        k += 1;
+        b += f.len() as u64;
+    }
+    (k, b)
+}
+
 /// Sequence checking per sender thread (the thread id is in the top 16 bits).
 struct SeqCheck {
     next: Vec<u64>,
@@ -393,19 +431,12 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                     .min(left.min(usize::MAX as u64) as usize);
                 let ts = now_ns(job.t0);
                 let mut r = tx.reserve_batch(k)?;
-                for i in 0..k {
-                    let t = &tpl[(n as usize + i) % tpl.len()];
-                    fill(r.packet(i, cfg.len)?, t, base | (n + i as u64), ts);
-                }
+                fill_burst(&mut r, &tpl, &cfg, base, n, ts)?;
                 r.commit();
                 tx.sync()?;
                 n += k as u64;
                 left -= k as u64;
-                stats.pkts.fetch_add(k as u64, Ordering::Relaxed);
-                stats
-                    .bytes
-                    .fetch_add((k * cfg.len) as u64, Ordering::Relaxed);
-                stats.events.fetch_add(1, Ordering::Relaxed);
+                stats.record(k as u64, (k * cfg.len) as u64);
                 pacer.pace(n);
             }
         }
@@ -414,23 +445,14 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
             let mut check = SeqCheck::new();
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
                 rx.sync()?;
-                let (mut k, mut b) = (0u64, 0u64);
-                for f in rx.batch(cfg.burst.min(left as usize)) {
-                    if let Some((seq, _)) = parse_seq(f.payload()) {
-                        check.see(seq);
-                    }
-                    k += 1;
-                    b += f.len() as u64;
-                }
+                let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), &mut check);
                 if k == 0 {
                     rx.sync()?;
                     nm.wait_readable(Some(Duration::from_millis(100)))?;
                     continue;
                 }
                 left -= k;
-                stats.pkts.fetch_add(k, Ordering::Relaxed);
-                stats.bytes.fetch_add(b, Ordering::Relaxed);
-                stats.events.fetch_add(1, Ordering::Relaxed);
+                stats.record(k, b);
             }
             rx.sync()?;
             stats.lost.fetch_add(check.lost, Ordering::Relaxed);
@@ -470,9 +492,7 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 }
                 seq += 1;
                 left -= 1;
-                stats.pkts.fetch_add(1, Ordering::Relaxed);
-                stats.bytes.fetch_add(cfg.len as u64, Ordering::Relaxed);
-                stats.events.fetch_add(1, Ordering::Relaxed);
+                stats.record(1, cfg.len as u64);
             }
         }
         Func::Pong => {
@@ -530,19 +550,12 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                         .min(left.min(usize::MAX as u64) as usize);
                     let ts = now_ns(job.t0);
                     let mut r = tx.reserve(k).await?;
-                    for i in 0..k {
-                        let t = &tpl[(n as usize + i) % tpl.len()];
-                        fill(r.packet(i, cfg.len)?, t, base | (n + i as u64), ts);
-                    }
+                    fill_burst(&mut r, &tpl, &cfg, base, n, ts)?;
                     r.commit();
                     tx.flush_ring().await?;
                     n += k as u64;
                     left -= k as u64;
-                    stats.pkts.fetch_add(k as u64, Ordering::Relaxed);
-                    stats
-                        .bytes
-                        .fetch_add((k * cfg.len) as u64, Ordering::Relaxed);
-                    stats.events.fetch_add(1, Ordering::Relaxed);
+                    stats.record(k as u64, (k * cfg.len) as u64);
                     pacer.pace(n);
                 }
             }
@@ -550,18 +563,10 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                 let mut rx = nm.rx_ring(0)?;
                 let mut check = SeqCheck::new();
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                    let (mut k, mut b) = (0u64, 0u64);
-                    for f in rx.recv_batch(cfg.burst.min(left as usize)).await? {
-                        if let Some((seq, _)) = parse_seq(f.payload()) {
-                            check.see(seq);
-                        }
-                        k += 1;
-                        b += f.len() as u64;
-                    }
+                    let batch = rx.recv_batch(cfg.burst.min(left as usize)).await?;
+                    let (k, b) = account_rx(batch, &mut check);
                     left -= k;
-                    stats.pkts.fetch_add(k, Ordering::Relaxed);
-                    stats.bytes.fetch_add(b, Ordering::Relaxed);
-                    stats.events.fetch_add(1, Ordering::Relaxed);
+                    stats.record(k, b);
                 }
                 rx.get_mut().sync()?;
                 stats.lost.fetch_add(check.lost, Ordering::Relaxed);

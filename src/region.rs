@@ -36,7 +36,10 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Maps `len` bytes of `fd` (a `/dev/netmap` descriptor) read-write and shared.
-    #[cfg_attr(not(feature = "sys"), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
+        allow(dead_code)
+    )]
     pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Region> {
         if len == 0 {
             return Err(io::Error::new(
