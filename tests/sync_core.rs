@@ -482,3 +482,28 @@ proptest! {
         prop_assert!(model.is_empty(), "{} packets never arrived", model.len());
     }
 }
+
+#[test]
+fn the_exposed_fd_becomes_readable_on_delivery() {
+    use std::os::fd::AsRawFd;
+    let (a, b) = pipe("exposed", 16);
+    let fd = b.as_raw_fd();
+    let poll = |ms: i32| {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) };
+        p.revents & libc::POLLIN != 0
+    };
+    assert!(!poll(0), "nothing sent yet");
+    let mut tx = a.tx_ring(0).unwrap();
+    tx.send(b"x").unwrap();
+    tx.sync().unwrap();
+    assert!(poll(5000), "a delivery makes the descriptor readable");
+    let mut rx = b.rx_ring(0).unwrap();
+    rx.sync().unwrap();
+    assert_eq!(rx.recv().unwrap().payload(), b"x");
+}

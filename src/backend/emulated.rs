@@ -503,6 +503,8 @@ pub(crate) struct EmuPort {
     rx: Vec<usize>,
     rx_note: Arc<Notifier>,
     tx_note: Arc<Notifier>,
+    /// Set once the RX descriptor was handed out through `AsFd`: it is then always signalled.
+    exposed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for EmuPort {
@@ -647,6 +649,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         rx,
         rx_note,
         tx_note,
+        exposed: std::sync::atomic::AtomicBool::new(false),
     };
     let if_off = if_off?;
     for &i in &port.tx {
@@ -723,6 +726,15 @@ impl EmuPort {
     }
 
     pub(crate) fn rx_fd(&self) -> BorrowedFd<'_> {
+        self.rx_note.as_fd()
+    }
+
+    /// The RX descriptor for a caller that will poll it itself (through `AsFd`): from now on
+    /// every delivery signals it, as the kernel's fd always reports readiness.
+    pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
+        if !self.exposed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.rx_note.arm();
+        }
         self.rx_note.as_fd()
     }
 
@@ -811,6 +823,9 @@ impl Drop for Armed<'_> {
 
 impl Drop for EmuPort {
     fn drop(&mut self) {
+        if *self.exposed.get_mut() {
+            self.rx_note.disarm();
+        }
         let pipe = &self.pipe;
         for &i in &self.tx {
             lock(&pipe.links[self.end][i]).tx_note = None;

@@ -207,6 +207,15 @@ impl Backend {
         }
     }
 
+    /// The RX descriptor for callers that poll it themselves (`AsFd`).
+    pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            Backend::Kernel(k) => k.fd(),
+            Backend::Emulated(e) => e.exposed_rx_fd(),
+        }
+    }
+
     /// The descriptor that reports TX readiness, and whether it reports it as writable
     /// (kernel: the same descriptor, POLLOUT) or as readable (emulated: a second notifier).
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]

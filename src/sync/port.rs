@@ -500,9 +500,12 @@ impl Netmap {
 }
 
 impl AsFd for Netmap {
-    /// The netmap file descriptor (kernel), or the RX notifier (emulated backend).
+    /// The netmap file descriptor (kernel), or the RX notifier (emulated backend), for
+    /// callers that poll it themselves: it becomes readable when packets arrive. (On the
+    /// emulated backend, handing it out makes every delivery signal it; the port's own waits
+    /// signal only while someone waits.)
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.backend.rx_fd()
+        self.inner.backend.exposed_rx_fd()
     }
 }
 
