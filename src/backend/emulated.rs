@@ -30,7 +30,7 @@ use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::region::Region;
 use crate::sync::raw::{
     distance, if_bytes, in_cyclic_range, init_ring, next, prev, ring_bytes, write_if, RawRing,
-    RingInit,
+    RingInit, SlotVal,
 };
 
 /// Default slots per pipe ring (as netmap's default for pipes).
@@ -373,16 +373,15 @@ impl Pipe {
             // receiving user (its tail is at most rx_hwtail). The link lock serialises us with
             // the receiver's rxsync.
             unsafe {
+                // TX slot k and RX slot k hold the same buffer whenever the slot is on the
+                // sending side (swaps are propagated back at rxsync), so the whole slot is
+                // copied; a swapped-in buffer (NS_BUF_CHANGED) travels with it.
                 let ts = tx.slot(k);
-                let mut rs = rx.slot(k);
+                let flags = ts.flags & !NS_BUF_CHANGED;
                 if ts.flags & NS_BUF_CHANGED != 0 {
-                    rs.buf_idx = ts.buf_idx;
-                    tx.set_len_flags(k, ts.len, ts.flags & !NS_BUF_CHANGED);
+                    tx.set_len_flags(k, ts.len, flags);
                 }
-                rs.len = ts.len;
-                rs.flags = ts.flags & !NS_BUF_CHANGED;
-                rs.ptr = ts.ptr;
-                rx.set_slot(k, rs);
+                rx.set_slot(k, SlotVal { flags, ..ts });
                 k = next(k, n);
                 if ts.flags & NS_MOREFRAG == 0 {
                     complete = Some(k);
