@@ -496,7 +496,8 @@ impl Drop for Pipe {
 pub(crate) struct EmuPort {
     pipe: Arc<Pipe>,
     end: usize,
-    if_off: usize,
+    /// The registration's `netmap_if` (None if its allocation failed).
+    if_off: Option<usize>,
     if_size: usize,
     tx: Vec<usize>,
     rx: Vec<usize>,
@@ -638,11 +639,11 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     let tx_note = Arc::new(Notifier::new()?);
     let nr = pipe.nrings;
     let if_size = if_bytes(2 * (nr + 1));
-    let if_off = pipe.mem.alloc_if(if_size);
+    let if_alloc = pipe.mem.alloc_if(if_size);
     let port = EmuPort {
         pipe: pipe.clone(),
         end,
-        if_off: *if_off.as_ref().unwrap_or(&usize::MAX),
+        if_off: if_alloc.as_ref().ok().copied(),
         if_size,
         tx,
         rx,
@@ -650,7 +651,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         tx_note,
         exposed: std::sync::atomic::AtomicBool::new(false),
     };
-    let if_off = if_off?;
+    let if_off = if_alloc?;
     for &i in &port.tx {
         let mut l = lock(&pipe.links[end][i]);
         l.tx_note = Some(port.tx_note.clone());
@@ -842,8 +843,8 @@ impl Drop for EmuPort {
             }
             b.exclusive[self.end] = false;
         }
-        if self.if_off != usize::MAX {
-            pipe.mem.free_if(self.if_off, self.if_size);
+        if let Some(off) = self.if_off {
+            pipe.mem.free_if(off, self.if_size);
         }
     }
 }

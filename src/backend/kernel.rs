@@ -191,7 +191,6 @@ impl KernelPort {
         &self,
         want: Readiness,
         timeout: Option<Duration>,
-        check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
         let mut ev = 0;
         if want.readable {
@@ -206,7 +205,6 @@ impl KernelPort {
                 "poll on the netmap fd reported an error",
             )));
         }
-        let _ = check;
         Ok(Readiness {
             readable: rev[0] & libc::POLLIN != 0,
             writable: rev[0] & libc::POLLOUT != 0,

@@ -241,6 +241,8 @@ impl Backend {
     }
 
     /// Blocks until a bound ring is ready in a wanted direction or the timeout passes.
+    /// `check` computes readiness from the rings (the emulated backend's poll; the kernel
+    /// computes it itself).
     pub(crate) fn wait(
         &self,
         want: Readiness,
@@ -249,7 +251,7 @@ impl Backend {
     ) -> Result<Readiness, Error> {
         match self {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.wait(want, timeout, check),
+            Backend::Kernel(k) => k.wait(want, timeout),
             Backend::Emulated(e) => e.wait(want, timeout, check),
         }
     }
