@@ -25,6 +25,7 @@ fn peak_rss_kib() -> u64 {
 }
 
 fn cpu_time() -> Duration {
+    // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage writes one rusage struct into the live local.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
