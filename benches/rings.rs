@@ -8,6 +8,10 @@
 //!     cargo bench --bench rings
 //!     python3 benches/summarize.py
 //!
+//! Before criterion's runs, interleaved A/B rounds print the two borderline ratios (safe vs
+//! raw pointers, pipe vs crossbeam) as medians of per-round ratios, which shared-machine noise
+//! disturbs far less.
+//!
 //! Groups (each run for 64- and 1500-byte frames, both sides in the same run):
 //! - `zero_cost`: the safe batch path (`reserve_batch` + `RxRing::batch`) against a raw-pointer
 //!   loop doing the same ring work on the same rings, as C would (target >= 0.95x).
@@ -21,7 +25,7 @@ use std::ptr::{addr_of, addr_of_mut};
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use futures::{SinkExt, StreamExt};
 use netmap_rs::abi::{NetmapRing, NetmapSlot};
 use netmap_rs::tokio_async::TokioNetmap;
@@ -309,6 +313,72 @@ fn bench_alternatives(c: &mut Criterion) {
     g.finish();
 }
 
+/// Interleaved A/B rounds: each round times `ROUND` batches of one side, then of the other,
+/// and the median of the per-round ratios is reported. Noise from other tenants of a shared
+/// machine hits both sides of a round alike, so this ratio is steadier than the ratio of two
+/// criterion results measured seconds apart.
+fn ab_rounds(label: &str, mut a: impl FnMut(u64), mut b: impl FnMut(u64), per_iter: u64) {
+    const ROUNDS: usize = 31;
+    const ROUND: u64 = 400;
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+    a(50);
+    b(50);
+    for _ in 0..ROUNDS {
+        let x = timed(&mut a)(ROUND);
+        let y = timed(&mut b)(ROUND);
+        ratios.push(y.as_secs_f64() / x.as_secs_f64());
+        ta += x;
+        tb += y;
+    }
+    ratios.sort_by(|p, q| p.partial_cmp(q).unwrap());
+    let n = (ROUNDS as u64 * ROUND * per_iter) as f64;
+    println!(
+        "A/B {label}: A {:.2} Mpps, B {:.2} Mpps, median A/B {:.3} (min {:.3}, max {:.3}, {ROUNDS} rounds)",
+        n / ta.as_secs_f64() / 1e6,
+        n / tb.as_secs_f64() / 1e6,
+        ratios[ROUNDS / 2],
+        ratios[0],
+        ratios[ROUNDS - 1]
+    );
+}
+
+/// The interleaved comparisons (printed before criterion's own runs).
+fn ab_report() {
+    let src = vec![0x5au8; 2048];
+    let mut d1 = vec![0u8; 2048];
+    let mut d2 = vec![0u8; 2048];
+    let (a, b) = pipe("bench_ab");
+    for len in SIZES {
+        ab_rounds(
+            &format!("safe batch (A) vs raw pointers (B), {len} B"),
+            |it| safe_batch(&a, &b, len, it, &src, &mut d1),
+            |it| raw_batch(&a, &b, len, it, &src, &mut d2),
+            BATCH as u64,
+        );
+    }
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+    for len in SIZES {
+        ab_rounds(
+            &format!("netmap pipe (A) vs crossbeam Vec<u8> (B), {len} B"),
+            |it| safe_batch(&a, &b, len, it, &src, &mut d1),
+            |it| {
+                for _ in 0..it {
+                    for _ in 0..BATCH {
+                        tx.send(src[..len].to_vec()).unwrap();
+                    }
+                    for _ in 0..BATCH {
+                        let v = rx.recv().unwrap();
+                        d2[..v.len()].copy_from_slice(&v);
+                    }
+                    black_box(&d2);
+                }
+            },
+            BATCH as u64,
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
@@ -317,4 +387,11 @@ criterion_group! {
         .sample_size(20);
     targets = bench_sync, bench_async, bench_alternatives
 }
-criterion_main!(benches);
+fn main() {
+    // `cargo bench --bench rings -- <filter>` skips the A/B report when a filter is given.
+    if std::env::args().skip(1).all(|a| a.starts_with('-')) {
+        ab_report();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -296,32 +296,51 @@ impl BatchReservation<'_> {
 
     /// The buffer of reserved packet `index`, `len` bytes long, to write into. Slots skipped
     /// below the highest index asked for are sent empty.
-    #[inline]
+    #[inline(always)]
     pub fn packet(&mut self, index: usize, len: usize) -> Result<&mut [u8], Error> {
-        if index >= self.count {
-            return Err(Error::InvalidRingIndex(index));
-        }
-        if len > self.ring.max_payload_size() {
-            return Err(Error::PacketTooLarge(len));
+        if index >= self.count || len > self.ring.max_payload_size() {
+            return Err(self.bad_packet(index, len));
         }
         let h = &self.ring.h;
-        let n = h.raw.num_slots();
-        let k = advance(self.start, index as u32, n);
+        let k = advance(self.start, index as u32, h.raw.num_slots());
         // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
-        let p = unsafe { h.raw.fill_slot(k, len as u16, 0) }
-            .map_err(|idx| h.corrupt(k, idx, len as u16))?;
+        let p = match unsafe { h.raw.fill_slot(k, len as u16, 0) } {
+            Ok(p) => p,
+            Err(idx) => return Err(h.corrupt(k, idx, len as u16)),
+        };
         if index > self.filled {
-            // Slots skipped over are sent as empty packets rather than with stale lengths.
-            for j in self.filled..index {
-                // SAFETY: reserved slot, the user's.
-                unsafe { h.raw.set_len_flags(advance(self.start, j as u32, n), 0, 0) };
-            }
+            self.empty_skipped(index);
         }
         self.filled = self.filled.max(index + 1);
         // SAFETY: p is valid for buf_size >= len bytes (buf_ptr); the buffer belongs to a slot
         // the user owns and is borrowed mutably through `self` for the slice's lifetime, and
         // no other handle can reach this slot.
         Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bad_packet(&self, index: usize, len: usize) -> Error {
+        if index >= self.count {
+            Error::InvalidRingIndex(index)
+        } else {
+            Error::PacketTooLarge(len)
+        }
+    }
+
+    /// Slots skipped over (below `index`, not yet filled) are sent as empty packets rather
+    /// than with stale lengths.
+    #[cold]
+    #[inline(never)]
+    fn empty_skipped(&mut self, index: usize) {
+        let h = &self.ring.h;
+        for j in self.filled..index {
+            // SAFETY: reserved slot, the user's.
+            unsafe {
+                h.raw
+                    .set_len_flags(advance(self.start, j as u32, h.raw.num_slots()), 0, 0)
+            };
+        }
     }
 
     /// Publishes the filled packets (up to the highest index asked for) to the ring's
