@@ -431,3 +431,32 @@ async fn open_by_name_and_errors_convert_to_io() {
     let n = tx.write(&long).await.unwrap();
     assert_eq!(n, tx.max_payload_size());
 }
+
+/// Many short waits in both directions between two tasks on two worker threads: every wait
+/// crosses the window between a task's last sync and its sleep, where a lost wake-up would
+/// stall the exchange for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_pong_between_tasks_never_stalls() {
+    let (a, b) = pair("stress", 8);
+    let (mut a_tx, mut a_rx) = (a.tx_ring(0).unwrap(), a.rx_ring(0).unwrap());
+    let (mut b_tx, mut b_rx) = (b.tx_ring(0).unwrap(), b.rx_ring(0).unwrap());
+    const N: u64 = 20_000;
+    let ponger = tokio::spawn(async move {
+        for _ in 0..N {
+            let f = b_rx.next().await.unwrap().unwrap();
+            b_tx.send(f.into_bytes()).await.unwrap();
+        }
+    });
+    for i in 0..N {
+        a_tx.send(Bytes::copy_from_slice(&i.to_le_bytes()))
+            .await
+            .unwrap();
+        let f = tokio::time::timeout(Duration::from_secs(5), a_rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("stalled at round trip {i}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(seq(f.payload()), i);
+    }
+    ponger.await.unwrap();
+}

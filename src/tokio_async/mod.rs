@@ -139,10 +139,15 @@ impl AsyncPort {
 
     /// Sleeps until ring `idx` has work in direction `dir`. Cancel-safe: it consumes nothing.
     async fn wait_ready(self: Arc<Self>, dir: Dir, idx: usize) -> io::Result<()> {
-        // Ask for signals before the first sync below: a delivery after that sync finds the
-        // notifier armed and produces an edge. Disarmed when this future completes or is
-        // dropped.
+        // Ask for signals before the sync below: a delivery after that sync finds the notifier
+        // armed and produces an edge. Disarmed when this future completes or is dropped.
         let _armed = Armed::new(&self, dir);
+        // Look once more now that signals are on: a delivery between the caller's last sync
+        // and the arming above produced no signal, so only a sync can see it.
+        self.sync(dir)?;
+        if self.ring_ready(dir, idx) {
+            return Ok(());
+        }
         loop {
             let mut guard = match (&self.ready, dir) {
                 (Ready::Same(fd), Dir::Rx) => fd.readable().await?,
@@ -280,5 +285,38 @@ impl TokioNetmap {
     /// Same as [`tx_ring`](TokioNetmap::tx_ring), async for source compatibility.
     pub async fn async_tx_ring(&self, ring_idx: usize) -> Result<AsyncNetmapTxRing, Error> {
         self.tx_ring(ring_idx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::BackendChoice;
+    use crate::NetmapBuilder;
+    use std::time::Duration;
+
+    /// A packet delivered while nobody waits produces no signal; a wait that starts afterwards
+    /// must still see it (it syncs after arming) instead of sleeping on a quiet descriptor.
+    #[tokio::test]
+    async fn a_wait_sees_deliveries_made_before_it_armed() {
+        let open = |n: &str| {
+            NetmapBuilder::new(n)
+                .backend(BackendChoice::Emulated)
+                .num_slots(8)
+                .build()
+                .unwrap()
+        };
+        let a = open("armrace{0");
+        let b = TokioNetmap::new(open("armrace}0")).unwrap();
+        let mut tx = a.tx_ring(0).unwrap();
+        tx.send(b"quiet").unwrap();
+        tx.sync().unwrap(); // no waiter armed: no signal
+        let wait = b.port.clone().wait_ready(Dir::Rx, 0);
+        tokio::time::timeout(Duration::from_secs(2), wait)
+            .await
+            .expect("the wait slept on a delivery it could have seen")
+            .unwrap();
+        let mut rx = b.rx_ring(0).unwrap();
+        assert_eq!(rx.get_mut().recv().unwrap().payload(), b"quiet");
     }
 }
