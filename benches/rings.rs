@@ -119,6 +119,27 @@ fn raw_batch(a: &Netmap, b: &Netmap, len: usize, iters: u64, src: &[u8], dst: &m
     }
 }
 
+/// What a user would write instead in one process: a channel of owned `Vec<u8>` packets.
+fn crossbeam_batch(
+    tx: &crossbeam_channel::Sender<Vec<u8>>,
+    rx: &crossbeam_channel::Receiver<Vec<u8>>,
+    len: usize,
+    iters: u64,
+    src: &[u8],
+    dst: &mut [u8],
+) {
+    for _ in 0..iters {
+        for _ in 0..BATCH {
+            tx.send(src[..len].to_vec()).unwrap();
+        }
+        for _ in 0..BATCH {
+            let v = rx.recv().unwrap();
+            dst[..v.len()].copy_from_slice(&v);
+        }
+        black_box(&dst);
+    }
+}
+
 fn single(a: &Netmap, b: &Netmap, len: usize, iters: u64, src: &[u8], dst: &mut [u8]) {
     let mut tx = a.tx_ring(0).unwrap();
     let mut rx = b.rx_ring(0).unwrap();
@@ -263,16 +284,9 @@ fn bench_alternatives(c: &mut Criterion) {
             }))
         });
         g.bench_with_input(BenchmarkId::new("crossbeam_vec", len), &len, |bch, &len| {
-            bch.iter(|| {
-                for _ in 0..BATCH {
-                    tx.send(src[..len].to_vec()).unwrap();
-                }
-                for _ in 0..BATCH {
-                    let v = rx.recv().unwrap();
-                    dst[..v.len()].copy_from_slice(&v);
-                }
-                black_box(&dst);
-            })
+            bch.iter_custom(timed(|iters| {
+                crossbeam_batch(&tx, &rx, len, iters, &src, &mut dst)
+            }))
         });
     }
     g.finish();
@@ -362,18 +376,7 @@ fn ab_report() {
         ab_rounds(
             &format!("netmap pipe (A) vs crossbeam Vec<u8> (B), {len} B"),
             |it| safe_batch(&a, &b, len, it, &src, &mut d1),
-            |it| {
-                for _ in 0..it {
-                    for _ in 0..BATCH {
-                        tx.send(src[..len].to_vec()).unwrap();
-                    }
-                    for _ in 0..BATCH {
-                        let v = rx.recv().unwrap();
-                        d2[..v.len()].copy_from_slice(&v);
-                    }
-                    black_box(&d2);
-                }
-            },
+            |it| crossbeam_batch(&tx, &rx, len, it, &src, &mut d2),
             BATCH as u64,
         );
     }
