@@ -725,6 +725,7 @@ impl EmuPort {
         Ok(())
     }
 
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn rx_fd(&self) -> BorrowedFd<'_> {
         self.rx_note.as_fd()
     }

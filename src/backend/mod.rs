@@ -199,6 +199,7 @@ impl Backend {
     }
 
     /// The descriptor that reports RX readiness (as readable).
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn rx_fd(&self) -> BorrowedFd<'_> {
         match self {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
