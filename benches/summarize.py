@@ -32,8 +32,10 @@ def main():
     for size in (64, 1500):
         sync = pps("async", "sync_batch", size, b)
         sink = pps("async", "sink_stream", size, b)
+        static = pps("async", "sink_stream_static", size, b)
         zc = pps("async", "async_zero_copy_batch", size, b)
-        rows.append((f"async Sink/Stream vs sync batch, {size} B", sink, sync, sink / sync, ">= 0.7"))
+        rows.append((f"async Sink/Stream vs sync batch, {size} B (shared Bytes payload)", sink, sync, sink / sync, ">= 0.7"))
+        rows.append((f"async Sink/Stream vs sync batch, {size} B (static Bytes payload)", static, sync, static / sync, ">= 0.7"))
         rows.append((f"async zero-copy batch vs sync batch, {size} B", zc, sync, zc / sync, ">= 0.7"))
     for size in (64, 1500):
         pipe = pps("alternatives", "netmap_pipe", size, b)

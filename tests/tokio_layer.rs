@@ -107,6 +107,46 @@ async fn sink_to_stream_with_a_slow_receiver_loses_nothing() {
         .is_err());
 }
 
+/// Packets of every size class (empty, inline-sized, just over, full-sized) come out of the
+/// Stream intact and in order, and a Stream item after a partial `AsyncRead` is the rest of
+/// that packet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_items_of_every_size_are_intact() {
+    let (a, b) = pair("sizes", 64);
+    let mut tx = a.tx_ring(0).unwrap();
+    let mut rx = b.rx_ring(0).unwrap();
+    let inline = netmap_rs::Frame::INLINE_CAPACITY;
+    let sizes: Vec<usize> = (0..3000)
+        .map(|i| [0, 1, 9, 60, inline, inline + 1, 1500, 2048][i % 8] + (i / 8) % 3)
+        .map(|n| n.min(tx.max_payload_size()))
+        .collect();
+    let payload = |i: usize, n: usize| -> Vec<u8> { (0..n).map(|j| (i * 31 + j) as u8).collect() };
+    let sent = sizes.clone();
+    let sender = tokio::spawn(async move {
+        for (i, &n) in sent.iter().enumerate() {
+            tx.feed(Bytes::from(payload(i, n))).await.unwrap();
+        }
+        SinkExt::<Bytes>::flush(&mut tx).await.unwrap();
+        tx
+    });
+    for (i, &n) in sizes.iter().enumerate() {
+        let want = payload(i, n);
+        if i % 5 == 4 && n > 3 {
+            // Read the first 3 bytes through AsyncRead, then the rest as a Stream item.
+            let mut head = [0u8; 3];
+            rx.read_exact(&mut head).await.unwrap();
+            assert_eq!(head, want[..3]);
+            let f = rx.next().await.unwrap().unwrap();
+            assert_eq!(f.payload(), &want[3..], "rest of packet {i}");
+        } else {
+            let f = rx.next().await.unwrap().unwrap();
+            assert_eq!(f.len(), n, "packet {i}");
+            assert_eq!(f.payload(), &want[..], "packet {i}");
+        }
+    }
+    drop(sender.await.unwrap());
+}
+
 #[tokio::test]
 async fn sink_applies_back_pressure_instead_of_dropping() {
     let (a, b) = pair("bpsink", 16);

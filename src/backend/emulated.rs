@@ -29,8 +29,8 @@ use crate::notify::{poll_fds, Notifier};
 use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::region::Region;
 use crate::sync::raw::{
-    distance, if_bytes, in_cyclic_range, init_ring, next, prev, ring_bytes, write_if, RawRing,
-    RingInit, SlotVal,
+    distance, if_bytes, in_cyclic_range, init_ring, next, prev, ring_bytes, runs, write_if,
+    RawRing, RingInit,
 };
 
 /// Default slots per pipe ring (as netmap's default for pipes).
@@ -364,28 +364,47 @@ impl Pipe {
                 self.name, l.tx_hwcur, l.tx_hwtail
             )));
         }
-        let mut k = l.tx_hwcur;
-        let mut complete = None;
-        while k != head {
-            // SAFETY: TX slot k is in [hwcur, head): released by the user, whose Release
-            // store of head we loaded with Acquire; it is the kernel side's until the tail
-            // passes it again. RX slot k is in [rx_hwtail, pipe limit): not yet shown to the
-            // receiving user (its tail is at most rx_hwtail). The link lock serialises us with
-            // the receiver's rxsync.
-            unsafe {
-                // TX slot k and RX slot k hold the same buffer whenever the slot is on the
-                // sending side (swaps are propagated back at rxsync), so the whole slot is
-                // copied; a swapped-in buffer (NS_BUF_CHANGED) travels with it.
-                let ts = tx.slot(k);
-                let flags = ts.flags & !NS_BUF_CHANGED;
-                if ts.flags & NS_BUF_CHANGED != 0 {
-                    tx.set_len_flags(k, ts.len, flags);
+        // SAFETY (both blocks): TX slots in [hwcur, head) were released by the user, whose
+        // Release store of head we loaded with Acquire; they are the kernel side's until the
+        // tail passes them again. The same RX slots lie in [rx_hwtail, pipe limit): not yet
+        // shown to the receiving user (its tail is at most rx_hwtail). The link lock
+        // serialises us with the receiver's rxsync.
+        //
+        // TX slot k and RX slot k hold the same buffer whenever the slot is on the sending
+        // side (swaps are propagated back at rxsync), so whole slots are copied; a swapped-in
+        // buffer (NS_BUF_CHANGED) travels with them.
+        let mut flags = 0;
+        for (start, count) in runs(l.tx_hwcur, head, n) {
+            flags |= unsafe { tx.copy_slots_to(rx, start, count) };
+        }
+        if flags & NS_BUF_CHANGED != 0 {
+            let mut k = l.tx_hwcur;
+            while k != head {
+                // SAFETY: as above.
+                unsafe {
+                    let ts = tx.slot(k);
+                    let f = ts.flags & !NS_BUF_CHANGED;
+                    tx.set_len_flags(k, ts.len, f);
+                    rx.set_len_flags(k, ts.len, f);
                 }
-                rx.set_slot(k, SlotVal { flags, ..ts });
                 k = next(k, n);
-                if ts.flags & NS_MOREFRAG == 0 {
+            }
+        }
+        // Packets are delivered up to the end of the last complete one (a slot without
+        // NS_MOREFRAG); usually that is the last slot.
+        let mut complete = None;
+        if flags & NS_MOREFRAG == 0 {
+            complete = (head != l.tx_hwcur).then_some(head);
+        } else {
+            let mut k = head;
+            while k != l.tx_hwcur {
+                let p = prev(k, n);
+                // SAFETY: as above.
+                if unsafe { tx.slot(p) }.flags & NS_MOREFRAG == 0 {
                     complete = Some(k);
+                    break;
                 }
+                k = p;
             }
         }
         l.tx_hwcur = head;
@@ -421,11 +440,21 @@ impl Pipe {
                 self.name, l.rx_hwcur, l.rx_tail_pub
             )));
         }
-        let mut k = l.rx_hwcur;
+        // SAFETY (all blocks): RX slots in [rx_hwcur, head) were released by the receiving
+        // user (Acquire load of head). The same TX slots are not the sending user's: its tail
+        // is at most prev(rx_hwcur), so [rx_hwcur, head) lies outside its [head, tail). The
+        // link lock is held.
+        let mut flags = 0;
+        for (start, count) in runs(l.rx_hwcur, head, n) {
+            flags |= unsafe { rx.flags_or(start, count) };
+        }
+        let mut k = if flags & NS_BUF_CHANGED != 0 {
+            l.rx_hwcur
+        } else {
+            head
+        };
         while k != head {
-            // SAFETY: RX slot k is in [rx_hwcur, head): released by the receiving user
-            // (Acquire load of head). TX slot k is not the sending user's: its tail is at most
-            // prev(rx_hwcur), so [rx_hwcur, head) lies outside its [head, tail). Lock held.
+            // SAFETY: as above.
             unsafe {
                 let rs = rx.slot(k);
                 if rs.flags & NS_BUF_CHANGED != 0 {

@@ -6,23 +6,52 @@ use bytes::Bytes;
 
 use crate::abi::NS_MOREFRAG;
 
+/// Largest packet an owned frame stores inline (a `Frame` is then 128 bytes).
+pub(crate) const INLINE_CAPACITY: usize = 120;
+
+/// Inline packet bytes.
+#[derive(Debug, Clone, Copy)]
+struct InlineBuf([u8; INLINE_CAPACITY]);
+
+/// Per-packet metadata, kept inside each variant so it packs next to the tag.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    flags: u16,
+    ring: u16,
+}
+
+const NO_META: Meta = Meta { flags: 0, ring: 0 };
+
 #[derive(Debug, Clone)]
 enum Data<'a> {
-    Borrowed(&'a [u8]),
-    Owned(Bytes),
+    /// Bytes in a ring buffer (with the slot index when they came from a ring) or elsewhere.
+    Borrowed {
+        bytes: &'a [u8],
+        slot: Option<u32>,
+        meta: Meta,
+    },
+    Owned {
+        bytes: Bytes,
+        meta: Meta,
+    },
+    /// Small packets copied out of a ring: the bytes live in the frame itself.
+    Inline {
+        len: u8,
+        meta: Meta,
+        buf: InlineBuf,
+    },
 }
 
 /// A packet.
 ///
 /// A frame from [`RxRing::recv`](crate::RxRing::recv) borrows its slot's buffer (zero copy):
 /// the ring cannot be synced, and so the slot cannot be handed back to the kernel, while the
-/// frame lives. [`Frame::into_owned`] copies it out into a cheaply clonable [`Bytes`].
+/// frame lives. [`Frame::into_owned`] copies it out: packets of up to [`Frame::INLINE_CAPACITY`]
+/// bytes are stored in the frame itself (no allocation, no reference count), longer ones in a
+/// cheaply clonable [`Bytes`].
 #[derive(Debug, Clone)]
 pub struct Frame<'a> {
     data: Data<'a>,
-    flags: u16,
-    ring: u16,
-    slot: Option<u32>,
 }
 
 impl Default for Frame<'_> {
@@ -32,13 +61,18 @@ impl Default for Frame<'_> {
 }
 
 impl<'a> Frame<'a> {
+    /// Owned frames of up to this many bytes keep them inline, with no allocation and no
+    /// reference count (longer ones share a [`Bytes`] allocation).
+    pub const INLINE_CAPACITY: usize = INLINE_CAPACITY;
+
     /// A frame borrowing `data` (zero copy).
     pub fn new(data: &'a [u8]) -> Self {
         Frame {
-            data: Data::Borrowed(data),
-            flags: 0,
-            ring: 0,
-            slot: None,
+            data: Data::Borrowed {
+                bytes: data,
+                slot: None,
+                meta: NO_META,
+            },
         }
     }
 
@@ -49,20 +83,47 @@ impl<'a> Frame<'a> {
 
     /// A frame owning `data` (no copy).
     pub fn from_bytes(data: Bytes) -> Self {
+        Self::owned(data, NO_META)
+    }
+
+    fn owned(bytes: Bytes, meta: Meta) -> Frame<'static> {
         Frame {
-            data: Data::Owned(data),
-            flags: 0,
-            ring: 0,
-            slot: None,
+            data: Data::Owned { bytes, meta },
         }
     }
 
     pub(crate) fn from_slot(data: &'a [u8], flags: u16, ring: u16, slot: u32) -> Self {
         Frame {
-            data: Data::Borrowed(data),
-            flags,
-            ring,
-            slot: Some(slot),
+            data: Data::Borrowed {
+                bytes: data,
+                slot: Some(slot),
+                meta: Meta { flags, ring },
+            },
+        }
+    }
+
+    /// An owned copy of `src`: inline when it fits, else in `spill`'s storage.
+    #[inline]
+    fn copy_of(src: &[u8], meta: Meta, spill: impl FnOnce(&[u8]) -> Bytes) -> Frame<'static> {
+        if src.len() > INLINE_CAPACITY {
+            return Self::owned(spill(src), meta);
+        }
+        let mut buf = InlineBuf([0; INLINE_CAPACITY]);
+        buf.0[..src.len()].copy_from_slice(src);
+        Frame {
+            data: Data::Inline {
+                len: src.len() as u8,
+                meta,
+                buf,
+            },
+        }
+    }
+
+    fn meta(&self) -> Meta {
+        match self.data {
+            Data::Borrowed { meta, .. } | Data::Owned { meta, .. } | Data::Inline { meta, .. } => {
+                meta
+            }
         }
     }
 
@@ -82,66 +143,88 @@ impl<'a> Frame<'a> {
     #[inline]
     pub fn payload(&self) -> &[u8] {
         match &self.data {
-            Data::Borrowed(b) => b,
-            Data::Owned(b) => b,
+            Data::Borrowed { bytes, .. } => bytes,
+            Data::Owned { bytes, .. } => bytes,
+            Data::Inline { len, buf, .. } => &buf.0[..*len as usize],
         }
     }
 
     /// The slot's `NS_*` flags as received.
     pub fn flags(&self) -> u16 {
-        self.flags
+        self.meta().flags
     }
 
     /// Whether more fragments of the same packet follow in the next slots (`NS_MOREFRAG`).
     pub fn more_fragments(&self) -> bool {
-        self.flags & NS_MOREFRAG != 0
+        self.flags() & NS_MOREFRAG != 0
     }
 
     /// Index of the ring (as the port numbers its rings) the frame came from.
     pub fn ring_index(&self) -> usize {
-        self.ring as usize
+        self.meta().ring as usize
     }
 
     /// Slot index within the ring, for frames that borrow a slot.
     pub fn slot_index(&self) -> Option<u32> {
-        self.slot
+        match self.data {
+            Data::Borrowed { slot, .. } => slot,
+            _ => None,
+        }
     }
 
     /// Whether the frame borrows a ring buffer (zero copy).
     pub fn is_borrowed(&self) -> bool {
-        matches!(self.data, Data::Borrowed(_))
+        matches!(self.data, Data::Borrowed { .. })
     }
 
     /// An owned copy (or the same owned bytes), independent of the ring.
     pub fn into_owned(self) -> Frame<'static> {
-        let data = match self.data {
-            Data::Borrowed(b) => Bytes::copy_from_slice(b),
-            Data::Owned(b) => b,
-        };
-        Frame {
-            data: Data::Owned(data),
-            flags: self.flags,
-            ring: self.ring,
-            slot: None,
+        match self.data {
+            Data::Borrowed { bytes, meta, .. } => {
+                Self::copy_of(bytes, meta, Bytes::copy_from_slice)
+            }
+            Data::Owned { bytes, meta } => Self::owned(bytes, meta),
+            Data::Inline { len, meta, buf } => Frame {
+                data: Data::Inline { len, meta, buf },
+            },
         }
     }
 
-    /// Owned frame built from already copied bytes, keeping this frame's metadata.
+    /// An owned frame of the first `len` bytes of `window` (a ring buffer's first
+    /// `INLINE_CAPACITY` bytes: copying a fixed size needs no zeroing and no length-dependent
+    /// copy loop).
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
-    pub(crate) fn with_bytes(&self, data: Bytes) -> Frame<'static> {
+    #[inline(always)]
+    pub(crate) fn inline_window(
+        window: &[u8; INLINE_CAPACITY],
+        len: u8,
+        flags: u16,
+        ring: u16,
+    ) -> Frame<'static> {
+        debug_assert!(len as usize <= INLINE_CAPACITY);
         Frame {
-            data: Data::Owned(data),
-            flags: self.flags,
-            ring: self.ring,
-            slot: None,
+            data: Data::Inline {
+                len,
+                meta: Meta { flags, ring },
+                buf: InlineBuf(*window),
+            },
         }
     }
 
-    /// The bytes as [`Bytes`] (copied when borrowed).
+    /// An owned copy of `payload()[skip..]` keeping this frame's metadata: inline when it
+    /// fits, else copied by `spill` (which may pack many frames into one allocation).
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn copied(&self, skip: usize, spill: impl FnOnce(&[u8]) -> Bytes) -> Frame<'static> {
+        let src = &self.payload()[skip.min(self.len())..];
+        Self::copy_of(src, self.meta(), spill)
+    }
+
+    /// The bytes as [`Bytes`] (copied unless already held in a `Bytes`).
     pub fn into_bytes(self) -> Bytes {
         match self.data {
-            Data::Borrowed(b) => Bytes::copy_from_slice(b),
-            Data::Owned(b) => b,
+            Data::Owned { bytes, .. } => bytes,
+            _ => Bytes::copy_from_slice(self.payload()),
         }
     }
 }
@@ -190,5 +273,41 @@ mod tests {
         assert_eq!(s.ring_index(), 2);
         assert_eq!(s.slot_index(), Some(7));
         assert_eq!(s.into_owned().slot_index(), None);
+    }
+
+    #[test]
+    fn owned_copies_are_inline_up_to_the_capacity_then_shared() {
+        assert_eq!(std::mem::size_of::<Frame<'static>>(), 128);
+        for n in [
+            0,
+            1,
+            64,
+            Frame::INLINE_CAPACITY,
+            Frame::INLINE_CAPACITY + 1,
+            1500,
+        ] {
+            let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let mut spilled = false;
+            let f = Frame::from_slot(&data, 0, 1, 3).copied(0, |d| {
+                spilled = true;
+                Bytes::copy_from_slice(d)
+            });
+            assert_eq!(spilled, n > Frame::INLINE_CAPACITY, "{n} bytes");
+            assert_eq!(f.payload(), &data[..], "{n} bytes");
+            assert_eq!(f.ring_index(), 1);
+            assert!(!f.is_borrowed());
+            let o = Frame::new(&data).into_owned();
+            assert!(!o.is_borrowed());
+            assert_eq!(o.clone().into_bytes(), &data[..]);
+            assert_eq!(o, f);
+        }
+        let window: [u8; INLINE_CAPACITY] = std::array::from_fn(|i| i as u8);
+        let w = Frame::inline_window(&window, 5, NS_MOREFRAG, 2);
+        assert_eq!(w.payload(), &[0, 1, 2, 3, 4]);
+        assert!(w.more_fragments() && !w.is_borrowed());
+        assert_eq!((w.ring_index(), w.slot_index()), (2, None));
+        let tail = Frame::new(b"abcdef").copied(4, Bytes::copy_from_slice);
+        assert_eq!(tail.payload(), b"ef");
+        assert_eq!(Frame::new(b"ab").copied(9, Bytes::copy_from_slice).len(), 0);
     }
 }

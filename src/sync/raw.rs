@@ -84,6 +84,17 @@ pub(crate) fn prev(i: u32, n: u32) -> u32 {
     }
 }
 
+/// The cyclic range `[from, to)` of a ring of `n` slots as at most two contiguous runs
+/// `(start, count)`.
+#[inline]
+pub(crate) fn runs(from: u32, to: u32, n: u32) -> [(u32, u32); 2] {
+    if to >= from {
+        [(from, to - from), (0, 0)]
+    } else {
+        [(from, n - from), (0, to)]
+    }
+}
+
 /// Number of slots from `from` up to (not including) `to`, going forward, in a ring of `n`.
 #[inline(always)]
 pub(crate) fn distance(from: u32, to: u32, n: u32) -> u32 {
@@ -344,20 +355,48 @@ impl RawRing {
         unsafe { addr_of_mut!((*s).buf_idx).write(idx) }
     }
 
-    /// Writes every field of slot `k`.
+    /// Copies slots `[from, from + count)` (no wrap) to the same indices of `to`, and returns
+    /// the OR of their flags.
     ///
     /// # Safety
-    /// As for [`RawRing::slot`]: the caller owns slot `k`.
-    #[inline(always)]
-    pub(crate) unsafe fn set_slot(&self, k: u32, v: SlotVal) {
-        let s = self.slot_ptr(k);
-        // SAFETY: in bounds; owned per the caller's contract.
-        unsafe {
-            addr_of_mut!((*s).buf_idx).write(v.buf_idx);
-            addr_of_mut!((*s).len).write(v.len);
-            addr_of_mut!((*s).flags).write(v.flags);
-            addr_of_mut!((*s).ptr).write(v.ptr);
+    /// The caller owns these slots in both rings (as for [`RawRing::slot`]), and `to` is a
+    /// different ring.
+    #[inline]
+    pub(crate) unsafe fn copy_slots_to(&self, to: &RawRing, from: u32, count: u32) -> u16 {
+        if count == 0 {
+            return 0;
         }
+        let last = from + count - 1;
+        assert!(
+            last < self.num_slots && last < to.num_slots,
+            "slots {from}..={last} outside the ring"
+        );
+        let src = self.slot_ptr(from);
+        let dst = to.slot_ptr(from);
+        // SAFETY: both runs of `count` slots are in bounds (checked above), lie in two
+        // different rings (so they do not overlap), and are owned per the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, count as usize) };
+        // SAFETY: as above, for the source run.
+        unsafe { self.flags_or(from, count) }
+    }
+
+    /// The OR of the flags of slots `[from, from + count)` (no wrap).
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns these slots.
+    #[inline]
+    pub(crate) unsafe fn flags_or(&self, from: u32, count: u32) -> u16 {
+        if count == 0 {
+            return 0;
+        }
+        assert!(from + count - 1 < self.num_slots, "slots outside the ring");
+        let base = self.slot_ptr(from);
+        let mut acc = 0;
+        for j in 0..count as usize {
+            // SAFETY: in bounds (checked above); owned per the caller's contract.
+            acc |= unsafe { addr_of!((*base.add(j)).flags).read() };
+        }
+        acc
     }
 
     /// Pointer to buffer `idx`, or `None` when `idx` is outside the buffers of this mapping.

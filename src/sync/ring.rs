@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
-use crate::sync::frame::Frame;
+use bytes::Bytes;
+
+use crate::sync::frame::{Frame, INLINE_CAPACITY};
 use crate::sync::port::PortInner;
 use crate::sync::raw::{advance, distance, next, RawRing};
 
@@ -441,6 +443,50 @@ impl RxRing {
         Frame::from_slot(data, r.flags, self.h.index as u16, r.slot)
     }
 
+    /// Takes the packet at the cursor if it is in the cached view, valid and short enough
+    /// for an inline owned frame, and returns the buffer's first `INLINE_CAPACITY` bytes, its
+    /// length and flags (small values the caller builds the frame from in place). Otherwise
+    /// consumes nothing and returns `None` (the general path then handles the slot, including
+    /// reporting a corrupt one).
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn take_inline(&mut self) -> Option<(&[u8; INLINE_CAPACITY], u8, u16)> {
+        let h = &mut self.h;
+        if h.head == h.tail || (h.raw.buf_size() as usize) < INLINE_CAPACITY {
+            return None;
+        }
+        let k = h.head;
+        // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
+        let (buf_idx, len, flags) = unsafe { h.raw.slot_meta(k) };
+        if usize::from(len) > INLINE_CAPACITY {
+            return None;
+        }
+        let ptr = h.raw.buf_ptr(buf_idx)?;
+        h.head = next(k, h.raw.num_slots());
+        // SAFETY: the buffer holds buf_size >= INLINE_CAPACITY initialized bytes inside the
+        // region (buf_ptr checked the index). The slot is the user's until the next sync,
+        // which needs `&mut self` (borrowed for the returned lifetime), so nobody writes the
+        // buffer while the reference lives. Bytes past `len` are never exposed.
+        let window = unsafe { &*ptr.as_ptr().cast::<[u8; INLINE_CAPACITY]>() };
+        Some((window, len as u8, flags))
+    }
+
+    /// Takes the next packet as an owned frame: `payload()[skip..]` copied inline into the
+    /// frame when it fits, else by `spill`. A corrupt slot is consumed and reported.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn take_owned(
+        &mut self,
+        skip: usize,
+        spill: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Option<Result<Frame<'static>, Error>> {
+        let r = match self.next_raw()? {
+            Ok(r) => r,
+            Err(c) => return Some(Err(self.h.corrupt(c.slot, c.buf_idx, c.len))),
+        };
+        Some(Ok(self.frame(r).copied(skip, spill)))
+    }
+
     /// The next received packet, or `None` when the ring is empty (call
     /// [`sync`](RxRing::sync) to see new packets and release consumed ones). A corrupt slot
     /// is logged and skipped; use [`try_recv`](RxRing::try_recv) to see the error.
@@ -651,6 +697,7 @@ pub fn forward_filtered(
 mod tests {
     use super::*;
     use crate::backend::BackendChoice;
+    use crate::sync::raw::prev;
     use crate::sync::NetmapBuilder;
 
     fn emu(name: &str) -> crate::Netmap {
@@ -706,6 +753,105 @@ mod tests {
         assert_eq!(tx.pending(), 0);
         unsafe { traw.set_buf_idx(th, good) };
         tx.send(b"x").unwrap();
+    }
+
+    /// A pipe delivers up to the end of the last complete packet: slots flagged
+    /// NS_MOREFRAG wait for the slot that ends their packet.
+    #[test]
+    fn pipe_delivers_complete_packets_only() {
+        let a = emu("frag{0");
+        let b = emu("frag}0");
+        let mut tx = a.tx_ring(0).unwrap();
+        let mut rx = b.rx_ring(0).unwrap();
+        let traw = &a.inner.tx[0].raw;
+        for p in [&b"a"[..], b"b", b"c1"] {
+            tx.send(p).unwrap();
+        }
+        let last = prev(tx.h.head, traw.num_slots());
+        // SAFETY (test acting as the user): the slot is written but not yet synced, so it is
+        // still in the sender's range; this thread is alone on the ring.
+        unsafe { traw.set_len_flags(last, 2, NS_MOREFRAG) };
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        assert_eq!(rx.available(), 2, "the fragment waits for the end of its packet");
+        tx.send(b"c2").unwrap();
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        let got: Vec<(Vec<u8>, bool)> = rx
+            .batch(8)
+            .map(|f| (f.payload().to_vec(), f.more_fragments()))
+            .collect();
+        let want: Vec<(Vec<u8>, bool)> = vec![
+            (b"a".to_vec(), false),
+            (b"b".to_vec(), false),
+            (b"c1".to_vec(), true),
+            (b"c2".to_vec(), false),
+        ];
+        assert_eq!(got, want);
+    }
+
+    /// The owned-frame paths of the async Stream: short packets inline, longer ones through
+    /// the spill copy, corrupt slots left for (and reported by) the general path.
+    #[test]
+    fn owned_takes_inline_spill_and_corrupt_slots() {
+        let a = emu("owned{0");
+        let b = emu("owned}0");
+        let mut tx = a.tx_ring(0).unwrap();
+        let mut rx = b.rx_ring(0).unwrap();
+        let sizes = [0, 5, INLINE_CAPACITY, INLINE_CAPACITY + 1, 2000];
+        let packets: Vec<Vec<u8>> = sizes
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        for p in &packets {
+            tx.send(p).unwrap();
+        }
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        let mut spilled = 0;
+        for p in &packets {
+            let f = match rx.take_inline() {
+                Some((w, len, flags)) => {
+                    assert!(p.len() <= INLINE_CAPACITY);
+                    Frame::inline_window(w, len, flags, 0)
+                }
+                None => {
+                    assert!(p.len() > INLINE_CAPACITY);
+                    rx.take_owned(0, |d| {
+                        spilled += 1;
+                        Bytes::copy_from_slice(d)
+                    })
+                    .unwrap()
+                    .unwrap()
+                }
+            };
+            assert_eq!(f.payload(), &p[..]);
+            assert!(!f.is_borrowed());
+        }
+        assert_eq!(spilled, 2);
+        assert!(rx.take_inline().is_none() && rx.take_owned(0, |_| unreachable!()).is_none());
+
+        // A corrupt slot: the inline path leaves it alone, the general path reports it and
+        // moves past it.
+        tx.send(b"bad").unwrap();
+        tx.send(b"good").unwrap();
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        let raw = &b.inner.rx[0].raw;
+        // SAFETY (test acting as the kernel): the slot is in the receiver's range and this
+        // thread is alone on the ring.
+        let bad = rx.h.head;
+        let good = unsafe { raw.slot(bad) }.buf_idx;
+        unsafe { raw.set_buf_idx(bad, u32::MAX) };
+        assert!(rx.take_inline().is_none());
+        assert!(matches!(
+            rx.take_owned(0, Bytes::copy_from_slice),
+            Some(Err(Error::CorruptSlot { .. }))
+        ));
+        let (w, len, _) = rx.take_inline().unwrap();
+        assert_eq!(&w[..len as usize], b"good");
+        // Give the buffer index back so the pipe's teardown returns every buffer.
+        unsafe { raw.set_buf_idx(bad, good) };
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl AsyncNetmapRxRing {
     pub fn poll_recv_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Hand back half a ring's worth of consumed slots even while packets remain, so the
         // sender is not starved while this task works through a full ring.
-        if self.ring.unreleased() * 2 >= self.ring.num_slots() {
+        if self.release_due() {
             self.ring.sync()?;
         }
         loop {
@@ -114,22 +114,36 @@ impl AsyncNetmapRxRing {
     }
 
     /// Takes the next packet without waiting, as an owned frame.
+    #[inline(always)]
     fn take_owned(&mut self) -> Option<io::Result<Frame<'static>>> {
         let arena = &mut self.arena;
         let partial = std::mem::take(&mut self.partial);
-        match self.ring.try_recv() {
-            Ok(Some(f)) => {
-                let data = &f.payload()[partial.min(f.len())..];
-                if arena.capacity() < data.len() {
-                    *arena = BytesMut::with_capacity(ARENA.max(data.len()));
-                }
-                arena.extend_from_slice(data);
-                let bytes = arena.split().freeze();
-                Some(Ok(f.with_bytes(bytes)))
+        let r = self.ring.take_owned(partial, |data| {
+            if arena.capacity() < data.len() {
+                *arena = BytesMut::with_capacity(ARENA.max(data.len()));
             }
-            Ok(None) => None,
-            Err(e) => Some(Err(e.into())),
+            arena.extend_from_slice(data);
+            arena.split().freeze()
+        })?;
+        Some(r.map_err(Into::into))
+    }
+
+    /// The general `Stream` path: waits, syncs, copies long packets, reports corrupt slots.
+    #[inline(never)]
+    fn poll_next_slow(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<'static>>>> {
+        loop {
+            ready!(self.poll_recv_ready(cx))?;
+            if let Some(r) = self.take_owned() {
+                return Poll::Ready(Some(r));
+            }
         }
+    }
+
+    /// Whether enough consumed slots wait to be handed back that the sender should get them
+    /// now, even though packets remain.
+    #[inline]
+    fn release_due(&self) -> bool {
+        self.ring.unreleased() * 2 >= self.ring.num_slots()
     }
 }
 
@@ -175,13 +189,17 @@ impl AsyncRead for AsyncNetmapRxRing {
 impl Stream for AsyncNetmapRxRing {
     type Item = io::Result<Frame<'static>>;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        loop {
-            ready!(this.poll_recv_ready(cx))?;
-            if let Some(r) = this.take_owned() {
-                return Poll::Ready(Some(r));
+        // Fast path: a short packet is already in view and no release is due. The frame is
+        // built right in the return value (no intermediate copies of it).
+        if this.partial == 0 && !this.release_due() {
+            let ring = this.ring.index() as u16;
+            if let Some((window, len, flags)) = this.ring.take_inline() {
+                return Poll::Ready(Some(Ok(Frame::inline_window(window, len, flags, ring))));
             }
         }
+        this.poll_next_slow(cx)
     }
 }

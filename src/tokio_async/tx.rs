@@ -61,7 +61,17 @@ impl AsyncNetmapTxRing {
     }
 
     /// Polls until at least `n` slots are free (`n` at most `num_slots - 1`). Cancel-safe.
+    #[inline]
     pub fn poll_send_ready_n(&mut self, cx: &mut Context<'_>, n: usize) -> Poll<io::Result<()>> {
+        // Fast path: the cached view already shows a free slot (no shared memory, no waiter).
+        if n == 1 && self.ring.has_cached_space() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_send_ready_slow(cx, n)
+    }
+
+    #[inline(never)]
+    fn poll_send_ready_slow(&mut self, cx: &mut Context<'_>, n: usize) -> Poll<io::Result<()>> {
         if n >= self.ring.num_slots() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -92,6 +102,7 @@ impl AsyncNetmapTxRing {
     }
 
     /// Polls until a slot is free. Cancel-safe.
+    #[inline]
     pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_send_ready_n(cx, 1)
     }
@@ -123,6 +134,7 @@ impl AsyncNetmapTxRing {
         Ok(self.ring.sync()?)
     }
 
+    #[inline]
     fn after_queue(&mut self) -> io::Result<()> {
         if self.ring.pending() >= self.auto_sync {
             self.ring.sync()?;
@@ -130,6 +142,7 @@ impl AsyncNetmapTxRing {
         Ok(())
     }
 
+    #[inline]
     fn queue(&mut self, data: &[u8]) -> io::Result<()> {
         self.ring.send(data)?;
         self.after_queue()
@@ -164,10 +177,12 @@ impl AsyncWrite for AsyncNetmapTxRing {
 impl Sink<Bytes> for AsyncNetmapTxRing {
     type Error = io::Error;
 
+    #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut().poll_send_ready(cx)
     }
 
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> io::Result<()> {
         self.get_mut().queue(&item)
     }
