@@ -169,6 +169,8 @@ impl RawRing {
         let max_idx = (region.len() - base_off) / bs;
         let max_idx = u32::try_from(max_idx).unwrap_or(u32::MAX);
         let min_idx = u32::try_from(min_idx).unwrap_or(u32::MAX);
+        // An empty range stays empty (max_idx - min_idx is used as an unsigned span).
+        let max_idx = max_idx.max(min_idx);
         Ok(RawRing {
             ring,
             num_slots,
@@ -404,7 +406,8 @@ impl RawRing {
     /// port's rings.
     #[inline(always)]
     pub(crate) fn buf_ptr(&self, idx: u32) -> Option<NonNull<u8>> {
-        if idx < self.min_idx || idx >= self.max_idx {
+        // One unsigned compare for min_idx <= idx < max_idx (max_idx >= min_idx, see `new`).
+        if idx.wrapping_sub(self.min_idx) >= self.max_idx - self.min_idx {
             return None;
         }
         let off = self.buf_base + idx as usize * self.buf_size as usize;

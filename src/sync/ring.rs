@@ -254,9 +254,11 @@ impl TxRing {
             return Err(Error::InsufficientSpace);
         }
         Ok(BatchReservation {
+            raw: self.h.raw.clone(),
             start: self.h.head,
             count,
             filled: 0,
+            max_len: self.max_payload_size(),
             ring: self,
         })
     }
@@ -280,9 +282,14 @@ impl Drop for TxRing {
 #[derive(Debug)]
 pub struct BatchReservation<'a> {
     ring: &'a mut TxRing,
+    /// A copy of the ring's view: the per-packet path reads only this value's fields, which
+    /// the compiler keeps in registers (the ring's own fields would be reloaded after every
+    /// `memcpy` the caller does into a packet).
+    raw: RawRing,
     start: u32,
     count: usize,
     filled: usize,
+    max_len: usize,
 }
 
 impl BatchReservation<'_> {
@@ -300,49 +307,25 @@ impl BatchReservation<'_> {
     /// below the highest index asked for are sent empty.
     #[inline(always)]
     pub fn packet(&mut self, index: usize, len: usize) -> Result<&mut [u8], Error> {
-        if index >= self.count || len > self.ring.max_payload_size() {
-            return Err(self.bad_packet(index, len));
+        if index >= self.count || len > self.max_len {
+            return Err(bad_packet(self.count, index, len));
         }
-        let h = &self.ring.h;
-        let k = advance(self.start, index as u32, h.raw.num_slots());
+        let k = advance(self.start, index as u32, self.raw.num_slots());
         // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
-        let p = match unsafe { h.raw.fill_slot(k, len as u16, 0) } {
+        let p = match unsafe { self.raw.fill_slot(k, len as u16, 0) } {
             Ok(p) => p,
-            Err(idx) => return Err(h.corrupt(k, idx, len as u16)),
+            Err(idx) => return Err(self.ring.h.corrupt(k, idx, len as u16)),
         };
-        if index > self.filled {
-            self.empty_skipped(index);
+        if index >= self.filled {
+            if index > self.filled {
+                empty_skipped(&self.ring.h.raw, self.start, self.filled, index);
+            }
+            self.filled = index + 1;
         }
-        self.filled = self.filled.max(index + 1);
         // SAFETY: p is valid for buf_size >= len bytes (buf_ptr); the buffer belongs to a slot
         // the user owns and is borrowed mutably through `self` for the slice's lifetime, and
         // no other handle can reach this slot.
         Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn bad_packet(&self, index: usize, len: usize) -> Error {
-        if index >= self.count {
-            Error::InvalidRingIndex(index)
-        } else {
-            Error::PacketTooLarge(len)
-        }
-    }
-
-    /// Slots skipped over (below `index`, not yet filled) are sent as empty packets rather
-    /// than with stale lengths.
-    #[cold]
-    #[inline(never)]
-    fn empty_skipped(&mut self, index: usize) {
-        let h = &self.ring.h;
-        for j in self.filled..index {
-            // SAFETY: reserved slot, the user's.
-            unsafe {
-                h.raw
-                    .set_len_flags(advance(self.start, j as u32, h.raw.num_slots()), 0, 0)
-            };
-        }
     }
 
     /// Publishes the filled packets (up to the highest index asked for) to the ring's
@@ -351,6 +334,29 @@ impl BatchReservation<'_> {
         let n = self.ring.h.raw.num_slots();
         self.ring.h.head = advance(self.start, self.filled as u32, n);
         self.filled
+    }
+}
+
+/// The error for a bad `packet(index, len)` call (out of line: the hot path stays small, and
+/// takes no reference to the reservation, which would make it live in memory).
+#[cold]
+#[inline(never)]
+fn bad_packet(count: usize, index: usize, len: usize) -> Error {
+    if index >= count {
+        Error::InvalidRingIndex(index)
+    } else {
+        Error::PacketTooLarge(len)
+    }
+}
+
+/// Reserved slots skipped over (`filled..index`) are sent as empty packets rather than with
+/// stale lengths.
+#[cold]
+#[inline(never)]
+fn empty_skipped(raw: &RawRing, start: u32, filled: usize, index: usize) {
+    for j in filled..index {
+        // SAFETY: a reserved slot, the user's.
+        unsafe { raw.set_len_flags(advance(start, j as u32, raw.num_slots()), 0, 0) };
     }
 }
 
@@ -533,10 +539,7 @@ impl RxRing {
 
     /// An iterator over at most `max` received frames, all borrowing the ring.
     pub fn batch(&mut self, max: usize) -> RxBatch<'_> {
-        RxBatch {
-            ring: self,
-            left: max,
-        }
+        RxBatch::new(self, max)
     }
 
     /// Hands consumed slots back to the kernel (`NIOCRXSYNC`) and looks for new packets.
@@ -586,11 +589,42 @@ impl Drop for RxRing {
     }
 }
 
-/// Frames borrowed from an [`RxRing`]; see [`RxRing::batch`].
+/// Frames borrowed from an [`RxRing`]; see [`RxRing::batch`]. Frames taken are consumed
+/// when the iterator is dropped (a forgotten iterator consumes nothing: its frames would be
+/// received again).
 #[derive(Debug)]
 pub struct RxBatch<'a> {
     ring: &'a mut RxRing,
+    /// Copies of the ring's view and cursor: the per-packet path reads and advances these,
+    /// which the compiler keeps in registers (the ring's own fields would be reloaded after
+    /// every `memcpy` the caller does out of a frame). The cursor is written back on drop.
+    raw: RawRing,
+    head: u32,
+    tail: u32,
     left: usize,
+    ring_index: u16,
+}
+
+impl<'a> RxBatch<'a> {
+    fn new(ring: &'a mut RxRing, max: usize) -> Self {
+        RxBatch {
+            raw: ring.h.raw.clone(),
+            head: ring.h.head,
+            tail: ring.h.tail,
+            left: max,
+            ring_index: ring.h.index as u16,
+            ring,
+        }
+    }
+}
+
+/// Hands the cursor back to the ring and refreshes its tail; returns the new tail.
+#[cold]
+#[inline(never)]
+fn refill(h: &mut Handle, head: u32) -> u32 {
+    h.head = head;
+    h.refresh();
+    h.tail
 }
 
 impl<'a> Iterator for RxBatch<'a> {
@@ -599,24 +633,40 @@ impl<'a> Iterator for RxBatch<'a> {
     #[inline]
     fn next(&mut self) -> Option<Frame<'a>> {
         while self.left > 0 {
-            self.left -= 1;
-            match self.ring.next_raw()? {
-                Ok(r) => {
-                    let f: Frame<'a> = {
-                        // SAFETY: as in RxRing::frame: the ring is mutably borrowed for 'a by
-                        // this iterator, so no sync can release the slot while the frame lives.
-                        let data =
-                            unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
-                        Frame::from_slot(data, r.flags, self.ring.h.index as u16, r.slot)
-                    };
-                    return Some(f);
+            if self.head == self.tail {
+                self.tail = refill(&mut self.ring.h, self.head);
+                if self.head == self.tail {
+                    return None;
                 }
-                Err(c) => {
-                    self.ring.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+            }
+            self.left -= 1;
+            let k = self.head;
+            // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
+            let (buf_idx, len, flags) = unsafe { self.raw.slot_meta(k) };
+            // A corrupt slot is consumed too (so it cannot stall the ring) and reported.
+            self.head = next(k, self.raw.num_slots());
+            match self.raw.buf_ptr(buf_idx) {
+                Some(p) if u32::from(len) <= self.raw.buf_size() => {
+                    // SAFETY: p..p+len lies inside the region (buf_ptr, len <= buf_size). The
+                    // ring is mutably borrowed for 'a by this iterator, so no sync can release
+                    // the slot (or let anyone write its buffer) while the frame lives.
+                    let data = unsafe { std::slice::from_raw_parts(p.as_ptr(), len as usize) };
+                    return Some(Frame::from_slot(data, flags, self.ring_index, k));
+                }
+                _ => {
+                    self.ring.h.corrupt(k, buf_idx, len); // logs it
                 }
             }
         }
         None
+    }
+}
+
+impl Drop for RxBatch<'_> {
+    /// Writes the cursor back: frames taken are consumed (released at the next sync).
+    #[inline]
+    fn drop(&mut self) {
+        self.ring.h.head = self.head;
     }
 }
 
@@ -773,7 +823,11 @@ mod tests {
         unsafe { traw.set_len_flags(last, 2, NS_MOREFRAG) };
         tx.sync().unwrap();
         rx.sync().unwrap();
-        assert_eq!(rx.available(), 2, "the fragment waits for the end of its packet");
+        assert_eq!(
+            rx.available(),
+            2,
+            "the fragment waits for the end of its packet"
+        );
         tx.send(b"c2").unwrap();
         tx.sync().unwrap();
         rx.sync().unwrap();
