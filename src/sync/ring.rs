@@ -844,6 +844,35 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// Reservations fill slots in place; skipped slots go out empty, bad calls are errors
+    /// that write nothing, and a batch iterator dropped early consumes only what it yielded.
+    #[test]
+    fn reservations_and_batches_in_place() {
+        let a = emu("resv{0");
+        let b = emu("resv}0");
+        let mut tx = a.tx_ring(0).unwrap();
+        let mut rx = b.rx_ring(0).unwrap();
+        let mut r = tx.reserve_batch(4).unwrap();
+        r.packet(0, 1).unwrap().copy_from_slice(b"a");
+        r.packet(2, 2).unwrap().copy_from_slice(b"cc");
+        assert!(matches!(r.packet(4, 1), Err(Error::InvalidRingIndex(4))));
+        assert!(matches!(r.packet(3, 1 << 20), Err(Error::PacketTooLarge(_))));
+        assert_eq!(r.commit(), 3);
+        assert!(tx.reserve_batch(8).is_err(), "an 8-slot ring never has 8 free");
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        let first: Vec<Vec<u8>> = rx.batch(2).map(|f| f.payload().to_vec()).collect();
+        assert_eq!(first, [b"a".to_vec(), vec![]]);
+        {
+            let mut it = rx.batch(8);
+            assert_eq!(it.next().unwrap().payload(), b"cc");
+        }
+        assert!(rx.batch(8).next().is_none());
+        rx.sync().unwrap();
+        tx.sync().unwrap();
+        assert_eq!(tx.space(), 7, "all three slots came back");
+    }
+
     /// The owned-frame paths of the async Stream: short packets inline, longer ones through
     /// the spill copy, corrupt slots left for (and reported by) the general path.
     #[test]
