@@ -28,7 +28,8 @@ fn main() {
         "send_recv_single" => single(&a, &b, len, iters, &src, &mut dst),
         "crossbeam_vec" => {
             let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
-            crossbeam_batch(&tx, &rx, len, iters, &src, &mut dst)
+            crossbeam_batch(&tx, &rx, len, iters, &src, |p| copy_out(&mut dst, p));
+            std::hint::black_box(&dst);
         }
         "sink_stream" | "sink_stream_static" | "async_zero_copy_batch" => {
             let rt = tokio::runtime::Builder::new_current_thread()

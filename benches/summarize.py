@@ -43,6 +43,10 @@ def main():
         udp = pps("alternatives_udp", "tokio_udp_loopback", size, ub)
         rows.append((f"netmap pipe vs crossbeam Vec<u8> channel, {size} B", pipe, cb, pipe / cb, ">= 5"))
         rows.append((f"netmap pipe vs tokio UdpSocket loopback, {size} B", pipe, udp, pipe / udp, ">= 20"))
+        pipe_ip = pps("alternatives", "netmap_pipe_in_place", size, b)
+        cb_ip = pps("alternatives", "crossbeam_vec_in_place", size, b)
+        rows.append((f"read in place: netmap pipe vs crossbeam Vec<u8>, {size} B", pipe_ip, cb_ip, pipe_ip / cb_ip, ">= 5"))
+        rows.append((f"read in place: netmap pipe vs tokio UdpSocket (recv copies), {size} B", pipe_ip, udp, pipe_ip / udp, ">= 20"))
     print("| comparison | A (Mpps) | B (Mpps) | A/B | target |")
     print("|---|---:|---:|---:|---|")
     for name, a, bb, r, t in rows:

@@ -856,9 +856,15 @@ mod tests {
         r.packet(0, 1).unwrap().copy_from_slice(b"a");
         r.packet(2, 2).unwrap().copy_from_slice(b"cc");
         assert!(matches!(r.packet(4, 1), Err(Error::InvalidRingIndex(4))));
-        assert!(matches!(r.packet(3, 1 << 20), Err(Error::PacketTooLarge(_))));
+        assert!(matches!(
+            r.packet(3, 1 << 20),
+            Err(Error::PacketTooLarge(_))
+        ));
         assert_eq!(r.commit(), 3);
-        assert!(tx.reserve_batch(8).is_err(), "an 8-slot ring never has 8 free");
+        assert!(
+            tx.reserve_batch(8).is_err(),
+            "an 8-slot ring never has 8 free"
+        );
         tx.sync().unwrap();
         rx.sync().unwrap();
         let first: Vec<Vec<u8>> = rx.batch(2).map(|f| f.payload().to_vec()).collect();
