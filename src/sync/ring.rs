@@ -758,14 +758,19 @@ mod tests {
             .unwrap()
     }
 
+    /// Both ends of pipe `name` (8 slots) and ring 0 of each: (a, b, a's TX, b's RX).
+    fn pipe_rings(name: &str) -> (crate::Netmap, crate::Netmap, TxRing, RxRing) {
+        let a = emu(&format!("{name}{{0"));
+        let b = emu(&format!("{name}}}0"));
+        let (tx, rx) = (a.tx_ring(0).unwrap(), b.rx_ring(0).unwrap());
+        (a, b, tx, rx)
+    }
+
     /// A hostile peer writes an out-of-range buffer index and an oversize length into slots
     /// the receiver owns: the receiver gets errors, never an out-of-bounds slice.
     #[test]
     fn hostile_slots_give_errors_not_out_of_bounds_slices() {
-        let a = emu("hostile{0");
-        let b = emu("hostile}0");
-        let mut tx = a.tx_ring(0).unwrap();
-        let mut rx = b.rx_ring(0).unwrap();
+        let (a, b, mut tx, mut rx) = pipe_rings("hostile");
         for p in [&b"a"[..], b"b", b"c", b"d"] {
             tx.send(p).unwrap();
         }
@@ -809,10 +814,7 @@ mod tests {
     /// NS_MOREFRAG wait for the slot that ends their packet.
     #[test]
     fn pipe_delivers_complete_packets_only() {
-        let a = emu("frag{0");
-        let b = emu("frag}0");
-        let mut tx = a.tx_ring(0).unwrap();
-        let mut rx = b.rx_ring(0).unwrap();
+        let (a, _b, mut tx, mut rx) = pipe_rings("frag");
         let traw = &a.inner.tx[0].raw;
         for p in [&b"a"[..], b"b", b"c1"] {
             tx.send(p).unwrap();
@@ -848,10 +850,7 @@ mod tests {
     /// that write nothing, and a batch iterator dropped early consumes only what it yielded.
     #[test]
     fn reservations_and_batches_in_place() {
-        let a = emu("resv{0");
-        let b = emu("resv}0");
-        let mut tx = a.tx_ring(0).unwrap();
-        let mut rx = b.rx_ring(0).unwrap();
+        let (_a, _b, mut tx, mut rx) = pipe_rings("resv");
         let mut r = tx.reserve_batch(4).unwrap();
         r.packet(0, 1).unwrap().copy_from_slice(b"a");
         r.packet(2, 2).unwrap().copy_from_slice(b"cc");
@@ -883,10 +882,7 @@ mod tests {
     /// the spill copy, corrupt slots left for (and reported by) the general path.
     #[test]
     fn owned_takes_inline_spill_and_corrupt_slots() {
-        let a = emu("owned{0");
-        let b = emu("owned}0");
-        let mut tx = a.tx_ring(0).unwrap();
-        let mut rx = b.rx_ring(0).unwrap();
+        let (_a, b, mut tx, mut rx) = pipe_rings("owned");
         let sizes = [0, 5, INLINE_CAPACITY, INLINE_CAPACITY + 1, 2000];
         let packets: Vec<Vec<u8>> = sizes
             .iter()
@@ -961,10 +957,7 @@ mod tests {
     /// Under Miri this checks the ring protocol for data races.
     #[test]
     fn threads_and_a_concurrent_poll_syncer_race_free() {
-        let a = emu("threads{0");
-        let b = emu("threads}0");
-        let mut tx = a.tx_ring(0).unwrap();
-        let mut rx = b.rx_ring(0).unwrap();
+        let (_a, b, mut tx, mut rx) = pipe_rings("threads");
         const N: u32 = if cfg!(miri) { 40 } else { 50_000 };
         let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sender = std::thread::spawn(move || {
