@@ -375,6 +375,29 @@ struct Corrupt {
     len: u16,
 }
 
+/// Reads slot `k` and checks its buffer index and length.
+///
+/// # Safety
+/// The user owns slot `k` (it lies in `[head, tail)` after an Acquire load of `tail`).
+#[inline(always)]
+unsafe fn read_slot(raw: &RawRing, k: u32) -> Result<RawFrame, Corrupt> {
+    // SAFETY: per the caller's contract.
+    let (buf_idx, len, flags) = unsafe { raw.slot_meta(k) };
+    match raw.buf_ptr(buf_idx) {
+        Some(ptr) if u32::from(len) <= raw.buf_size() => Ok(RawFrame {
+            ptr,
+            len,
+            flags,
+            slot: k,
+        }),
+        _ => Err(Corrupt {
+            slot: k,
+            buf_idx,
+            len,
+        }),
+    }
+}
+
 /// One received slot, before it is turned into a frame.
 struct RawFrame {
     ptr: NonNull<u8>,
@@ -410,23 +433,11 @@ impl RxRing {
         let k = h.head;
         // SAFETY: k is in the user's [head, tail): tail was loaded with Acquire, so the
         // kernel's writes to the slot are visible and it will not write it until released.
-        let (buf_idx, len, flags) = unsafe { h.raw.slot_meta(k) };
-        match h.raw.buf_ptr(buf_idx) {
-            Some(ptr) if u32::from(len) <= h.raw.buf_size() => Some(Ok(RawFrame {
-                ptr,
-                len,
-                flags,
-                slot: k,
-            })),
-            _ => {
-                h.head = next(k, h.raw.num_slots());
-                Some(Err(Corrupt {
-                    slot: k,
-                    buf_idx,
-                    len,
-                }))
-            }
+        let r = unsafe { read_slot(&h.raw, k) };
+        if r.is_err() {
+            h.head = next(k, h.raw.num_slots());
         }
+        Some(r)
     }
 
     /// Takes the next slot (see `peek_raw`).
@@ -641,20 +652,20 @@ impl<'a> Iterator for RxBatch<'a> {
             }
             self.left -= 1;
             let k = self.head;
-            // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
-            let (buf_idx, len, flags) = unsafe { self.raw.slot_meta(k) };
             // A corrupt slot is consumed too (so it cannot stall the ring) and reported.
             self.head = next(k, self.raw.num_slots());
-            match self.raw.buf_ptr(buf_idx) {
-                Some(p) if u32::from(len) <= self.raw.buf_size() => {
-                    // SAFETY: p..p+len lies inside the region (buf_ptr, len <= buf_size). The
-                    // ring is mutably borrowed for 'a by this iterator, so no sync can release
-                    // the slot (or let anyone write its buffer) while the frame lives.
-                    let data = unsafe { std::slice::from_raw_parts(p.as_ptr(), len as usize) };
-                    return Some(Frame::from_slot(data, flags, self.ring_index, k));
+            // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
+            match unsafe { read_slot(&self.raw, k) } {
+                Ok(r) => {
+                    // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size).
+                    // The ring is mutably borrowed for 'a by this iterator, so no sync can
+                    // release the slot (or let anyone write its buffer) while the frame lives.
+                    let data =
+                        unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
+                    return Some(Frame::from_slot(data, r.flags, self.ring_index, k));
                 }
-                _ => {
-                    self.ring.h.corrupt(k, buf_idx, len); // logs it
+                Err(c) => {
+                    self.ring.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
                 }
             }
         }
