@@ -8,17 +8,8 @@ use netmap_rs::prelude::*;
 use netmap_rs::{forward_filtered, Error};
 use proptest::prelude::*;
 
-fn pipe(name: &str, slots: u32) -> (Netmap, Netmap) {
-    let a = NetmapBuilder::new(&format!("{name}{{0"))
-        .num_slots(slots)
-        .build()
-        .unwrap();
-    let b = NetmapBuilder::new(&format!("{name}}}0"))
-        .num_slots(slots)
-        .build()
-        .unwrap();
-    (a, b)
-}
+mod common;
+use common::pipe;
 
 #[test]
 fn packets_cross_at_sync_and_not_before() {

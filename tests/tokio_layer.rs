@@ -16,15 +16,10 @@ use tokio_util::codec::{
     Decoder, Encoder, FramedRead, FramedWrite, LengthDelimitedCodec, LinesCodec,
 };
 
+mod common;
+
 fn pair(name: &str, slots: u32) -> (TokioNetmap, TokioNetmap) {
-    let a = NetmapBuilder::new(&format!("{name}{{0"))
-        .num_slots(slots)
-        .build()
-        .unwrap();
-    let b = NetmapBuilder::new(&format!("{name}}}0"))
-        .num_slots(slots)
-        .build()
-        .unwrap();
+    let (a, b) = common::pipe(name, slots);
     (TokioNetmap::new(a).unwrap(), TokioNetmap::new(b).unwrap())
 }
 
