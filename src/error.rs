@@ -45,7 +45,9 @@ pub enum Error {
     /// A handle for this ring is already live; drop it before asking again.
     RingInUse(usize),
     /// A slot read from shared memory holds a buffer index or length outside the mapping.
-    /// The slot is left untouched; the ring is not advanced past it.
+    /// The slot is consumed when this is reported (the cursor moves past it and it goes back
+    /// to the kernel at the next sync), so one bad slot cannot stall the ring; its contents
+    /// are never read.
     CorruptSlot {
         /// Ring index (as the port numbers its rings).
         ring: usize,
@@ -115,8 +117,8 @@ impl fmt::Display for Error {
             ),
             Error::PortBusy(m) => write!(
                 f,
-                "port busy: {m}. Another process holds it (exclusive /x mode or a pipe end \
-                 already open); close it or choose other rings"
+                "port busy: {m}. Another registration holds it, in this process or another \
+                 (exclusive /x mode, or a pipe end already open); close it or choose other rings"
             ),
             Error::RingInUse(i) => write!(
                 f,

@@ -26,6 +26,18 @@ pub(crate) struct Notifier {
     waiters: AtomicUsize,
 }
 
+#[cfg(test)]
+thread_local! {
+    static FAIL_NEXT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Test hook: the next `n` notifier creations on this thread fail (as they do when the
+/// process is out of descriptors).
+#[cfg(test)]
+pub(crate) fn fail_next_notifiers(n: usize) {
+    FAIL_NEXT.with(|f| f.set(n));
+}
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -37,6 +49,12 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 impl Notifier {
     /// A new, clear notifier.
     pub(crate) fn new() -> io::Result<Notifier> {
+        #[cfg(test)]
+        if FAIL_NEXT.with(|f| f.replace(f.get().saturating_sub(1)) > 0) {
+            return Err(io::Error::other(
+                "injected failure: no descriptor for a notifier",
+            ));
+        }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             // SAFETY: eventfd has no memory preconditions; the result is checked.
@@ -94,18 +112,24 @@ impl Notifier {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Clears a pending signal before a sync (the sync then sees everything signalled so far).
+    /// Whether some waiter has armed the notifier.
     #[inline]
-    pub(crate) fn clear(&self) {
-        if self.pending.load(Ordering::Relaxed) && self.pending.swap(false, Ordering::SeqCst) {
-            self.drain();
-        }
+    pub(crate) fn is_armed(&self) -> bool {
+        self.waiters.load(Ordering::SeqCst) > 0
     }
 
-    /// Clears the descriptor whatever the flag says (after a level-triggered poll woke up).
-    pub(crate) fn clear_hard(&self) {
-        self.pending.store(false, Ordering::SeqCst);
-        self.drain();
+    /// Clears a pending signal before a sync (the sync then sees everything signalled so far).
+    ///
+    /// The descriptor is drained *before* the flag is reset: a signal that lands in between
+    /// finds the flag still set and writes nothing, but its delivery happened before it, so
+    /// the sync that follows sees it. (Resetting first would let that signal's write be
+    /// drained while the flag says "pending", and every later signal would be suppressed.)
+    #[inline]
+    pub(crate) fn clear(&self) {
+        if self.pending.load(Ordering::SeqCst) {
+            self.drain();
+            self.pending.store(false, Ordering::SeqCst);
+        }
     }
 
     fn raw_write(&self) {
@@ -200,7 +224,7 @@ mod tests {
         let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
         assert_eq!(r[0] & libc::POLLIN, 0);
         n.notify();
-        n.clear_hard();
+        n.clear();
         n.disarm();
         let r = poll_fds(&[(n.as_fd(), libc::POLLIN)], Some(Duration::ZERO)).unwrap();
         assert_eq!(r[0] & libc::POLLIN, 0);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::abi::{self, NmreqHeader, NmreqPoolsInfo, NmreqPortInfoGet, NmreqRegister};
-use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness};
+use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
 use crate::notify::poll_fds;
 use crate::port_name::PortSpec;
@@ -163,6 +163,20 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
 impl KernelPort {
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// A duplicate of the netmap fd for one ring's waiter (see [`RingWaker`]): registered
+    /// with the reactor on its own, it keeps readiness state that no other ring's wait can
+    /// clear.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn ring_waker(&self, tx: bool) -> Result<RingWaker, Error> {
+        let fd = self.fd.try_clone().map_err(|e| {
+            Error::Io(io::Error::new(
+                e.kind(),
+                format!("duplicating the netmap fd for a ring waiter: {e}"),
+            ))
+        })?;
+        Ok(RingWaker::fd(fd, tx))
     }
 
     fn sync(&self, req: u32, what: &str) -> Result<(), Error> {

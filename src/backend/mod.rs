@@ -15,6 +15,9 @@ use crate::region::Region;
 pub(crate) mod emulated;
 #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
 pub(crate) mod kernel;
+mod waker;
+
+pub(crate) use waker::RingWaker;
 
 /// Which backend to open a port on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,20 +88,29 @@ pub(crate) struct OpenOptions {
     pub flags: u64,
 }
 
-/// Identity of a memory allocator, for zero-copy buffer swaps between ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Identity of a memory allocator, for zero-copy buffer swaps between ports and for
+/// claiming rings process-wide. Two live ports compare equal exactly when their buffers and
+/// rings are the same memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum MemIdentity {
+    /// The kernel's allocator id (unique among live allocators) and its size.
     #[cfg_attr(
         not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
         allow(dead_code)
     )]
-    Kernel {
-        mem_id: u16,
-        memsize: usize,
-    },
-    Emulated {
-        mem_id: u16,
-    },
+    Kernel { mem_id: u16, memsize: usize },
+    /// An emulated region: its id (shown to users) and its address in this process, which
+    /// no other live region can have.
+    Emulated { mem_id: u16, base: usize },
+}
+
+impl MemIdentity {
+    /// The allocator id users see (`nr_mem_id`).
+    pub(crate) fn mem_id(&self) -> u16 {
+        match *self {
+            MemIdentity::Kernel { mem_id, .. } | MemIdentity::Emulated { mem_id, .. } => mem_id,
+        }
+    }
 }
 
 /// A registration on one backend.
@@ -198,13 +210,14 @@ impl Backend {
         }
     }
 
-    /// The descriptor that reports RX readiness (as readable).
+    /// A readiness source for one ring alone (see [`RingWaker`]): `idx` is the ring's
+    /// position among the port's TX (`tx`) or RX rings.
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
-    pub(crate) fn rx_fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
         match self {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.fd(),
-            Backend::Emulated(e) => e.rx_fd(),
+            Backend::Kernel(k) => k.ring_waker(tx),
+            Backend::Emulated(e) => e.ring_waker(tx, idx),
         }
     }
 
@@ -214,30 +227,6 @@ impl Backend {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
             Backend::Kernel(k) => k.fd(),
             Backend::Emulated(e) => e.exposed_rx_fd(),
-        }
-    }
-
-    /// The descriptor that reports TX readiness, and whether it reports it as writable
-    /// (kernel: the same descriptor, POLLOUT) or as readable (emulated: a second notifier).
-    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
-    pub(crate) fn tx_fd(&self) -> (BorrowedFd<'_>, bool) {
-        match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => (k.fd(), true),
-            Backend::Emulated(e) => (e.tx_fd(), false),
-        }
-    }
-
-    /// Tells the backend a task is about to wait for `rx` (or TX) readiness, or has stopped
-    /// waiting. The kernel always signals; the emulated backend signals only when asked.
-    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
-    pub(crate) fn set_waiting(&self, rx: bool, waiting: bool) {
-        match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(_) => {
-                let _ = (rx, waiting);
-            }
-            Backend::Emulated(e) => e.set_waiting(rx, waiting),
         }
     }
 

@@ -394,9 +394,7 @@ impl Netmap {
 
     /// The memory allocator id (ports with equal ids share buffers).
     pub fn mem_id(&self) -> u16 {
-        match self.inner.mem {
-            MemIdentity::Kernel { mem_id, .. } | MemIdentity::Emulated { mem_id } => mem_id,
-        }
+        self.inner.mem.mem_id()
     }
 
     /// Whether buffers can be swapped between this port and `other` (zero-copy forwarding).

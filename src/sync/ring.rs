@@ -398,7 +398,12 @@ unsafe fn read_slot(raw: &RawRing, k: u32) -> Result<RawFrame, Corrupt> {
     }
 }
 
+/// A slot taken by [`RxRing::take_next`], not yet lent out as a frame.
+#[derive(Debug)]
+pub(crate) struct Taken(RawFrame);
+
 /// One received slot, before it is turned into a frame.
+#[derive(Debug)]
 struct RawFrame {
     ptr: NonNull<u8>,
     len: u16,
@@ -559,6 +564,8 @@ impl RxRing {
     }
 
     /// The packet at the cursor without consuming it (the next `recv` returns it again).
+    /// A corrupt slot is the exception: it is consumed when reported (so one bad slot cannot
+    /// stall the ring), and the next call looks at the slot after it.
     pub fn peek(&mut self) -> Option<Result<Frame<'_>, Error>> {
         match self.peek_raw()? {
             Ok(r) => Some(Ok(self.frame(r))),
@@ -577,6 +584,40 @@ impl RxRing {
             }
             None => false,
         }
+    }
+
+    /// Takes the slot at the cursor without lending it yet: `None` when the ring is empty, the
+    /// corrupt-slot error (the slot is consumed) or a [`Taken`] slot to
+    /// [`lend`](RxRing::lend). Splitting the two lets an async caller loop on the first
+    /// without holding a borrow of the ring.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn take_next(&mut self) -> Option<Result<Taken, Error>> {
+        Some(match self.next_raw()? {
+            Ok(r) => Ok(Taken(r)),
+            Err(c) => Err(self.h.corrupt(c.slot, c.buf_idx, c.len)),
+        })
+    }
+
+    /// The frame of a slot [`take_next`](RxRing::take_next) took from this ring.
+    ///
+    /// # Panics
+    /// If the slot was handed back to the kernel since (a sync in between): that would be a
+    /// bug in the caller, and lending the slot then would be unsound.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn lend(&mut self, t: Taken) -> Frame<'_> {
+        let n = self.h.raw.num_slots();
+        assert!(
+            distance(self.h.published, t.0.slot, n) < distance(self.h.published, self.h.head, n),
+            "lend: slot {} is no longer the user's",
+            t.0.slot
+        );
+        self.frame(t.0)
+    }
+
+    /// The slot index at the cursor (the next packet to be taken).
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn cursor(&self) -> u32 {
+        self.h.head
     }
 
     /// Packets consumed since the last sync (not yet handed back to the kernel).
@@ -601,8 +642,9 @@ impl Drop for RxRing {
 }
 
 /// Frames borrowed from an [`RxRing`]; see [`RxRing::batch`]. Frames taken are consumed
-/// when the iterator is dropped (a forgotten iterator consumes nothing: its frames would be
-/// received again).
+/// when the iterator is dropped; until then the ring's cursor does not move, even when the
+/// iterator refreshes its view of the ring (so a forgotten iterator consumes nothing: its
+/// frames would be received again). Corrupt slots are skipped and logged.
 #[derive(Debug)]
 pub struct RxBatch<'a> {
     ring: &'a mut RxRing,
@@ -629,12 +671,12 @@ impl<'a> RxBatch<'a> {
     }
 }
 
-/// Hands the cursor back to the ring and refreshes its tail; returns the new tail.
+/// Refreshes the ring's cached tail; returns it. The cursor stays in the iterator until it
+/// is dropped, so a forgotten iterator consumes nothing.
 #[cold]
 #[inline(never)]
-fn refill(h: &mut Handle, head: u32) -> u32 {
-    h.head = head;
-    h.refresh();
+fn refill(h: &mut Handle) -> u32 {
+    h.load_tail();
     h.tail
 }
 
@@ -645,7 +687,7 @@ impl<'a> Iterator for RxBatch<'a> {
     fn next(&mut self) -> Option<Frame<'a>> {
         while self.left > 0 {
             if self.head == self.tail {
-                self.tail = refill(&mut self.ring.h, self.head);
+                self.tail = refill(&mut self.ring.h);
                 if self.head == self.tail {
                     return None;
                 }

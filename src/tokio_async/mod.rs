@@ -8,23 +8,42 @@
 //!
 //! # Readiness protocol
 //!
+//! Each async ring handle waits on a readiness source of its own ring (a duplicate of the
+//! netmap fd on the kernel backend, the ring's notifier on the emulated one), registered with
+//! Tokio's reactor on its own. A sync made for one ring (which, as in netmap, syncs every ring
+//! of the registration) therefore never consumes a wake-up that a waiter on another ring
+//! needs, and handles of several rings may live in different tasks and threads.
+//!
 //! Epoll in Tokio is edge-triggered, and netmap's poll handler syncs rings as a side effect.
-//! Every wait therefore follows the same order: sync the ring and look for work first; only if
-//! there is none, take the readiness guard, sync again, and clear readiness *only* when the
-//! ring is still empty after that sync. A packet that arrives between the check and the clear
-//! produces a new edge that Tokio keeps (the clear is tick-checked), so no wake-up is lost,
-//! including for traffic that was already flowing when the port was opened. Waits use
-//! `AsyncFd::readable()`/`writable()` futures, which allow any number of waiters, so RX and TX
-//! handles of one port (and several rings) may live in different tasks.
+//! Every wait therefore follows the same order: arm, sync the ring and look for work first;
+//! only if there is none, sleep; after a wake-up sync and look again, and clear readiness
+//! *only* when the ring still lacks work after that sync. A packet that arrives between the
+//! check and the clear produces a new edge that Tokio keeps (the clear is tick-checked), so
+//! no wake-up is lost, including for traffic that was already flowing when the port was
+//! opened. A wait knows how much it waits for (one packet, or `n` free slots for
+//! [`AsyncNetmapTxRing::reserve`]) and completes only when that much is there.
 //!
 //! # Batching
 //!
 //! Packets are taken from and put into the ring with no system call; a sync happens when the
-//! ring runs empty (RX) or full (TX), when half a ring is waiting to be released or sent, and on
-//! `flush`.
+//! ring runs empty (RX) or full (TX), when a quarter of a TX ring is waiting to be sent or half
+//! an RX ring waiting to be released, and on `flush`.
+//!
+//! # Method names shared with `AsyncWriteExt` and `SinkExt`
+//!
+//! [`AsyncNetmapTxRing`] implements both `AsyncWrite` and `Sink<Bytes>`, so with both
+//! extension traits in scope `tx.flush()` is ambiguous. Write
+//! `AsyncWriteExt::flush(&mut tx).await` or `SinkExt::<Bytes>::flush(&mut tx).await` (both
+//! hand every queued packet to the kernel), or the inherent
+//! [`AsyncNetmapTxRing::flush_ring`], which needs neither trait.
+//!
+//! # End of stream
+//!
+//! A netmap pipe or NIC has no "closed" state: when the peer end of a pipe goes away, a
+//! receiver simply sees no more packets, so [`AsyncNetmapRxRing`]'s `Stream` never ends by
+//! itself. Bound waits with `tokio::time::timeout`, or end them with your own protocol.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -32,8 +51,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio_util::sync::ReusableBoxFuture;
 
+use crate::backend::RingWaker;
 use crate::error::Error;
-use crate::sync::port::PortInner;
+use crate::sync::raw::distance;
 use crate::sync::Netmap;
 
 mod framed;
@@ -46,51 +66,9 @@ pub use rx::AsyncNetmapRxRing;
 pub use tap::{PcapWriter, Tap};
 pub use tx::AsyncNetmapTxRing;
 
-/// One of a port's readiness descriptors. It holds the port, which owns the descriptor, so
-/// the descriptor stays open for as long as this value (and the `AsyncFd` around it) lives.
-#[derive(Debug)]
-struct FdRef {
-    port: Arc<PortInner>,
-    tx: bool,
-}
-
-impl AsRawFd for FdRef {
-    fn as_raw_fd(&self) -> RawFd {
-        if self.tx {
-            self.port.backend.tx_fd().0.as_raw_fd()
-        } else {
-            self.port.backend.rx_fd().as_raw_fd()
-        }
-    }
-}
-
-fn register(port: &Arc<PortInner>, tx: bool, interest: Interest) -> io::Result<AsyncFd<FdRef>> {
-    let fd = FdRef {
-        port: port.clone(),
-        tx,
-    };
-    // SAFETY: `fd.as_raw_fd()` is a descriptor owned by the port's backend (the netmap fd or
-    // an emulated notifier). `FdRef` holds the port through an Arc, so the descriptor stays
-    // open and refers to the same file for as long as the AsyncFd owns the FdRef, and
-    // as_raw_fd returns the same number every time (the backend never replaces it).
-    unsafe { AsyncFd::register_with_interest(fd, interest) }.map_err(|e| e.into_parts().1)
-}
-
-#[derive(Debug)]
-enum Ready {
-    /// Kernel: the netmap fd reports POLLIN for RX and POLLOUT for TX.
-    Same(AsyncFd<FdRef>),
-    /// Emulated: one notifier per direction, each reporting "readable".
-    Split {
-        rx: AsyncFd<FdRef>,
-        tx: AsyncFd<FdRef>,
-    },
-}
-
-/// The registration shared by a [`TokioNetmap`] and its ring handles.
+/// The port shared by a [`TokioNetmap`] and its ring handles.
 #[derive(Debug)]
 pub(crate) struct AsyncPort {
-    ready: Ready,
     pub(crate) netmap: Netmap,
 }
 
@@ -101,33 +79,31 @@ pub(crate) enum Dir {
     Tx,
 }
 
-impl AsyncPort {
-    fn new(netmap: Netmap) -> io::Result<AsyncPort> {
-        let inner = &netmap.inner;
-        let ready = if inner.backend.tx_fd().1 {
-            Ready::Same(register(
-                inner,
-                false,
-                Interest::READABLE | Interest::WRITABLE,
-            )?)
-        } else {
-            Ready::Split {
-                rx: register(inner, false, Interest::READABLE)?,
-                tx: register(inner, true, Interest::READABLE)?,
-            }
-        };
-        Ok(AsyncPort { ready, netmap })
-    }
+/// The error for async use outside a Tokio runtime.
+fn no_runtime(what: &str) -> io::Error {
+    io::Error::other(format!(
+        "{what} must be called within a Tokio runtime (inside #[tokio::main], a task, or \
+         Runtime::enter): the ring's descriptor is registered with the runtime's reactor"
+    ))
+}
 
-    /// Whether ring `idx` in direction `dir` has work for the user (as the kernel's poll
-    /// computes it: `cur != tail`, with `cur` the handle's last published cursor).
-    fn ring_ready(&self, dir: Dir, idx: usize) -> bool {
+impl AsyncPort {
+    /// Whether ring `idx` in direction `dir` has `need` packets (RX: at least one) or free
+    /// slots (TX) for the user, as the kernel's poll computes it from `cur` and `tail`, with
+    /// `cur` the handle's last published cursor. A tail outside the ring (written by a broken
+    /// peer) counts as no work, so a corrupt ring cannot make a waiter spin.
+    fn ring_ready(&self, dir: Dir, idx: usize, need: u32) -> bool {
         let inner = &self.netmap.inner;
-        let ring = match dir {
-            Dir::Rx => &inner.rx[idx],
-            Dir::Tx => &inner.tx[idx],
+        let raw = match dir {
+            Dir::Rx => &inner.rx[idx].raw,
+            Dir::Tx => &inner.tx[idx].raw,
         };
-        ring.raw.load_tail() != ring.raw.load_cur()
+        let n = raw.num_slots();
+        let (cur, tail) = (raw.load_cur(), raw.load_tail());
+        if cur >= n || tail >= n {
+            return false;
+        }
+        distance(cur, tail, n) >= need.max(1)
     }
 
     fn sync(&self, dir: Dir) -> Result<(), Error> {
@@ -136,61 +112,68 @@ impl AsyncPort {
             Dir::Tx => self.netmap.inner.backend.txsync(),
         }
     }
+}
 
-    /// Sleeps until ring `idx` has work in direction `dir`. Cancel-safe: it consumes nothing.
-    async fn wait_ready(self: Arc<Self>, dir: Dir, idx: usize) -> io::Result<()> {
-        // Ask for signals before the sync below: a delivery after that sync finds the notifier
-        // armed and produces an edge. Disarmed when this future completes or is dropped.
-        let _armed = Armed::new(&self, dir);
-        // Look once more now that signals are on: a delivery between the caller's last sync
-        // and the arming above produced no signal, so only a sync can see it.
-        self.sync(dir)?;
-        if self.ring_ready(dir, idx) {
+/// Sleeps until ring `idx` has `need` packets or free slots in direction `dir`.
+/// Cancel-safe: it consumes nothing.
+async fn wait_ready(
+    port: Arc<AsyncPort>,
+    fd: Arc<AsyncFd<RingWaker>>,
+    dir: Dir,
+    idx: usize,
+    need: u32,
+) -> io::Result<()> {
+    let waker = fd.get_ref();
+    // Ask for signals before the sync below: a delivery after that sync finds the waker
+    // armed and produces an edge. Disarmed when this future completes or is dropped.
+    let _armed = Armed::new(waker);
+    // Look once more now that signals are on: a delivery between the caller's last sync and
+    // the arming above produced no signal, so only a sync can see it.
+    waker.clear();
+    port.sync(dir)?;
+    if port.ring_ready(dir, idx, need) {
+        return Ok(());
+    }
+    loop {
+        let mut guard = if waker.reports_writable() {
+            fd.writable().await?
+        } else {
+            fd.readable().await?
+        };
+        waker.clear();
+        port.sync(dir)?;
+        if port.ring_ready(dir, idx, need) {
             return Ok(());
         }
-        loop {
-            let mut guard = match (&self.ready, dir) {
-                (Ready::Same(fd), Dir::Rx) => fd.readable().await?,
-                (Ready::Same(fd), Dir::Tx) => fd.writable().await?,
-                (Ready::Split { rx, .. }, Dir::Rx) => rx.readable().await?,
-                (Ready::Split { tx, .. }, Dir::Tx) => tx.readable().await?,
-            };
-            self.sync(dir)?;
-            if self.ring_ready(dir, idx) {
-                return Ok(());
-            }
-            // Still nothing after a sync: only now may readiness be cleared. If an edge came
-            // in since the guard was taken, Tokio keeps the readiness and we loop at once.
-            guard.clear_ready();
-        }
+        // Still not enough after a sync: only now may readiness be cleared. If an edge came
+        // in since the guard was taken, Tokio keeps the readiness and we loop at once.
+        guard.clear_ready();
     }
 }
 
-/// A task's request for readiness signals in one direction, withdrawn on drop.
-struct Armed<'a> {
-    port: &'a AsyncPort,
-    dir: Dir,
-}
+/// A waiter's arming of its ring's waker, withdrawn on drop.
+struct Armed<'a>(&'a RingWaker);
 
 impl<'a> Armed<'a> {
-    fn new(port: &'a AsyncPort, dir: Dir) -> Self {
-        port.netmap.inner.backend.set_waiting(dir == Dir::Rx, true);
-        Armed { port, dir }
+    fn new(waker: &'a RingWaker) -> Self {
+        waker.arm();
+        Armed(waker)
     }
 }
 
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
-        self.port
-            .netmap
-            .inner
-            .backend
-            .set_waiting(self.dir == Dir::Rx, false);
+        self.0.disarm();
     }
 }
 
-/// A reusable, owned wait for readiness of one ring (one allocation per handle).
+/// A ring handle's reusable, owned wait for readiness of its ring (one allocation per
+/// handle), over the ring's own readiness source.
 pub(crate) struct Waiter {
+    port: Arc<AsyncPort>,
+    fd: Arc<AsyncFd<RingWaker>>,
+    dir: Dir,
+    idx: usize,
     fut: ReusableBoxFuture<'static, io::Result<()>>,
     active: bool,
 }
@@ -198,25 +181,55 @@ pub(crate) struct Waiter {
 impl std::fmt::Debug for Waiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Waiter")
+            .field("dir", &self.dir)
+            .field("ring", &self.idx)
             .field("active", &self.active)
             .finish()
     }
 }
 
 impl Waiter {
-    pub(crate) fn new() -> Waiter {
-        Waiter {
+    /// Registers ring `idx`'s readiness source with the current runtime's reactor.
+    pub(crate) fn new(port: Arc<AsyncPort>, dir: Dir, idx: usize) -> Result<Waiter, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Io(no_runtime("taking an async ring handle")));
+        }
+        let waker = port.netmap.inner.backend.ring_waker(dir == Dir::Tx, idx)?;
+        let interest = if waker.reports_writable() {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        // SAFETY: the descriptor belongs to the RingWaker (an OwnedFd, or an eventfd owned by
+        // the Arc'd notifier it holds). The AsyncFd owns the RingWaker, so the descriptor
+        // stays open and names the same file for as long as it is registered, and
+        // `as_raw_fd` returns the same number every time.
+        let fd = unsafe { AsyncFd::register_with_interest(waker, interest) }
+            .map_err(|e| Error::Io(e.into_parts().1))?;
+        Ok(Waiter {
+            port,
+            fd: Arc::new(fd),
+            dir,
+            idx,
             fut: ReusableBoxFuture::new(async { Ok(()) }),
             active: false,
-        }
+        })
     }
 
     pub(crate) fn is_active(&self) -> bool {
         self.active
     }
 
-    pub(crate) fn start(&mut self, port: &Arc<AsyncPort>, dir: Dir, idx: usize) {
-        self.fut.set(port.clone().wait_ready(dir, idx));
+    /// Starts a wait for `need` packets (RX) or free slots (TX).
+    pub(crate) fn start(&mut self, need: usize) {
+        let need = u32::try_from(need).unwrap_or(u32::MAX);
+        self.fut.set(wait_ready(
+            self.port.clone(),
+            self.fd.clone(),
+            self.dir,
+            self.idx,
+            need,
+        ));
         self.active = true;
     }
 
@@ -244,13 +257,16 @@ pub struct TokioNetmap {
 }
 
 impl TokioNetmap {
-    /// Registers `netmap`'s descriptor(s) with the current Tokio runtime's reactor.
-    /// Must be called from within a runtime.
+    /// Wraps `netmap` for use with Tokio. Must be called within a Tokio runtime (with IO
+    /// enabled, as `#[tokio::main]` has it); outside one it returns an error. Each ring handle
+    /// taken from it registers its ring's readiness source with that runtime's reactor.
     pub fn new(netmap: Netmap) -> io::Result<TokioNetmap> {
-        let span = tracing::debug_span!("netmap_tokio_open", port = %netmap.name());
-        let _e = span.enter();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(no_runtime("TokioNetmap::new"));
+        }
+        tracing::debug!(port = %netmap.name(), "netmap port handed to Tokio");
         Ok(TokioNetmap {
-            port: Arc::new(AsyncPort::new(netmap)?),
+            port: Arc::new(AsyncPort { netmap }),
         })
     }
 
@@ -268,13 +284,15 @@ impl TokioNetmap {
     /// Async handle to RX ring `ring_idx`.
     pub fn rx_ring(&self, ring_idx: usize) -> Result<AsyncNetmapRxRing, Error> {
         let ring = self.port.netmap.rx_ring(ring_idx)?;
-        Ok(AsyncNetmapRxRing::new(ring, self.port.clone()))
+        let waiter = Waiter::new(self.port.clone(), Dir::Rx, ring_idx)?;
+        Ok(AsyncNetmapRxRing::new(ring, waiter))
     }
 
     /// Async handle to TX ring `ring_idx`.
     pub fn tx_ring(&self, ring_idx: usize) -> Result<AsyncNetmapTxRing, Error> {
         let ring = self.port.netmap.tx_ring(ring_idx)?;
-        Ok(AsyncNetmapTxRing::new(ring, self.port.clone()))
+        let waiter = Waiter::new(self.port.clone(), Dir::Tx, ring_idx)?;
+        Ok(AsyncNetmapTxRing::new(ring, waiter))
     }
 
     /// Same as [`rx_ring`](TokioNetmap::rx_ring), async for source compatibility.
@@ -289,34 +307,4 @@ impl TokioNetmap {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::BackendChoice;
-    use crate::NetmapBuilder;
-    use std::time::Duration;
-
-    /// A packet delivered while nobody waits produces no signal; a wait that starts afterwards
-    /// must still see it (it syncs after arming) instead of sleeping on a quiet descriptor.
-    #[tokio::test]
-    async fn a_wait_sees_deliveries_made_before_it_armed() {
-        let open = |n: &str| {
-            NetmapBuilder::new(n)
-                .backend(BackendChoice::Emulated)
-                .num_slots(8)
-                .build()
-                .unwrap()
-        };
-        let a = open("armrace{0");
-        let b = TokioNetmap::new(open("armrace}0")).unwrap();
-        let mut tx = a.tx_ring(0).unwrap();
-        tx.send(b"quiet").unwrap();
-        tx.sync().unwrap(); // no waiter armed: no signal
-        let wait = b.port.clone().wait_ready(Dir::Rx, 0);
-        tokio::time::timeout(Duration::from_secs(2), wait)
-            .await
-            .expect("the wait slept on a delivery it could have seen")
-            .unwrap();
-        let mut rx = b.rx_ring(0).unwrap();
-        assert_eq!(rx.get_mut().recv().unwrap().payload(), b"quiet");
-    }
-}
+mod tests;

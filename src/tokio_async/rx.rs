@@ -4,14 +4,13 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use futures_core::Stream;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{AsyncPort, Dir, Waiter};
+use super::Waiter;
 use crate::sync::{Frame, RxBatch, RxRing};
 
 /// Size of the chunks owned frames are copied into (one allocation serves many frames).
@@ -23,26 +22,45 @@ const ARENA: usize = 64 * 1024;
 ///   packet gets its first part and the next read continues the same packet, so no byte is
 ///   dropped (zero-length packets carry no bytes and are skipped).
 /// - [`Stream`] of owned [`Frame`]s (copied out into shared chunks).
+/// - [`recv`](AsyncNetmapRxRing::recv): waits, then lends the next frame borrowed from the
+///   ring (zero copy).
 /// - [`recv_batch`](AsyncNetmapRxRing::recv_batch): waits, then lends frames borrowed from the
 ///   ring (zero copy), released at the next sync.
+///
+/// A slot whose buffer index or length is out of range (only a broken or hostile peer writes
+/// one) is consumed and reported once as [`Error::CorruptSlot`](crate::Error::CorruptSlot) by
+/// `recv`, the `Stream` and `AsyncRead`; `recv_batch` skips it (and logs it). The next good
+/// packet follows as usual.
+///
+/// The `Stream` does not end when the peer goes away (netmap rings have no "closed" state);
+/// see the [module docs](super#end-of-stream).
 #[derive(Debug)]
 pub struct AsyncNetmapRxRing {
     ring: RxRing,
-    port: Arc<AsyncPort>,
     waiter: Waiter,
-    /// Bytes of the packet at the cursor already returned by `poll_read`.
-    partial: usize,
+    /// The packet `poll_read` is in the middle of: its slot and the bytes already returned.
+    /// Keyed by slot, so a packet consumed through [`get_mut`](Self::get_mut) meanwhile
+    /// does not make the next packet lose its first bytes.
+    partial: Option<(u32, usize)>,
     arena: BytesMut,
 }
 
 impl AsyncNetmapRxRing {
-    pub(crate) fn new(ring: RxRing, port: Arc<AsyncPort>) -> Self {
+    pub(crate) fn new(ring: RxRing, waiter: Waiter) -> Self {
         AsyncNetmapRxRing {
             ring,
-            port,
-            waiter: Waiter::new(),
-            partial: 0,
+            waiter,
+            partial: None,
             arena: BytesMut::new(),
+        }
+    }
+
+    /// Bytes of the packet at the cursor that `poll_read` already returned.
+    #[inline]
+    fn partial_here(&self) -> usize {
+        match self.partial {
+            Some((slot, n)) if slot == self.ring.cursor() => n,
+            _ => 0,
         }
     }
 
@@ -77,7 +95,7 @@ impl AsyncNetmapRxRing {
                     ring = self.ring.index(),
                     "rx ring empty: waiting for readiness"
                 );
-                self.waiter.start(&self.port, Dir::Rx, self.ring.index());
+                self.waiter.start(1);
             }
             ready!(self.waiter.poll(cx))?;
         }
@@ -89,35 +107,33 @@ impl AsyncNetmapRxRing {
     }
 
     /// Waits for the next packet and returns it borrowed from the ring (zero copy).
-    /// Cancel-safe: a dropped future consumes nothing.
+    /// A corrupt slot is consumed and returned as an error; the next call returns the next
+    /// packet. Cancel-safe: a dropped future consumes nothing.
     pub async fn recv(&mut self) -> io::Result<Frame<'_>> {
-        loop {
+        let taken = loop {
             self.readable().await?;
-            if self.ring.peek().is_some() {
-                break;
+            if let Some(t) = self.ring.take_next() {
+                break t;
             }
-        }
-        self.partial = 0;
-        match self.ring.try_recv() {
-            Ok(Some(f)) => Ok(f),
-            Ok(None) => unreachable!("peeked a packet"),
-            Err(e) => Err(e.into()),
-        }
+        };
+        self.partial = None;
+        Ok(self.ring.lend(taken?))
     }
 
     /// Waits until packets are waiting, then lends up to `max` of them borrowed from the ring
     /// (zero copy). They are handed back to the kernel at the next sync. Cancel-safe.
     pub async fn recv_batch(&mut self, max: usize) -> io::Result<RxBatch<'_>> {
         self.readable().await?;
-        self.partial = 0;
+        self.partial = None;
         Ok(self.ring.batch(max))
     }
 
     /// Takes the next packet without waiting, as an owned frame.
     #[inline(always)]
     fn take_owned(&mut self) -> Option<io::Result<Frame<'static>>> {
+        let partial = self.partial_here();
+        self.partial = None;
         let arena = &mut self.arena;
-        let partial = std::mem::take(&mut self.partial);
         let r = self.ring.take_owned(partial, |data| {
             if arena.capacity() < data.len() {
                 *arena = BytesMut::with_capacity(ARENA.max(data.len()));
@@ -159,14 +175,16 @@ impl AsyncRead for AsyncNetmapRxRing {
         }
         loop {
             ready!(this.poll_recv_ready(cx))?;
+            let skip = this.partial_here();
+            let slot = this.ring.cursor();
             let (n, done) = match this.ring.peek() {
                 None => continue,
                 Some(Err(e)) => {
-                    this.partial = 0;
+                    this.partial = None;
                     return Poll::Ready(Err(e.into()));
                 }
                 Some(Ok(f)) => {
-                    let data = &f.payload()[this.partial.min(f.len())..];
+                    let data = &f.payload()[skip.min(f.len())..];
                     let n = data.len().min(buf.remaining());
                     buf.put_slice(&data[..n]);
                     (n, n == data.len())
@@ -174,9 +192,9 @@ impl AsyncRead for AsyncNetmapRxRing {
             };
             if done {
                 this.ring.consume();
-                this.partial = 0;
+                this.partial = None;
             } else {
-                this.partial += n;
+                this.partial = Some((slot, skip + n));
             }
             if n > 0 {
                 return Poll::Ready(Ok(()));
@@ -194,7 +212,7 @@ impl Stream for AsyncNetmapRxRing {
         let this = self.get_mut();
         // Fast path: a short packet is already in view and no release is due. The frame is
         // built right in the return value (no intermediate copies of it).
-        if this.partial == 0 && !this.release_due() {
+        if this.partial.is_none() && !this.release_due() {
             let ring = this.ring.index() as u16;
             if let Some((window, len, flags)) = this.ring.take_inline() {
                 return Poll::Ready(Some(Ok(Frame::inline_window(window, len, flags, ring))));

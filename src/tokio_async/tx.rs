@@ -3,14 +3,13 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use futures_sink::Sink;
 use tokio::io::AsyncWrite;
 
-use super::{AsyncPort, Dir, Waiter};
+use super::Waiter;
 use crate::error::Error;
 use crate::sync::{BatchReservation, TxRing};
 
@@ -26,21 +25,23 @@ use crate::sync::{BatchReservation, TxRing};
 ///
 /// Queued packets are also synced automatically once a quarter of the ring is waiting, so a
 /// producer that never flushes still keeps the pipeline moving.
+///
+/// With both `AsyncWriteExt` and `SinkExt` in scope, `tx.flush()` is ambiguous: write
+/// `AsyncWriteExt::flush(&mut tx)` or `SinkExt::<Bytes>::flush(&mut tx)`, or call the
+/// inherent [`flush_ring`](AsyncNetmapTxRing::flush_ring).
 #[derive(Debug)]
 pub struct AsyncNetmapTxRing {
     ring: TxRing,
-    port: Arc<AsyncPort>,
     waiter: Waiter,
     auto_sync: usize,
 }
 
 impl AsyncNetmapTxRing {
-    pub(crate) fn new(ring: TxRing, port: Arc<AsyncPort>) -> Self {
+    pub(crate) fn new(ring: TxRing, waiter: Waiter) -> Self {
         let auto_sync = (ring.num_slots() / 4).max(1);
         AsyncNetmapTxRing {
             ring,
-            port,
-            waiter: Waiter::new(),
+            waiter,
             auto_sync,
         }
     }
@@ -95,7 +96,7 @@ impl AsyncNetmapTxRing {
                     want = n,
                     "tx ring full: back-pressure, waiting for writability"
                 );
-                self.waiter.start(&self.port, Dir::Tx, self.ring.index());
+                self.waiter.start(n);
             }
             ready!(self.waiter.poll(cx))?;
         }
@@ -129,7 +130,9 @@ impl AsyncNetmapTxRing {
         Ok(self.ring.reserve_batch(count)?)
     }
 
-    /// Hands every queued packet to the kernel.
+    /// Hands every queued packet to the kernel (txsync). The same as
+    /// `AsyncWriteExt::flush(&mut tx)` and `SinkExt::<Bytes>::flush(&mut tx)`, without
+    /// needing either trait in scope (with both, plain `tx.flush()` is ambiguous).
     pub async fn flush_ring(&mut self) -> io::Result<()> {
         Ok(self.ring.sync()?)
     }

@@ -1,0 +1,512 @@
+//! The in-process emulated backend: netmap pipes without the kernel module.
+//!
+//! It lays out memory exactly as netmap does — a `netmap_if` per registration, rings with
+//! `buf_ofs`, a buffer pool indexed by `buf_idx` — in an anonymous region per parent name (so
+//! pipes `a{1` and `a{2` share buffers, as kernel pipes of one parent share an allocator), and
+//! implements the netmap pipe protocol ([`pipe`]):
+//!
+//! - TX ring `i` of one end and RX ring `i` of the other share their buffers slot for slot.
+//!   A txsync hands the slots `[hwcur, head)` to the peer (copying slot metadata, and the
+//!   buffer index when `NS_BUF_CHANGED` is set: zero copy) and advances the peer's hardware
+//!   tail past the last complete packet (`NS_MOREFRAG`).
+//! - An rxsync releases `[hwcur, head)`, propagates swapped buffers back to the TX slots, and
+//!   moves the sender's tail to `head - 1`: the sender never gets more room than the receiver
+//!   has freed (back-pressure), nothing is dropped and order is kept.
+//! - User-visible `tail`s change only in the owner's own sync, as with the kernel; `head` and
+//!   `cur` are validated at every sync the way the kernel does.
+//! - Per link state is guarded by a mutex (the kernel's kring lock).
+//!
+//! Readiness, as in the kernel (a wait queue per ring plus one per file): each registration
+//! has a [`Notifier`] per direction (its descriptor: level semantics, what `poll` on a netmap
+//! fd reports), and an async ring handle gets a notifier of its own ring, which only that
+//! handle ever clears. A sync of one ring can therefore never consume the signal a waiter on
+//! another ring needs.
+
+mod memory;
+mod pipe;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
+use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness, RingWaker};
+use crate::error::Error;
+use crate::notify::{poll_fds, Notifier};
+use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
+use crate::sync::raw::{if_bytes, write_if};
+use memory::EmuMem;
+use pipe::Pipe;
+
+/// Default slots per pipe ring (as netmap's default for pipes).
+pub const DEFAULT_SLOTS: u32 = 1024;
+/// Buffer size of emulated memory (netmap's default).
+pub const BUF_SIZE: u32 = 2048;
+/// Largest ring the emulated backend builds.
+pub const MAX_SLOTS: u32 = 32768;
+/// Most rings per direction of an emulated pipe.
+pub const MAX_RINGS: u16 = 64;
+
+const TX: usize = 0;
+const RX: usize = 1;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain bookkeeping behind; continue.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Registry {
+    mems: HashMap<String, Weak<EmuMem>>,
+    pipes: HashMap<String, Weak<Pipe>>,
+    next_mem_id: u16,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
+    R.get_or_init(|| {
+        Mutex::new(Registry {
+            mems: HashMap::new(),
+            pipes: HashMap::new(),
+            next_mem_id: 1,
+        })
+    })
+}
+
+impl Registry {
+    /// A memory id that no live memory has (ids wrap at 65535; a live one is never reused).
+    fn free_mem_id(&mut self) -> Result<u16, Error> {
+        for _ in 0..u16::MAX {
+            let id = self.next_mem_id;
+            self.next_mem_id = self.next_mem_id.wrapping_add(1).max(1);
+            let taken = self
+                .mems
+                .values()
+                .filter_map(Weak::upgrade)
+                .any(|m| m.id == id);
+            if !taken {
+                return Ok(id);
+            }
+        }
+        Err(Error::BindFail(
+            "all 65535 emulated memory ids are in use: close pipes of other parent names".into(),
+        ))
+    }
+}
+
+/// Test hook: the id the next new memory will try first.
+#[cfg(test)]
+pub(crate) fn set_next_mem_id(id: u16) {
+    lock(registry()).next_mem_id = id;
+}
+
+fn end_index(role: PipeRole) -> usize {
+    match role {
+        PipeRole::Master => 0,
+        PipeRole::Slave => 1,
+    }
+}
+
+/// One registration of one pipe end: what a file descriptor is to the kernel backend.
+pub(crate) struct EmuPort {
+    pipe: Arc<Pipe>,
+    end: usize,
+    /// The registration's `netmap_if`.
+    if_off: usize,
+    if_size: usize,
+    tx: Vec<usize>,
+    rx: Vec<usize>,
+    rx_note: Arc<Notifier>,
+    tx_note: Arc<Notifier>,
+    /// Set once the RX descriptor was handed out through `AsFd`: it is then always signalled.
+    exposed: AtomicBool,
+}
+
+impl std::fmt::Debug for EmuPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuPort")
+            .field("pipe", &self.pipe.name)
+            .field("end", &self.end)
+            .field("tx", &self.tx)
+            .field("rx", &self.rx)
+            .finish()
+    }
+}
+
+/// Finds or creates the pipe `parent{id` (and its parent's memory) in the registry.
+fn find_pipe(
+    parent: &str,
+    master_name: &str,
+    nrings: usize,
+    nslots: u32,
+) -> Result<Arc<Pipe>, Error> {
+    let mut reg = lock(registry());
+    // Forget pipes and memories whose last user is gone.
+    reg.pipes.retain(|_, w| w.strong_count() > 0);
+    reg.mems.retain(|_, w| w.strong_count() > 0);
+    let mem = match reg.mems.get(parent).and_then(Weak::upgrade) {
+        Some(m) => m,
+        None => {
+            let id = reg.free_mem_id()?;
+            let m = Arc::new(EmuMem::new(id)?);
+            reg.mems.insert(parent.to_string(), Arc::downgrade(&m));
+            m
+        }
+    };
+    if let Some(p) = reg.pipes.get(master_name).and_then(Weak::upgrade) {
+        return Ok(p);
+    }
+    let p = Arc::new(Pipe::create(mem, master_name.to_string(), nrings, nslots)?);
+    reg.pipes
+        .insert(master_name.to_string(), Arc::downgrade(&p));
+    Ok(p)
+}
+
+/// Checks the request against what the emulated backend builds; returns (rings, slots).
+fn geometry(spec: &PortSpec, opts: &OpenOptions) -> Result<(usize, u32), Error> {
+    match &spec.kind {
+        PortKind::Pipe { .. } => {}
+        PortKind::Vale { .. } => {
+            return Err(Error::FallbackUnsupported(format!(
+                "{}: VALE switches are not emulated; load the netmap module, or use a pipe \
+                 name such as \"{}{{1\"",
+                spec.ifname, spec.ifname
+            )))
+        }
+        PortKind::Nic => {
+            return Err(Error::FallbackUnsupported(format!(
+                "{}: the emulated backend has no network interfaces; load the netmap module \
+                 for NIC ports, or use a pipe name such as \"{}{{1\"",
+                spec.ifname, spec.ifname
+            )))
+        }
+    }
+    let nrings = opts.tx_rings.max(opts.rx_rings).max(1);
+    if nrings > MAX_RINGS {
+        return Err(Error::BindFail(format!(
+            "{nrings} rings requested; the emulated backend builds at most {MAX_RINGS}"
+        )));
+    }
+    let nslots = match opts.tx_slots.max(opts.rx_slots) {
+        0 => DEFAULT_SLOTS,
+        s => s,
+    };
+    if !(4..=MAX_SLOTS).contains(&nslots) {
+        return Err(Error::BindFail(format!(
+            "{nslots} slots per ring requested; the emulated backend takes 4..={MAX_SLOTS}"
+        )));
+    }
+    if opts.extra_bufs != 0 {
+        return Err(Error::FallbackUnsupported(
+            "extra buffers (nr_extra_bufs) are not emulated".into(),
+        ));
+    }
+    Ok((nrings as usize, nslots))
+}
+
+/// Opens a pipe end on the emulated backend. Every failure leaves no trace: nothing is bound
+/// until everything that can fail has been acquired.
+pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
+    let (nrings, nslots) = geometry(spec, opts)?;
+    let PortKind::Pipe { parent, id, role } = &spec.kind else {
+        unreachable!("geometry() accepts pipes only")
+    };
+    let master_name = format!("{parent}{{{id}");
+    let pipe = find_pipe(parent, &master_name, nrings, nslots)?;
+    let end = end_index(*role);
+    let all: Vec<usize> = match spec.rings {
+        RingSelect::AllNic => (0..pipe.nrings).collect(),
+        RingSelect::OneNic(k) if (k as usize) < pipe.nrings => vec![k as usize],
+        RingSelect::OneNic(k) => {
+            return Err(Error::BindFail(format!(
+                "{}: ring {k} requested but the pipe has {} ring(s) per direction (0..{})",
+                spec.ifname, pipe.nrings, pipe.nrings
+            )))
+        }
+        _ => unreachable!("the name parser refuses host rings on pipes"),
+    };
+    let tx = if opts.flags & NR_RX_RINGS_ONLY != 0 {
+        Vec::new()
+    } else {
+        all.clone()
+    };
+    let rx = if opts.flags & NR_TX_RINGS_ONLY != 0 {
+        Vec::new()
+    } else {
+        all
+    };
+    // Everything that can fail, before anything is bound.
+    let rx_note = Arc::new(Notifier::new()?);
+    let tx_note = Arc::new(Notifier::new()?);
+    let nr = pipe.nrings;
+    let if_size = if_bytes(2 * (nr + 1));
+    let if_off = pipe.mem.alloc_if(if_size)?;
+    if let Err(e) = bind(&pipe, spec, end, &tx, &rx, opts.flags & NR_EXCLUSIVE != 0) {
+        pipe.mem.free_if(if_off, if_size);
+        return Err(e);
+    }
+    // Bound: from here on EmuPort's Drop undoes the bindings; nothing below fails.
+    let port = EmuPort {
+        pipe: pipe.clone(),
+        end,
+        if_off,
+        if_size,
+        tx,
+        rx,
+        rx_note,
+        tx_note,
+        exposed: AtomicBool::new(false),
+    };
+    for &i in &port.tx {
+        let mut l = lock(&pipe.links[end][i]);
+        l.tx_wake.port = Some(port.tx_note.clone());
+        // As the kernel does when a ring is (re)bound: user pointers from the kernel's.
+        let r = &pipe.raw[end][TX][i];
+        r.publish_head(l.tx_hwcur);
+        r.store_tail(l.tx_hwtail);
+    }
+    for &i in &port.rx {
+        let mut l = lock(&pipe.links[1 - end][i]);
+        l.rx_wake.port = Some(port.rx_note.clone());
+        let r = &pipe.raw[end][RX][i];
+        r.publish_head(l.rx_hwcur);
+        l.rx_tail_pub = l.rx_hwtail;
+        r.store_tail(l.rx_hwtail);
+    }
+    // ring_ofs: nr NIC tx + 1 host tx, nr NIC rx + 1 host rx; 0 for rings not bound here.
+    let mut ofs = vec![0isize; 2 * (nr + 1)];
+    for &i in &port.tx {
+        ofs[i] = pipe.ring_off[end][TX][i] as isize - if_off as isize;
+    }
+    for &i in &port.rx {
+        ofs[nr + 1 + i] = pipe.ring_off[end][RX][i] as isize - if_off as isize;
+    }
+    let name = match role {
+        PipeRole::Master => master_name,
+        PipeRole::Slave => format!("{parent}}}{id}"),
+    };
+    // SAFETY: the interface area was just allocated for this registration and is not yet
+    // visible to anyone.
+    unsafe {
+        write_if(
+            &pipe.mem.region,
+            if_off,
+            &name,
+            [nr as u32, nr as u32, 1, 1],
+            &ofs,
+        )
+    };
+    tracing::debug!(port = %name, rings = nr, slots = pipe.nslots, "emulated pipe end opened");
+    let region = pipe.mem.region.clone();
+    let mem = MemIdentity::Emulated {
+        mem_id: pipe.mem.id,
+        base: region.base().as_ptr() as usize,
+    };
+    Ok(Opened {
+        backend: Backend::Emulated(port),
+        region,
+        if_off,
+        mem,
+        extra_bufs: 0,
+    })
+}
+
+/// Marks rings `tx`/`rx` of pipe end `end` bound, or says why they cannot be.
+fn bind(
+    pipe: &Pipe,
+    spec: &PortSpec,
+    end: usize,
+    tx: &[usize],
+    rx: &[usize],
+    exclusive: bool,
+) -> Result<(), Error> {
+    let mut b = lock(&pipe.bound);
+    let any_bound = b.rings[end].iter().flatten().any(|x| *x);
+    if b.exclusive[end] || (exclusive && any_bound) {
+        return Err(Error::PortBusy(format!(
+            "{}: the pipe end is already open{} (in this process or another)",
+            spec.ifname,
+            if b.exclusive[end] {
+                " in exclusive mode"
+            } else {
+                ""
+            }
+        )));
+    }
+    for (dir, list) in [(TX, tx), (RX, rx)] {
+        if let Some(&i) = list.iter().find(|&&i| b.rings[end][dir][i]) {
+            return Err(Error::PortBusy(format!(
+                "{}: {} ring {i} of this pipe end is already bound by another registration \
+                 (in this process or another)",
+                spec.ifname,
+                if dir == TX { "tx" } else { "rx" }
+            )));
+        }
+    }
+    for (dir, list) in [(TX, tx), (RX, rx)] {
+        for &i in list {
+            b.rings[end][dir][i] = true;
+        }
+    }
+    b.exclusive[end] = exclusive;
+    Ok(())
+}
+
+impl EmuPort {
+    pub(crate) fn txsync(&self) -> Result<(), Error> {
+        self.tx_note.clear();
+        for &i in &self.tx {
+            self.pipe.txsync(self.end, i)?;
+        }
+        self.resignal(false);
+        Ok(())
+    }
+
+    pub(crate) fn rxsync(&self) -> Result<(), Error> {
+        self.rx_note.clear();
+        for &i in &self.rx {
+            self.pipe.rxsync(self.end, i)?;
+        }
+        self.resignal(true);
+        Ok(())
+    }
+
+    /// After a sync cleared the registration's notifier: signal it again if some ring still
+    /// has work for the user. The descriptor thus reports the rings' state (as `poll` on a
+    /// netmap fd does), and a sync never swallows a signal another waiter on the same
+    /// descriptor still needs.
+    #[inline]
+    fn resignal(&self, rx: bool) {
+        let (note, list, dir) = if rx {
+            (&self.rx_note, &self.rx, RX)
+        } else {
+            (&self.tx_note, &self.tx, TX)
+        };
+        if !note.is_armed() {
+            return;
+        }
+        let ready = list.iter().any(|&i| {
+            let r = &self.pipe.raw[self.end][dir][i];
+            r.load_tail() != r.load_cur()
+        });
+        if ready {
+            note.notify();
+        }
+    }
+
+    /// A readiness source for ring `idx` (position in this registration's list) alone.
+    /// Replaces the ring's previous one, if any (one live handle per ring).
+    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
+        let note = Arc::new(Notifier::new()?);
+        let (i, link) = if tx {
+            let i = *self.tx.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
+            (i, &self.pipe.links[self.end][i])
+        } else {
+            let i = *self.rx.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
+            (i, &self.pipe.links[1 - self.end][i])
+        };
+        let mut l = lock(link);
+        let wake = if tx { &mut l.tx_wake } else { &mut l.rx_wake };
+        wake.ring = Some(note.clone());
+        tracing::trace!(pipe = %self.pipe.name, ring = i, tx, "ring notifier installed");
+        Ok(RingWaker::notifier(note))
+    }
+
+    /// The RX descriptor for a caller that will poll it itself (through `AsFd`): from now on
+    /// every delivery signals it, as the kernel's fd always reports readiness.
+    pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
+        if !self.exposed.swap(true, Ordering::AcqRel) {
+            self.rx_note.arm();
+            self.resignal(true);
+        }
+        self.rx_note.as_fd()
+    }
+
+    /// Like `poll(2)` on a netmap fd: syncs the wanted directions (the kernel's poll handler
+    /// does the same), then sleeps on the notifiers until a wanted direction is ready.
+    pub(crate) fn wait(
+        &self,
+        want: Readiness,
+        timeout: Option<Duration>,
+        check: &dyn Fn() -> Readiness,
+    ) -> Result<Readiness, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let _rx_armed = want.readable.then(|| Armed::new(&self.rx_note));
+        let _tx_armed = want.writable.then(|| Armed::new(&self.tx_note));
+        loop {
+            // Each sync clears its notifier and signals it again if a ring has work, so a
+            // wake-up below is never lost to another thread's sync.
+            if want.readable {
+                self.rxsync()?;
+            }
+            if want.writable {
+                self.txsync()?;
+            }
+            let r = check();
+            if (want.readable && r.readable) || (want.writable && r.writable) {
+                return Ok(r);
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(r),
+                },
+                None => None,
+            };
+            let mut fds = Vec::with_capacity(2);
+            if want.readable {
+                fds.push((self.rx_note.as_fd(), libc::POLLIN));
+            }
+            if want.writable {
+                fds.push((self.tx_note.as_fd(), libc::POLLIN));
+            }
+            poll_fds(&fds, left)?;
+        }
+    }
+}
+
+/// A waiter's arming of one notifier, undone on drop (on every return path).
+struct Armed<'a>(&'a Notifier);
+
+impl<'a> Armed<'a> {
+    fn new(note: &'a Notifier) -> Self {
+        note.arm();
+        Armed(note)
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.0.disarm();
+    }
+}
+
+impl Drop for EmuPort {
+    fn drop(&mut self) {
+        if *self.exposed.get_mut() {
+            self.rx_note.disarm();
+        }
+        let pipe = &self.pipe;
+        for &i in &self.tx {
+            lock(&pipe.links[self.end][i]).tx_wake = Default::default();
+        }
+        for &i in &self.rx {
+            lock(&pipe.links[1 - self.end][i]).rx_wake = Default::default();
+        }
+        {
+            let mut b = lock(&pipe.bound);
+            for &i in &self.tx {
+                b.rings[self.end][TX][i] = false;
+            }
+            for &i in &self.rx {
+                b.rings[self.end][RX][i] = false;
+            }
+            b.exclusive[self.end] = false;
+        }
+        pipe.mem.free_if(self.if_off, self.if_size);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! [`RingWaker`]: the readiness source of one ring, for one waiter.
+//!
+//! A port's descriptor (the netmap fd, or an emulated registration's notifier) reports
+//! readiness for all of its rings at once, and every sync of any ring of the registration may
+//! consume what it reports. A task waiting for ring A must not depend on a signal that a sync
+//! made for ring B can swallow, so each waiting ring handle gets a source of its own:
+//!
+//! - kernel: a duplicate of the netmap fd. Each duplicate is registered with the reactor on
+//!   its own, so it keeps its own readiness state, and the kernel wakes every registration
+//!   when a ring of the file changes; `poll` on it reports the rings' state, not a token that
+//!   a sync could take away.
+//! - emulated: a notifier of the ring alone, signalled when that ring gets packets (RX) or
+//!   room (TX) and cleared only by its owner before it syncs.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use crate::notify::Notifier;
+
+/// What a ring waiter sleeps on; see the module docs.
+#[derive(Debug)]
+pub(crate) struct RingWaker {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// A descriptor of the waiter's own whose poll state the kernel computes from the rings
+    /// (POLLIN for RX, POLLOUT for TX when `writable`).
+    #[cfg_attr(
+        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
+        allow(dead_code)
+    )]
+    Fd { fd: OwnedFd, writable: bool },
+    /// The ring's own emulated notifier (reports readable).
+    Note(Arc<Notifier>),
+}
+
+impl RingWaker {
+    /// A waker over a descriptor of the waiter's own.
+    #[cfg_attr(
+        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn fd(fd: OwnedFd, writable: bool) -> RingWaker {
+        RingWaker {
+            kind: Kind::Fd { fd, writable },
+        }
+    }
+
+    /// A waker over a ring's emulated notifier.
+    pub(crate) fn notifier(note: Arc<Notifier>) -> RingWaker {
+        RingWaker {
+            kind: Kind::Note(note),
+        }
+    }
+
+    /// Whether readiness shows as "writable" (else as "readable").
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn reports_writable(&self) -> bool {
+        matches!(self.kind, Kind::Fd { writable: true, .. })
+    }
+
+    /// Announces that the owner is about to wait: signals reach the descriptor from now on.
+    /// Pair with [`disarm`](RingWaker::disarm).
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn arm(&self) {
+        if let Kind::Note(n) = &self.kind {
+            n.arm();
+        }
+    }
+
+    /// The owner stopped waiting.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn disarm(&self) {
+        if let Kind::Note(n) = &self.kind {
+            n.disarm();
+        }
+    }
+
+    /// Clears a pending signal; call right before the sync that decides whether to sleep.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn clear(&self) {
+        if let Kind::Note(n) = &self.kind {
+            n.clear();
+        }
+    }
+}
+
+impl AsFd for RingWaker {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match &self.kind {
+            Kind::Fd { fd, .. } => fd.as_fd(),
+            Kind::Note(n) => n.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for RingWaker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
