@@ -6,7 +6,9 @@
 //! - [`Frame`]: a received packet, borrowed from its slot or owned.
 //! - [`zero_copy_forward`]: swap buffers from an RX ring to a TX ring.
 
+mod claim;
 mod frame;
+mod layout;
 pub(crate) mod port;
 pub(crate) mod raw;
 mod ring;

@@ -1,7 +1,6 @@
 //! Opening ports: [`NetmapBuilder`] and [`Netmap`].
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,17 +11,8 @@ use crate::backend::{
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::region::Region;
-use crate::sync::raw::{if_bytes, read_if, ring_bytes, RawRing};
+use crate::sync::layout::{bind_rings, BoundRing, BoundRings};
 use crate::sync::ring::{RxRing, TxRing};
-
-/// One ring bound to a registration.
-#[derive(Debug)]
-pub(crate) struct BoundRing {
-    pub(crate) raw: RawRing,
-    pub(crate) host: bool,
-    pub(crate) ring_id: u16,
-    pub(crate) claimed: AtomicBool,
-}
 
 /// State shared by a [`Netmap`] and every ring handle taken from it. The mapping and the
 /// registration live until the last of them is dropped.
@@ -275,66 +265,7 @@ impl Netmap {
     ) -> Result<Netmap, Error> {
         let opened = backend::open(&spec, opts, choice)?;
         let region = opened.region;
-        let info = read_if(&region, opened.if_off)?;
-        let ntx = (info.tx_rings + info.host_tx_rings) as usize;
-        let nrx = (info.rx_rings + info.host_rx_rings) as usize;
-        if info.ring_ofs.len() != ntx + nrx {
-            return Err(Error::BadLayout("ring_ofs[] length mismatch".into()));
-        }
-        // Offsets of the rings bound to this registration (ring_ofs 0 = not bound: never
-        // dereferenced).
-        let locate = |k: usize| -> Result<Option<usize>, Error> {
-            let o = info.ring_ofs[k];
-            if o == 0 {
-                return Ok(None);
-            }
-            let abs = (opened.if_off as isize)
-                .checked_add(o)
-                .filter(|a| *a >= 0)
-                .ok_or_else(|| {
-                    Error::BadLayout(format!("ring_ofs[{k}] = {o} leaves the region"))
-                })?;
-            Ok(Some(abs as usize))
-        };
-        let mut tx_offs = Vec::new();
-        for k in 0..ntx {
-            if let Some(off) = locate(k)? {
-                let host = k >= info.tx_rings as usize;
-                let id = if host { k - info.tx_rings as usize } else { k };
-                tx_offs.push((off, host, id as u16));
-            }
-        }
-        let mut rx_offs = Vec::new();
-        for k in 0..nrx {
-            if let Some(off) = locate(ntx + k)? {
-                let host = k >= info.rx_rings as usize;
-                let id = if host { k - info.rx_rings as usize } else { k };
-                rx_offs.push((off, host, id as u16));
-            }
-        }
-        // Buffers may not overlap the interface or any bound ring.
-        let mut guard = opened.if_off + if_bytes(ntx + nrx);
-        for &(off, _, _) in tx_offs.iter().chain(&rx_offs) {
-            let r = RawRing::new(&region, off, 0)?;
-            guard = guard.max(off + ring_bytes(r.num_slots()));
-        }
-        let bind = |list: Vec<(usize, bool, u16)>| -> Result<Vec<BoundRing>, Error> {
-            list.into_iter()
-                .map(|(off, host, ring_id)| {
-                    Ok(BoundRing {
-                        raw: RawRing::new(&region, off, guard)?,
-                        host,
-                        ring_id,
-                        claimed: AtomicBool::new(false),
-                    })
-                })
-                .collect()
-        };
-        let tx = bind(tx_offs)?;
-        let rx = bind(rx_offs)?;
-        if tx.is_empty() && rx.is_empty() {
-            return Err(Error::BadLayout(format!("{spec}: no ring is bound")));
-        }
+        let BoundRings { tx, rx, bufs_head } = bind_rings(&region, opened.if_off, &spec)?;
         let name = spec.to_string();
         tracing::debug!(port = %name, backend = %opened.backend.kind(), tx = tx.len(), rx = rx.len(), "port open");
         Ok(Netmap {
@@ -346,7 +277,7 @@ impl Netmap {
                 name,
                 mem: opened.mem,
                 extra_bufs: opened.extra_bufs,
-                bufs_head: info.bufs_head,
+                bufs_head,
                 region,
             }),
         })

@@ -63,15 +63,13 @@ pub(crate) fn next(i: u32, n: u32) -> u32 {
     }
 }
 
-/// Ring index `i + k` in a ring of `n` slots (`k <= n`).
+/// Ring index `i + k` in a ring of `n` slots (`i < n`, `k <= n`). Computed in 64 bits, so
+/// rings of more than 2^31 slots cannot overflow (it costs nothing on 64-bit targets).
 #[inline(always)]
 pub(crate) fn advance(i: u32, k: u32, n: u32) -> u32 {
-    let j = i + k;
-    if j >= n {
-        j - n
-    } else {
-        j
-    }
+    let j = u64::from(i) + u64::from(k);
+    let n = u64::from(n);
+    (if j >= n { j - n } else { j }) as u32
 }
 
 /// Previous ring index before `i` in a ring of `n` slots.
@@ -95,13 +93,14 @@ pub(crate) fn runs(from: u32, to: u32, n: u32) -> [(u32, u32); 2] {
     }
 }
 
-/// Number of slots from `from` up to (not including) `to`, going forward, in a ring of `n`.
+/// Number of slots from `from` up to (not including) `to`, going forward, in a ring of `n`
+/// (`from, to < n`). The wrapped case is `n - (from - to)`, which cannot overflow.
 #[inline(always)]
 pub(crate) fn distance(from: u32, to: u32, n: u32) -> u32 {
     if to >= from {
         to - from
     } else {
-        to + n - from
+        n - (from - to)
     }
 }
 
@@ -160,26 +159,40 @@ impl RawRing {
             .ok_or_else(|| {
                 Error::BadLayout(format!("buffer pool offset {buf_ofs} leaves the region"))
             })? as usize;
-        let bs = buf_size as usize;
-        let min_idx = if base_off >= guard_end {
-            0
-        } else {
-            (guard_end - base_off).div_ceil(bs)
-        };
-        let max_idx = (region.len() - base_off) / bs;
-        let max_idx = u32::try_from(max_idx).unwrap_or(u32::MAX);
-        let min_idx = u32::try_from(min_idx).unwrap_or(u32::MAX);
-        // An empty range stays empty (max_idx - min_idx is used as an unsigned span).
-        let max_idx = max_idx.max(min_idx);
-        Ok(RawRing {
+        let max_idx = (region.len() - base_off) / buf_size as usize;
+        let ring = RawRing {
             ring,
             num_slots,
             buf_size,
             buf_base: base_off,
             region_base: region.base(),
-            min_idx,
-            max_idx,
-        })
+            min_idx: 0,
+            max_idx: u32::try_from(max_idx).unwrap_or(u32::MAX),
+        };
+        Ok(ring.with_guard(guard_end))
+    }
+
+    /// The same view with buffers starting below `guard_end` refused. Uses the geometry this
+    /// view already read and validated: shared memory is not read again, so a value that
+    /// changes meanwhile cannot make two checks disagree.
+    pub(crate) fn with_guard(mut self, guard_end: usize) -> RawRing {
+        let bs = self.buf_size as usize;
+        let min_idx = if self.buf_base >= guard_end {
+            0
+        } else {
+            (guard_end - self.buf_base).div_ceil(bs)
+        };
+        let min_idx = u32::try_from(min_idx).unwrap_or(u32::MAX).max(self.min_idx);
+        // An empty range stays empty (max_idx - min_idx is used as an unsigned span).
+        self.max_idx = self.max_idx.max(min_idx);
+        self.min_idx = min_idx;
+        self
+    }
+
+    /// Byte range `[start, end)` of the ring header and its slots, relative to the region.
+    pub(crate) fn extent(&self) -> (usize, usize) {
+        let start = self.ring.as_ptr().addr() - self.region_base.as_ptr().addr();
+        (start, start + ring_bytes(self.num_slots))
     }
 
     /// The ring header pointer (handing it out is safe; using it is not).
@@ -583,10 +596,24 @@ mod tests {
         assert!(!in_cyclic_range(6, 2, 1, n));
         assert!(!in_cyclic_range(6, 5, 1, n));
         assert!(!in_cyclic_range(0, 9, 7, n));
-        // near u32::MAX-sized rings nothing overflows
-        let big = u32::MAX - 1;
-        assert_eq!(next(big - 1, big), 0);
-        assert_eq!(distance(big - 1, 0, big), 1);
+        // Rings of up to u32::MAX slots: nothing overflows, at either end of the ring.
+        for big in [u32::MAX, u32::MAX - 1, (1 << 31) + 1] {
+            assert_eq!(next(big - 1, big), 0);
+            assert_eq!(next(big - 2, big), big - 1);
+            assert_eq!(prev(0, big), big - 1);
+            assert_eq!(distance(big - 1, 0, big), 1);
+            assert_eq!(distance(0, big - 1, big), big - 1);
+            assert_eq!(distance(big - 1, big - 2, big), big - 1);
+            assert_eq!(advance(big - 2, big - 3, big), big - 5);
+            assert_eq!(advance(big - 1, big, big), big - 1);
+            assert_eq!(advance(big - 1, 1, big), 0);
+            assert_eq!(advance(1, big - 1, big), 0);
+            assert!(in_cyclic_range(big - 2, 1, 3, big));
+            assert!(!in_cyclic_range(big - 2, 4, 3, big));
+            assert!(in_cyclic_range(0, big - 1, big - 1, big));
+            let [(a, b), (c, d)] = runs(big - 2, 3, big);
+            assert_eq!((a, b, c, d), (big - 2, 2, 0, 3));
+        }
     }
 
     fn write_ring(region: &Region, off: usize, slots: u32, buf_size: u32, buf_ofs: i64) {

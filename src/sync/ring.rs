@@ -8,13 +8,13 @@
 //! the kernel (which happens only at the next sync) while the frame lives.
 
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
 use bytes::Bytes;
 
+use crate::sync::claim::Claim;
 use crate::sync::frame::{Frame, INLINE_CAPACITY};
 use crate::sync::port::PortInner;
 use crate::sync::raw::{advance, distance, next, RawRing};
@@ -36,6 +36,8 @@ struct Handle {
     index: usize,
     dir: Dir,
     port: Arc<PortInner>,
+    /// This process's only handle of the ring (released on drop).
+    _claim: Claim,
 }
 
 impl Handle {
@@ -45,17 +47,11 @@ impl Handle {
             Dir::Rx => &port.rx,
         };
         let b = list.get(index).ok_or(Error::InvalidRingIndex(index))?;
-        if b.claimed
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(Error::RingInUse(index));
-        }
+        let claim = Claim::take(port.mem, b.off).ok_or(Error::RingInUse(index))?;
         let raw = b.raw.clone();
         let head = raw.load_head();
         let tail = raw.load_tail();
         if head >= raw.num_slots() || tail >= raw.num_slots() {
-            b.claimed.store(false, Ordering::Release);
             return Err(Error::RingState(format!(
                 "ring {index}: head {head} / tail {tail} outside 0..{}",
                 raw.num_slots()
@@ -69,10 +65,11 @@ impl Handle {
             index,
             dir,
             port,
+            _claim: claim,
         })
     }
 
-    fn bound(&self) -> &crate::sync::port::BoundRing {
+    fn bound(&self) -> &crate::sync::layout::BoundRing {
         match self.dir {
             Dir::Tx => &self.port.tx[self.index],
             Dir::Rx => &self.port.rx[self.index],
@@ -139,12 +136,6 @@ impl Handle {
             buf_idx,
             len,
         }
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.bound().claimed.store(false, Ordering::Release);
     }
 }
 
@@ -802,6 +793,7 @@ mod tests {
     use crate::backend::BackendChoice;
     use crate::sync::raw::prev;
     use crate::sync::NetmapBuilder;
+    use std::sync::atomic::Ordering;
 
     fn emu(name: &str) -> crate::Netmap {
         NetmapBuilder::new(name)
