@@ -27,6 +27,8 @@ pub(crate) mod xsk_ring;
 mod testnet;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rate;
 
 use std::io;
 

@@ -21,7 +21,7 @@ const NFRAMES: u32 = 4096;
 /// from overflowing, so "none lost" is a property of the path, not of the pacing).
 const WINDOW: usize = 64;
 /// Hang guard for waits (a failing test fails after this; a passing one never waits it out).
-const PATIENCE: Duration = Duration::from_secs(20);
+pub(super) const PATIENCE: Duration = Duration::from_secs(20);
 
 fn payload(tag: &str, i: usize) -> Vec<u8> {
     let mut p = format!("{tag} frame {i:06} ").into_bytes();
@@ -58,7 +58,7 @@ fn ends_a_to_b(pair: &VethPair, dst_port: u16) -> UdpEnds {
     }
 }
 
-fn umem() -> Umem {
+pub(super) fn umem() -> Umem {
     let region = Arc::new(Region::anonymous((NFRAMES * FRAME) as usize).unwrap());
     Umem::new(region, 0, (NFRAMES * FRAME) as usize, FRAME).unwrap()
 }
@@ -83,7 +83,7 @@ fn xsk_rig(pair: &VethPair, umem: &Umem) -> (XdpProgram, XskSocket, Vec<u64>) {
     (prog, xsk, free)
 }
 
-fn reap(xsk: &mut XskSocket, free: &mut Vec<u64>) -> usize {
+pub(super) fn reap(xsk: &mut XskSocket, free: &mut Vec<u64>) -> usize {
     let mut done = [0u64; 64];
     let n = xsk.comp.consume(&mut done).unwrap();
     free.extend_from_slice(&done[..n]);
@@ -536,92 +536,4 @@ fn xdp_program_gone_after_sigkill() {
     }
     let shown = pair.link_show_a();
     assert!(!shown.contains("xdp"), "{shown}");
-}
-
-/// Raw TX loops over the same veth pair: AF_XDP (copy mode) and AF_PACKET `TPACKET_V2`, 60-byte
-/// frames the peer drops (unknown ethertype). Prints frames/s; asserts every frame was
-/// accounted for (completion ring / status words).
-#[test]
-fn tx_rate_xsk_vs_afpacket() {
-    require_net!();
-    let frames: usize = std::env::var("NETMAP_RS_TX_FRAMES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let pair = VethPair::new();
-    let mut f = vec![0u8; 60];
-    f[0..6].copy_from_slice(&pair.mac_b);
-    f[6..12].copy_from_slice(&pair.mac_a);
-    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
-
-    // AF_XDP: no program needed for TX.
-    let umem = umem();
-    let mut xsk = XskSocket::new(&pair.a, 0, &umem, &XskConfig::default()).unwrap();
-    let mut free: Vec<u64> = (0..umem.frames()).map(|i| umem.frame_addr(i)).collect();
-    for &a in &free {
-        umem.write(a, &f).unwrap();
-    }
-    let t = Instant::now();
-    let (mut sent, mut done) = (0usize, 0usize);
-    let mut batch = Vec::with_capacity(64);
-    let deadline = Instant::now() + PATIENCE * 3;
-    while done < frames {
-        assert!(
-            Instant::now() < deadline,
-            "XSK TX stalled at {done}/{frames}"
-        );
-        batch.clear();
-        while batch.len() < 64 && sent + batch.len() < frames {
-            match free.pop() {
-                Some(addr) => batch.push(sys::XdpDesc {
-                    addr,
-                    len: 60,
-                    options: 0,
-                }),
-                None => break,
-            }
-        }
-        let n = xsk.tx.produce(&batch).unwrap();
-        free.extend(batch[n..].iter().map(|d| d.addr));
-        sent += n;
-        xsk.kick_tx().unwrap();
-        done += reap(&mut xsk, &mut free);
-    }
-    let xsk_rate = frames as f64 / t.elapsed().as_secs_f64();
-    assert_eq!(xsk.statistics().unwrap().tx_invalid_descs, 0);
-    drop(xsk);
-
-    let mut ps = PacketSocket::new(&pair.a, &PacketConfig::default()).unwrap();
-    let t = Instant::now();
-    let mut sent = 0;
-    let deadline = Instant::now() + PATIENCE * 3;
-    while sent < frames {
-        assert!(
-            Instant::now() < deadline,
-            "AF_PACKET TX stalled at {sent}/{frames}"
-        );
-        let mut queued = 0;
-        while sent < frames && queued < 64 && ps.send(&f).unwrap() {
-            sent += 1;
-            queued += 1;
-        }
-        ps.kick().unwrap();
-        if queued == 0 {
-            os::poll_one(ps.fd(), libc::POLLOUT, 10).unwrap();
-        }
-    }
-    while ps.tx_in_flight() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "AF_PACKET TX frames never came back"
-        );
-        ps.kick().unwrap();
-    }
-    let pkt_rate = frames as f64 / t.elapsed().as_secs_f64();
-    eprintln!(
-        "TX {frames} x 60 B on veth: AF_XDP copy mode {:.3} Mpps, AF_PACKET TPACKET_V2 {:.3} Mpps, ratio {:.2}",
-        xsk_rate / 1e6,
-        pkt_rate / 1e6,
-        xsk_rate / pkt_rate
-    );
 }
