@@ -70,6 +70,43 @@ pub enum Error {
     /// The ring was found in a state the netmap rules forbid (head/cur outside their range);
     /// the kernel would reset such a ring and drop its packets.
     RingState(String),
+    /// The named network interface does not exist (Linux AF_XDP / AF_PACKET backends).
+    InterfaceNotFound(String),
+    /// The named network interface exists but is administratively down.
+    InterfaceDown(String),
+    /// The queue (channel) asked for is not one the interface has.
+    QueueOutOfRange {
+        /// Interface name.
+        interface: String,
+        /// The queue asked for.
+        queue: u32,
+        /// How many queues the interface has.
+        available: u32,
+    },
+    /// The process lacks a privilege the operation needs.
+    MissingPrivilege {
+        /// What was being done.
+        what: String,
+        /// The capabilities that grant it.
+        needs: &'static str,
+    },
+    /// The running kernel lacks a feature the backend needs; the message names it and the
+    /// alternative.
+    KernelUnsupported(String),
+    /// Another XDP program is already attached to the interface; it is left untouched.
+    XdpProgramAttached {
+        /// Interface name.
+        interface: String,
+        /// Kernel id of the attached program (0 when unknown).
+        prog_id: u32,
+    },
+    /// A frame is longer than the interface's MTU allows.
+    FrameOverMtu {
+        /// Frame length in bytes (Ethernet header included).
+        len: usize,
+        /// Largest frame the interface takes (MTU plus the 14-byte Ethernet header).
+        max: usize,
+    },
 }
 
 /// Result type of this crate.
@@ -147,6 +184,44 @@ impl fmt::Display for Error {
                  (same allocator, e.g. pipes of one parent or the same @mem id)",
             ),
             Error::RingState(m) => write!(f, "ring state violates netmap rules: {m}"),
+            Error::InterfaceNotFound(i) => write!(
+                f,
+                "no network interface named {i:?}: check the name with `ip link show` \
+                 (inside the right network namespace)"
+            ),
+            Error::InterfaceDown(i) => write!(
+                f,
+                "interface {i:?} is down: bring it up with `ip link set dev {i} up`"
+            ),
+            Error::QueueOutOfRange {
+                interface,
+                queue,
+                available,
+            } => write!(
+                f,
+                "queue {queue} out of range: {interface:?} has {available} queue(s) \
+                 (0..{available}); see `ethtool -l {interface}`, or raise the count with \
+                 `ethtool -L {interface} combined N`"
+            ),
+            Error::MissingPrivilege { what, needs } => write!(
+                f,
+                "permission denied: {what} needs {needs}: run as root (sudo) or grant the \
+                 capabilities (setcap)"
+            ),
+            Error::KernelUnsupported(m) => write!(f, "not supported by this kernel: {m}"),
+            Error::XdpProgramAttached { interface, prog_id } => write!(
+                f,
+                "interface {interface:?} already has an XDP program attached (id {prog_id}) \
+                 by someone else; netmap-rs neither replaces nor removes it. Detach it \
+                 (`ip link set dev {interface} xdp off`, `xdp-loader unload {interface} --all`) \
+                 or use the AF_PACKET backend (afpacket:{interface})"
+            ),
+            Error::FrameOverMtu { len, max } => write!(
+                f,
+                "frame of {len} bytes exceeds the interface limit of {max} bytes (MTU + \
+                 Ethernet header): send smaller frames or raise the MTU (`ip link set dev IF \
+                 mtu N`)"
+            ),
         }
     }
 }
@@ -180,11 +255,20 @@ impl Error {
             Error::InvalidRingIndex(_)
             | Error::PacketTooLarge(_)
             | Error::InvalidPortName { .. }
-            | Error::MemoryMismatch => K::InvalidInput,
-            Error::ModuleNotLoaded | Error::NoSuchInterface(_) => K::NotFound,
-            Error::PermissionDenied(_) => K::PermissionDenied,
-            Error::PortBusy(_) | Error::RingInUse(_) => K::AddrInUse,
-            Error::UnsupportedPlatform(_) | Error::FallbackUnsupported(_) => K::Unsupported,
+            | Error::MemoryMismatch
+            | Error::QueueOutOfRange { .. }
+            | Error::FrameOverMtu { .. } => K::InvalidInput,
+            Error::ModuleNotLoaded | Error::NoSuchInterface(_) | Error::InterfaceNotFound(_) => {
+                K::NotFound
+            }
+            Error::InterfaceDown(_) => K::NotConnected,
+            Error::PermissionDenied(_) | Error::MissingPrivilege { .. } => K::PermissionDenied,
+            Error::PortBusy(_) | Error::RingInUse(_) | Error::XdpProgramAttached { .. } => {
+                K::AddrInUse
+            }
+            Error::UnsupportedPlatform(_)
+            | Error::FallbackUnsupported(_)
+            | Error::KernelUnsupported(_) => K::Unsupported,
             Error::CorruptSlot { .. }
             | Error::BadLayout(_)
             | Error::ApiMismatch { .. }

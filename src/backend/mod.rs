@@ -15,6 +15,8 @@ use crate::region::Region;
 pub(crate) mod emulated;
 #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
 pub(crate) mod kernel;
+#[cfg(target_os = "linux")]
+pub(crate) mod linux;
 mod waker;
 
 pub(crate) use waker::RingWaker;

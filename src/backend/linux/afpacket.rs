@@ -1,0 +1,406 @@
+//! AF_PACKET `PACKET_MMAP` rings, `TPACKET_V2`: an RX ring and a TX ring of fixed-size frames
+//! in one mapping, each frame owned by the kernel or the user according to its `tp_status`
+//! word (Acquire load before reading a frame, Release store when handing it over).
+//!
+//! - RX: a frame is ours while `tp_status & TP_STATUS_USER`; data at `tp_mac`, `tp_snaplen`
+//!   bytes (both checked to stay inside the frame); [`RxFrame`] gives it back on drop.
+//! - TX: a frame is free while `TP_STATUS_AVAILABLE`; write data at
+//!   `TPACKET2_HDRLEN - sizeof(sockaddr_ll)`, set `tp_len`, store `TP_STATUS_SEND_REQUEST`;
+//!   [`PacketSocket::kick`] makes the kernel send. `TP_STATUS_WRONG_FORMAT` (a frame the kernel
+//!   refused) is reported as an error and the frame reclaimed.
+
+use std::io;
+use std::ops::Deref;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::iface::Interface;
+use super::os::{self, Mapping};
+use super::sys;
+use super::{os_error, CAPS_RAW};
+use crate::error::Error;
+
+/// Ring geometry and options for [`PacketSocket::new`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PacketConfig {
+    /// Frame size (a power of two ≥ 2048 fits a 1500-byte MTU frame plus headers).
+    pub frame_size: u32,
+    /// RX frames (rounded up to whole blocks).
+    pub rx_frames: u32,
+    /// TX frames (rounded up to whole blocks).
+    pub tx_frames: u32,
+    /// Send straight to the driver, skipping the qdisc layer (`PACKET_QDISC_BYPASS`).
+    pub qdisc_bypass: bool,
+    /// Keep our own (and other local) outgoing packets out of the RX ring
+    /// (`PACKET_IGNORE_OUTGOING`, 4.20+; skipped where unsupported).
+    pub ignore_outgoing: bool,
+}
+
+impl Default for PacketConfig {
+    fn default() -> Self {
+        PacketConfig {
+            frame_size: 2048,
+            rx_frames: 1024,
+            tx_frames: 1024,
+            qdisc_bypass: true,
+            ignore_outgoing: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ring {
+    offset: usize,
+    frames: u32,
+    head: u32,
+}
+
+/// A `TPACKET_V2` AF_PACKET socket bound to one interface.
+#[derive(Debug)]
+pub(crate) struct PacketSocket {
+    rx: Ring,
+    tx: Ring,
+    frame_size: usize,
+    max_frame: usize,
+    ifname: String,
+    ifindex: u32,
+    ignore_outgoing: bool,
+    qdisc_bypass: bool,
+    map: Mapping,
+    // Last: unmapped before closed.
+    fd: OwnedFd,
+}
+
+/// A received frame, on loan from the RX ring; returned to the kernel on drop.
+#[derive(Debug)]
+pub(crate) struct RxFrame<'a> {
+    data: &'a [u8],
+    status: &'a AtomicU32,
+    /// Length on the wire (larger than the data when the frame was truncated).
+    pub wire_len: u32,
+    /// The `tp_status` bits the kernel set (`TP_STATUS_LOSING`, `TP_STATUS_COPY`, ...).
+    pub flags: u32,
+}
+
+impl Deref for RxFrame<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.data
+    }
+}
+
+impl Drop for RxFrame<'_> {
+    fn drop(&mut self) {
+        self.status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
+    }
+}
+
+/// A free TX frame, on loan until [`send`](TxSlot::send) queues it (dropping it unsent leaves
+/// it free).
+#[derive(Debug)]
+pub(crate) struct TxSlot<'a> {
+    buf: &'a mut [u8],
+    hdr: NonNull<libc::tpacket2_hdr>,
+    head: &'a mut u32,
+    frames: u32,
+    max_frame: usize,
+}
+
+impl TxSlot<'_> {
+    /// The frame's data area (the whole capacity; send a prefix of it).
+    pub(crate) fn buf(&mut self) -> &mut [u8] {
+        self.buf
+    }
+
+    /// Queues the first `len` bytes for sending (sent at the next [`PacketSocket::kick`]).
+    pub(crate) fn send(self, len: usize) -> Result<(), Error> {
+        let max = self.max_frame.min(self.buf.len());
+        if len > max {
+            return Err(Error::FrameOverMtu { len, max });
+        }
+        let hdr = self.hdr.as_ptr();
+        // SAFETY: hdr points at this frame's header inside the mapping; the frame is ours
+        // (TP_STATUS_AVAILABLE) until the status store below.
+        unsafe {
+            std::ptr::addr_of_mut!((*hdr).tp_len).write(len as u32);
+            std::ptr::addr_of_mut!((*hdr).tp_snaplen).write(len as u32);
+        }
+        status_of(self.hdr).store(sys::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        *self.head = (*self.head + 1) % self.frames;
+        Ok(())
+    }
+}
+
+fn status_of<'a>(hdr: NonNull<libc::tpacket2_hdr>) -> &'a AtomicU32 {
+    // SAFETY: tp_status is the first, 4-aligned u32 of a header inside a live mapping (callers
+    // tie 'a to the borrow of the socket that owns it); the kernel accesses it atomically.
+    unsafe { &*(hdr.as_ptr() as *const AtomicU32) }
+}
+
+impl PacketSocket {
+    /// Opens a `TPACKET_V2` socket with RX and TX rings bound to `ifname`. Errors: no such
+    /// interface / down, [`Error::MissingPrivilege`] without `CAP_NET_RAW`.
+    pub(crate) fn new(ifname: &str, cfg: &PacketConfig) -> Result<PacketSocket, Error> {
+        let iface = Interface::lookup_up(ifname)?;
+        let fs = cfg.frame_size as usize;
+        if !cfg.frame_size.is_power_of_two() || fs < 256 || cfg.rx_frames == 0 || cfg.tx_frames == 0
+        {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("AF_PACKET frame size {fs} must be a power of two ≥ 256, ring sizes > 0"),
+            )));
+        }
+        // Protocol 0: receive nothing until bound with ETH_P_ALL after the rings exist.
+        let fd =
+            os::socket(libc::AF_PACKET, libc::SOCK_RAW, 0).map_err(|e| match e.raw_os_error() {
+                Some(libc::EAFNOSUPPORT) => Error::KernelUnsupported(
+                    "AF_PACKET sockets (EAFNOSUPPORT): kernel built without CONFIG_PACKET".into(),
+                ),
+                _ => os_error(e, "opening an AF_PACKET socket", CAPS_RAW, ifname),
+            })?;
+        let opt = |name, v: libc::c_int, what: &str| {
+            os::setsockopt(fd.as_fd(), sys::SOL_PACKET, name, &v)
+                .map_err(|e| os_error(e, what, CAPS_RAW, ifname))
+        };
+        opt(sys::PACKET_VERSION, sys::TPACKET_V2, "selecting TPACKET_V2")?;
+        // Frames are contiguous: a block is max(page, frame) bytes, a whole number of frames.
+        let block = fs.max(page_size());
+        let per_block = (block / fs) as u32;
+        let req = |frames: u32| {
+            let blocks = frames.div_ceil(per_block);
+            libc::tpacket_req {
+                tp_block_size: block as u32,
+                tp_block_nr: blocks,
+                tp_frame_size: fs as u32,
+                tp_frame_nr: blocks * per_block,
+            }
+        };
+        let (rxq, txq) = (req(cfg.rx_frames), req(cfg.tx_frames));
+        let set_ring = |name, r: &libc::tpacket_req, what: &str| {
+            os::setsockopt(fd.as_fd(), sys::SOL_PACKET, name, r)
+                .map_err(|e| os_error(e, what, CAPS_RAW, ifname))
+        };
+        set_ring(sys::PACKET_RX_RING, &rxq, "setting up the PACKET_RX_RING")?;
+        set_ring(sys::PACKET_TX_RING, &txq, "setting up the PACKET_TX_RING")?;
+        let qdisc_bypass = cfg.qdisc_bypass && opt(sys::PACKET_QDISC_BYPASS, 1, "").is_ok();
+        let ignore_outgoing =
+            cfg.ignore_outgoing && opt(sys::PACKET_IGNORE_OUTGOING, 1, "").is_ok();
+        let rx_bytes = rxq.tp_block_nr as usize * block;
+        let tx_bytes = txq.tp_block_nr as usize * block;
+        let map = Mapping::new(fd.as_fd(), rx_bytes + tx_bytes, 0)
+            .map_err(|e| os_error(e, "mapping the AF_PACKET rings", CAPS_RAW, ifname))?;
+        let sll = libc::sockaddr_ll {
+            sll_family: libc::AF_PACKET as u16,
+            sll_protocol: (libc::ETH_P_ALL as u16).to_be(),
+            sll_ifindex: iface.index as i32,
+            sll_hatype: 0,
+            sll_pkttype: 0,
+            sll_halen: 0,
+            sll_addr: [0; 8],
+        };
+        os::bind(fd.as_fd(), &sll).map_err(|e| {
+            os_error(
+                e,
+                &format!("binding the AF_PACKET socket to {ifname}"),
+                CAPS_RAW,
+                ifname,
+            )
+        })?;
+        tracing::debug!(
+            interface = ifname,
+            qdisc_bypass,
+            ignore_outgoing,
+            "AF_PACKET socket bound"
+        );
+        Ok(PacketSocket {
+            rx: Ring {
+                offset: 0,
+                frames: rxq.tp_frame_nr,
+                head: 0,
+            },
+            tx: Ring {
+                offset: rx_bytes,
+                frames: txq.tp_frame_nr,
+                head: 0,
+            },
+            frame_size: fs,
+            max_frame: iface.max_frame(),
+            ifname: iface.name,
+            ifindex: iface.index,
+            ignore_outgoing,
+            qdisc_bypass,
+            map,
+            fd,
+        })
+    }
+
+    fn hdr(&self, ring: &Ring, i: u32) -> NonNull<libc::tpacket2_hdr> {
+        self.map
+            .at(
+                ring.offset + i as usize * self.frame_size,
+                self.frame_size,
+                16,
+            )
+            .expect("frame inside the ring mapping by construction")
+            .cast()
+    }
+
+    /// The next received frame, if the kernel has handed one over.
+    pub(crate) fn rx_next(&mut self) -> Result<Option<RxFrame<'_>>, Error> {
+        let hdr = self.hdr(&self.rx, self.rx.head);
+        let status = status_of(hdr);
+        let st = status.load(Ordering::Acquire);
+        if st & sys::TP_STATUS_USER == 0 {
+            return Ok(None);
+        }
+        self.rx.head = (self.rx.head + 1) % self.rx.frames;
+        // SAFETY: the frame is ours (TP_STATUS_USER, acquired above); the header is in bounds.
+        let h = unsafe { hdr.as_ptr().read() };
+        let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
+        if mac < std::mem::size_of::<libc::tpacket2_hdr>() || mac + snap > self.frame_size {
+            status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
+            return Err(Error::BadLayout(format!(
+                "AF_PACKET RX frame: data at {mac} of {snap} bytes leaves the {}-byte frame; \
+                 the frame was given back unread",
+                self.frame_size
+            )));
+        }
+        // SAFETY: [mac, mac + snap) lies inside this frame (checked); the kernel does not write
+        // the frame until we store TP_STATUS_KERNEL, which RxFrame does on drop, and RxFrame
+        // borrows self mutably so the mapping outlives it.
+        let data = unsafe { std::slice::from_raw_parts(hdr.as_ptr().cast::<u8>().add(mac), snap) };
+        Ok(Some(RxFrame {
+            data,
+            status,
+            wire_len: h.tp_len,
+            flags: st & !sys::TP_STATUS_USER,
+        }))
+    }
+
+    /// The next free TX frame, `None` when the ring is full (kick and wait for `POLLOUT`).
+    /// A frame the kernel refused (`TP_STATUS_WRONG_FORMAT`) is reclaimed and reported.
+    pub(crate) fn tx_slot(&mut self) -> Result<Option<TxSlot<'_>>, Error> {
+        let hdr = self.hdr(&self.tx, self.tx.head);
+        let status = status_of(hdr);
+        match status.load(Ordering::Acquire) {
+            sys::TP_STATUS_AVAILABLE => {}
+            sys::TP_STATUS_WRONG_FORMAT => {
+                status.store(sys::TP_STATUS_AVAILABLE, Ordering::Release);
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the kernel refused AF_PACKET TX frame {} on {} (TP_STATUS_WRONG_FORMAT: \
+                         bad length or header); the frame was dropped",
+                        self.tx.head, self.ifname
+                    ),
+                )));
+            }
+            _ => return Ok(None),
+        }
+        let off = sys::TPACKET2_TX_DATA_OFFSET;
+        let cap = self.frame_size - off;
+        // SAFETY: [off, frame_size) of this frame is inside the mapping; the frame is ours
+        // (AVAILABLE) and stays so until TxSlot::send publishes it; TxSlot borrows self
+        // mutably, so no second slot aliases it and the mapping outlives it.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(hdr.as_ptr().cast::<u8>().add(off), cap) };
+        Ok(Some(TxSlot {
+            buf,
+            hdr,
+            head: &mut self.tx.head,
+            frames: self.tx.frames,
+            max_frame: self.max_frame,
+        }))
+    }
+
+    /// Copies `frame` into the next free TX frame and queues it; `Ok(false)` when full.
+    pub(crate) fn send(&mut self, frame: &[u8]) -> Result<bool, Error> {
+        if frame.len() > self.max_frame {
+            return Err(Error::FrameOverMtu {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        match self.tx_slot()? {
+            None => Ok(false),
+            Some(mut s) => {
+                s.buf()[..frame.len()].copy_from_slice(frame);
+                s.send(frame.len())?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Asks the kernel to send every queued TX frame (`sendto(fd, NULL, 0, MSG_DONTWAIT)`).
+    pub(crate) fn kick(&self) -> Result<(), Error> {
+        match os::kick(self.fd.as_fd()) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS)) => {
+                Ok(())
+            }
+            Err(e) => Err(os_error(
+                e,
+                "AF_PACKET TX kick (sendto)",
+                CAPS_RAW,
+                &self.ifname,
+            )),
+        }
+    }
+
+    /// TX frames queued or being sent (not yet back to `TP_STATUS_AVAILABLE`).
+    pub(crate) fn tx_in_flight(&self) -> u32 {
+        (0..self.tx.frames)
+            .filter(|&i| {
+                status_of(self.hdr(&self.tx, i)).load(Ordering::Acquire) != sys::TP_STATUS_AVAILABLE
+            })
+            .count() as u32
+    }
+
+    /// Packets seen and dropped for lack of RX ring room since the last call (the kernel
+    /// resets the counters on read).
+    pub(crate) fn statistics(&self) -> Result<sys::TpacketStats, Error> {
+        os::getsockopt::<sys::TpacketStats>(
+            self.fd.as_fd(),
+            sys::SOL_PACKET,
+            sys::PACKET_STATISTICS,
+        )
+        .map(|(s, _)| s)
+        .map_err(|e| os_error(e, "reading PACKET_STATISTICS", CAPS_RAW, &self.ifname))
+    }
+
+    /// The socket descriptor (`POLLIN` with a received frame, `POLLOUT` with a free TX frame).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Whether `PACKET_IGNORE_OUTGOING` is in effect.
+    pub(crate) fn ignores_outgoing(&self) -> bool {
+        self.ignore_outgoing
+    }
+
+    /// Whether `PACKET_QDISC_BYPASS` is in effect.
+    pub(crate) fn bypasses_qdisc(&self) -> bool {
+        self.qdisc_bypass
+    }
+
+    /// Longest frame accepted for sending.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Interface index.
+    pub(crate) fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}

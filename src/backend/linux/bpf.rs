@@ -1,0 +1,235 @@
+//! `bpf(2)` without libbpf: the XSKMAP, the queue-to-socket redirect program written as
+//! instruction bytes, map updates, XDP links and program ids.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use super::sys::{self, BpfInsn};
+
+/// Issues `bpf(cmd, attr, size_of::<T>())`.
+fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, writable #[repr(C)] bpf_attr prefix of exactly the size passed;
+    // any pointers inside it (instructions, licence, log buffer, info) are set by the callers
+    // in this module to buffers that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut T,
+            size_of::<T>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn fd_from(r: libc::c_long) -> OwnedFd {
+    // SAFETY: the bpf commands calling this return a fresh descriptor on success.
+    unsafe { OwnedFd::from_raw_fd(r as libc::c_int) }
+}
+
+/// Raises `RLIMIT_MEMLOCK` to unlimited (kernels before 5.11 charge BPF maps and programs to
+/// it). Returns whether the limit was raised.
+pub(crate) fn raise_memlock() -> bool {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit value passed by pointer, read during the call only.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) == 0 }
+}
+
+/// Runs `f`; when it fails with EPERM (the memlock charge of kernels before 5.11, or a real
+/// privilege problem), raises `RLIMIT_MEMLOCK` and tries once more.
+fn with_memlock_retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    match f() {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && raise_memlock() => f(),
+        other => other,
+    }
+}
+
+fn name16(name: &str) -> [u8; sys::BPF_OBJ_NAME_LEN] {
+    let mut out = [0u8; sys::BPF_OBJ_NAME_LEN];
+    for (d, s) in out
+        .iter_mut()
+        .zip(
+            name.bytes()
+                .filter(|b| b.is_ascii_alphanumeric() || *b == b'_'),
+        )
+        .take(sys::BPF_OBJ_NAME_LEN - 1)
+    {
+        *d = s;
+    }
+    out
+}
+
+/// Creates an XSKMAP (key: queue index, value: AF_XDP socket fd) of `entries` slots.
+pub(crate) fn create_xskmap(entries: u32) -> io::Result<OwnedFd> {
+    with_memlock_retry(|| {
+        let mut attr = sys::BpfMapCreateAttr {
+            map_type: sys::BPF_MAP_TYPE_XSKMAP,
+            key_size: 4,
+            value_size: 4,
+            max_entries: entries.max(1),
+            map_name: name16("netmap_rs_xsks"),
+            ..Default::default()
+        };
+        match sys_bpf(sys::BPF_MAP_CREATE, &mut attr) {
+            // Kernels before 4.15 reject map names: retry without.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                attr.map_name = [0; sys::BPF_OBJ_NAME_LEN];
+                sys_bpf(sys::BPF_MAP_CREATE, &mut attr)
+            }
+            r => r,
+        }
+        .map(fd_from)
+    })
+}
+
+/// Sets `map[key] = value` (an XSKMAP entry: queue → socket fd).
+pub(crate) fn map_update(map: BorrowedFd<'_>, key: u32, value: u32) -> io::Result<()> {
+    let mut attr = sys::BpfMapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: sys::BPF_ANY,
+        ..Default::default()
+    };
+    sys_bpf(sys::BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Removes `map[key]`; a missing entry is not an error.
+pub(crate) fn map_delete(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
+    let mut attr = sys::BpfMapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        ..Default::default()
+    };
+    match sys_bpf(sys::BPF_MAP_DELETE_ELEM, &mut attr) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r.map(drop),
+    }
+}
+
+/// The redirect program: `r2 = ctx->rx_queue_index; r1 = map; r3 = XDP_PASS;
+/// return bpf_redirect_map(r1, r2, r3)`. Six instruction slots (`LD_IMM64` takes two).
+/// Packets of queues without a socket in the map go on to the stack (fallback action in `r3`,
+/// kernel 5.3+).
+pub(crate) fn redirect_program(map_fd: BorrowedFd<'_>) -> [BpfInsn; 6] {
+    redirect_insns(map_fd.as_raw_fd())
+}
+
+fn redirect_insns(map_fd: i32) -> [BpfInsn; 6] {
+    [
+        BpfInsn::new(sys::OP_LDX_MEM_W, 2, 1, sys::XDP_MD_RX_QUEUE_INDEX, 0),
+        BpfInsn::new(sys::OP_LD_IMM_DW, 1, sys::BPF_PSEUDO_MAP_FD, 0, map_fd),
+        BpfInsn::new(0, 0, 0, 0, 0),
+        BpfInsn::new(sys::OP_ALU64_MOV_K, 3, 0, 0, sys::XDP_PASS),
+        BpfInsn::new(sys::OP_JMP_CALL, 0, 0, 0, sys::BPF_FUNC_REDIRECT_MAP),
+        BpfInsn::new(sys::OP_JMP_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// `r0 = XDP_PASS; exit`: a do-nothing program (used by tests as "somebody else's" program).
+pub(crate) fn pass_program() -> [BpfInsn; 2] {
+    [
+        BpfInsn::new(sys::OP_ALU64_MOV_K, 0, 0, 0, sys::XDP_PASS),
+        BpfInsn::new(sys::OP_JMP_EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// A failed `BPF_PROG_LOAD`: the OS error and the verifier's log text (may be empty).
+#[derive(Debug)]
+pub(crate) struct LoadError {
+    /// The OS error.
+    pub error: io::Error,
+    /// The verifier log, trimmed.
+    pub log: String,
+}
+
+/// Loads an XDP program. On failure the verifier log (asked for on a retry, as loaders do, so
+/// the fast path needs no log buffer) comes back with the error.
+pub(crate) fn load_xdp(insns: &[BpfInsn], name: &str) -> Result<OwnedFd, LoadError> {
+    let license = b"GPL\0";
+    let load = |log: Option<&mut Vec<u8>>| {
+        with_memlock_retry(|| {
+            let mut attr = sys::BpfProgLoadAttr {
+                prog_type: sys::BPF_PROG_TYPE_XDP,
+                insn_cnt: insns.len() as u32,
+                insns: insns.as_ptr() as u64,
+                license: license.as_ptr() as u64,
+                prog_name: name16(name),
+                expected_attach_type: sys::BPF_XDP,
+                ..Default::default()
+            };
+            if let Some(buf) = log.as_deref() {
+                attr.log_level = 1;
+                attr.log_size = buf.len() as u32;
+                attr.log_buf = buf.as_ptr() as u64;
+            }
+            sys_bpf(sys::BPF_PROG_LOAD, &mut attr).map(fd_from)
+        })
+    };
+    match load(None) {
+        Ok(fd) => Ok(fd),
+        Err(error) => {
+            let mut buf = vec![0u8; 64 * 1024];
+            let second = load(Some(&mut buf));
+            if let Ok(fd) = second {
+                return Ok(fd);
+            }
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            let log = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+            Err(LoadError { error, log })
+        }
+    }
+}
+
+/// Attaches an XDP program to an interface through a BPF link (kernel 5.9+). `flags` is one of
+/// the `XDP_FLAGS_*_MODE` bits (or 0 for the kernel's choice). The program stays attached as
+/// long as the returned link fd is open: closing it, also by process exit, detaches.
+pub(crate) fn link_create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    let mut attr = sys::BpfLinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: sys::BPF_XDP,
+        flags,
+    };
+    sys_bpf(sys::BPF_LINK_CREATE, &mut attr).map(fd_from)
+}
+
+/// The kernel id of a loaded program (what `ip link` and netlink report).
+pub(crate) fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info = sys::BpfProgInfoHead::default();
+    let mut attr = sys::BpfObjInfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: size_of::<sys::BpfProgInfoHead>() as u32,
+        info: &mut info as *mut sys::BpfProgInfoHead as u64,
+    };
+    sys_bpf(sys::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    Ok(info.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_program_bytes_match_the_documented_encoding() {
+        // A stand-in fd number: only the encoding is checked here.
+        let bytes: Vec<[u8; 8]> = redirect_insns(7).iter().map(|i| i.to_ne_bytes()).collect();
+        if cfg!(target_endian = "little") {
+            assert_eq!(bytes[0], [0x61, 0x12, 0x10, 0, 0, 0, 0, 0]);
+            assert_eq!(bytes[1], [0x18, 0x11, 0, 0, 7, 0, 0, 0]);
+            assert_eq!(bytes[2], [0; 8]);
+            assert_eq!(bytes[3], [0xb7, 0x03, 0, 0, 2, 0, 0, 0]);
+            assert_eq!(bytes[4], [0x85, 0, 0, 0, 0x33, 0, 0, 0]);
+            assert_eq!(bytes[5], [0x95, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        assert_eq!(name16("netmap_rs-xsk.map!")[..14], *b"netmap_rsxskma");
+    }
+}

@@ -1,0 +1,274 @@
+//! Thin wrappers over the socket, ioctl and mmap calls the Linux backends make. This is where
+//! the `unsafe` of passing typed structs by pointer to the kernel lives; every caller above it
+//! is safe code.
+
+use std::io;
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// Marker for plain-old-data structs the kernel may fill byte by byte: every bit pattern is a
+/// valid value and there are no pointers or references inside.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types made of integers and arrays of integers.
+pub(crate) unsafe trait Pod: Copy {}
+
+// SAFETY: all are repr(C) structs of integer fields.
+unsafe impl Pod for libc::xdp_mmap_offsets {}
+// SAFETY: as above.
+unsafe impl Pod for libc::xdp_statistics {}
+// SAFETY: as above.
+unsafe impl Pod for super::sys::TpacketStats {}
+// SAFETY: as above.
+unsafe impl Pod for u32 {}
+// SAFETY: as above.
+unsafe impl Pod for libc::c_int {}
+
+/// `socket(2)`, close-on-exec.
+pub(crate) fn socket(
+    domain: libc::c_int,
+    ty: libc::c_int,
+    proto: libc::c_int,
+) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setsockopt(2)` with a typed value, passing `size_of::<T>()` bytes.
+pub(crate) fn setsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    setsockopt_len(fd, level, name, value, size_of::<T>())
+}
+
+/// `setsockopt(2)` passing the first `len` bytes of `value` (`len <= size_of::<T>()`).
+pub(crate) fn setsockopt_len<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    len: usize,
+) -> io::Result<()> {
+    assert!(len <= size_of::<T>());
+    // SAFETY: `value` is a live reference to at least `len` readable bytes; the kernel only
+    // reads from it during the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `getsockopt(2)` into a zeroed `T`; returns it and the length the kernel wrote.
+pub(crate) fn getsockopt<T: Pod>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<(T, usize)> {
+    let mut value = MaybeUninit::<T>::zeroed();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: the buffer is `len` writable bytes; the kernel writes at most `len` of them.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            value.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: T is Pod, so the zeroed-then-partly-written bytes are a valid T.
+    Ok((unsafe { value.assume_init() }, len as usize))
+}
+
+/// `bind(2)` with a typed socket address.
+pub(crate) fn bind<T: Copy>(fd: BorrowedFd<'_>, addr: &T) -> io::Result<()> {
+    // SAFETY: `addr` is a live reference of size_of::<T>() bytes, read during the call only.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (addr as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0)`: the TX kick of AF_XDP and AF_PACKET rings.
+pub(crate) fn kick(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a null buffer of length 0 and a null address are valid arguments.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL)`: the RX wakeup of AF_XDP.
+pub(crate) fn wake_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a null buffer of length 0 and null address pointers are valid arguments.
+    let r = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `poll(2)` on one descriptor; returns the revents (0 on timeout).
+pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r >= 0 {
+            return Ok(p.revents);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A shared, read-write mapping of a socket's rings; unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory; all access to it goes through raw pointers under the
+// ring protocols (atomic producer/consumer indices or per-frame status words).
+unsafe impl Send for Mapping {}
+// SAFETY: as above; no references into the mapping are handed out by `Mapping` itself.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `mmap(NULL, len, RW, MAP_SHARED | MAP_POPULATE, fd, offset)`.
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, offset: i64) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "mapping of length 0",
+            ));
+        }
+        // SAFETY: null hint, result checked against MAP_FAILED before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            base: NonNull::new(p.cast()).expect("mmap returned null without MAP_FAILED"),
+            len,
+        })
+    }
+
+    /// Pointer to `offset` if `offset + size <= len` and `offset` is aligned to `align`.
+    pub(crate) fn at(&self, offset: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let end = offset.checked_add(size)?;
+        if end > self.len || offset % align != 0 {
+            return None;
+        }
+        // SAFETY: offset + size <= len keeps the pointer inside the mapping.
+        Some(unsafe { self.base.add(offset) })
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: base/len are what mmap returned; the owner of the mapping is being dropped,
+        // and every pointer derived from it lives in that owner.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// `send(2)` of a whole buffer.
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: buf is a valid readable slice for the duration of the call.
+    let r = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `recv(2)` into a buffer; returns the length received.
+pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is a valid writable slice for the duration of the call.
+        let r = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The AF_XDP socket and its UMEM.
+//!
+//! The UMEM is a caller-provided, page-aligned range of a [`Region`] cut into frames of 2048 or
+//! 4096 bytes; frame `i` starts at UMEM address `i * frame_size`. (Behind netmap rings the
+//! UMEM is the netmap buffer pool and the frame index is the netmap buffer index relative to
+//! the UMEM start.) The first socket on a UMEM registers it (`XDP_UMEM_REG`); later sockets,
+//! for other queues or interfaces, bind with `XDP_SHARED_UMEM` to it while it is open. Every
+//! socket has its own fill and completion rings.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::iface::Interface;
+use super::os;
+use super::sys;
+use super::xsk_ring::{UmemGeometry, XskCompRing, XskFillRing, XskRxRing, XskTxRing};
+use super::{os_error, CAPS_RAW};
+use crate::error::Error;
+use crate::region::Region;
+
+/// Frame memory shared by AF_XDP sockets. Cheap to clone (one registration).
+#[derive(Debug, Clone)]
+pub(crate) struct Umem {
+    inner: Arc<UmemInner>,
+}
+
+#[derive(Debug)]
+struct UmemInner {
+    region: Arc<Region>,
+    offset: usize,
+    len: usize,
+    frame_size: u32,
+    /// The socket that registered the UMEM, while it is open: (fd, ifindex, queue).
+    owner: Mutex<Option<(Weak<OwnedFd>, u32, u32)>>,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+fn invalid(msg: String) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidInput, msg))
+}
+
+impl Umem {
+    /// A UMEM over `len` bytes of `region` at `offset`. `offset` must be page-aligned, `len` a
+    /// non-zero multiple of `frame_size`, and `frame_size` 2048 or 4096 (a power of two between
+    /// 2048 and the page size).
+    pub(crate) fn new(
+        region: Arc<Region>,
+        offset: usize,
+        len: usize,
+        frame_size: u32,
+    ) -> Result<Umem, Error> {
+        let fs = frame_size as usize;
+        if !frame_size.is_power_of_two() || fs < 2048 || fs > page_size() {
+            return Err(invalid(format!(
+                "UMEM frame size {frame_size} must be a power of two from 2048 to the page size"
+            )));
+        }
+        if len == 0 || len % fs != 0 || offset % page_size() != 0 {
+            return Err(invalid(format!(
+                "UMEM range (offset {offset}, length {len}) must start on a page and hold a \
+                 whole number of {frame_size}-byte frames"
+            )));
+        }
+        if region.at(offset, len, 1).is_none() {
+            return Err(invalid(format!(
+                "UMEM range (offset {offset}, length {len}) is outside the {}-byte region",
+                region.len()
+            )));
+        }
+        Ok(Umem {
+            inner: Arc::new(UmemInner {
+                region,
+                offset,
+                len,
+                frame_size,
+                owner: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Frame size in bytes.
+    pub(crate) fn frame_size(&self) -> u32 {
+        self.inner.frame_size
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.inner.len
+    }
+
+    /// Number of frames.
+    pub(crate) fn frames(&self) -> u32 {
+        (self.inner.len / self.inner.frame_size as usize) as u32
+    }
+
+    /// UMEM address of frame `index`.
+    pub(crate) fn frame_addr(&self, index: u32) -> u64 {
+        index as u64 * self.inner.frame_size as u64
+    }
+
+    /// Frame index of a UMEM address.
+    pub(crate) fn frame_index(&self, addr: u64) -> u32 {
+        (addr / self.inner.frame_size as u64) as u32
+    }
+
+    pub(crate) fn geometry(&self) -> UmemGeometry {
+        UmemGeometry {
+            len: self.inner.len as u64,
+            frame_size: self.inner.frame_size,
+        }
+    }
+
+    /// Pointer to `len` bytes at UMEM address `addr`, if they lie within one frame.
+    pub(crate) fn ptr(&self, addr: u64, len: usize) -> Option<NonNull<u8>> {
+        let len32 = u32::try_from(len).ok()?;
+        if !self.geometry().contains(addr, len32) {
+            return None;
+        }
+        self.inner
+            .region
+            .at(self.inner.offset + addr as usize, len, 1)
+    }
+
+    /// Copies `data` into the UMEM at `addr` (within one frame). The caller must own the frame
+    /// (not on a fill or TX ring).
+    pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), Error> {
+        let p = self.ptr(addr, data.len()).ok_or_else(|| {
+            invalid(format!(
+                "write of {} bytes at UMEM address {addr:#x} leaves its frame",
+                data.len()
+            ))
+        })?;
+        // SAFETY: p..p+len is inside the region (checked by ptr()); the region stays mapped
+        // while self holds its Arc; `data` cannot overlap the region through a Rust reference
+        // because no reference to region memory is ever handed out.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.as_ptr(), data.len()) };
+        Ok(())
+    }
+
+    /// Copies `out.len()` bytes from the UMEM at `addr` (within one frame). The caller must own
+    /// the frame (taken from the RX or completion ring).
+    pub(crate) fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Error> {
+        let p = self.ptr(addr, out.len()).ok_or_else(|| {
+            invalid(format!(
+                "read of {} bytes at UMEM address {addr:#x} leaves its frame",
+                out.len()
+            ))
+        })?;
+        // SAFETY: as in write(), reversed.
+        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    fn base_addr(&self) -> u64 {
+        self.inner.region.base().as_ptr() as u64 + self.inner.offset as u64
+    }
+}
+
+/// Which copy mode to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum XskModeRequest {
+    /// Zero copy first, copy mode when the driver has none. The default.
+    #[default]
+    Auto,
+    /// Copy mode only.
+    Copy,
+    /// Zero copy or fail.
+    ZeroCopy,
+}
+
+/// The mode a socket was bound in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XskBindMode {
+    /// The driver DMAs straight into the UMEM.
+    ZeroCopy,
+    /// The kernel copies between skbs and the UMEM.
+    Copy,
+}
+
+/// Ring sizes (powers of two) and mode for [`XskSocket::new`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct XskConfig {
+    /// Fill ring entries.
+    pub fill_size: u32,
+    /// Completion ring entries.
+    pub comp_size: u32,
+    /// RX ring entries.
+    pub rx_size: u32,
+    /// TX ring entries.
+    pub tx_size: u32,
+    /// Copy or zero copy.
+    pub mode: XskModeRequest,
+    /// Bind with `XDP_USE_NEED_WAKEUP` (falls back to without on kernels before 5.4).
+    pub need_wakeup: bool,
+}
+
+impl Default for XskConfig {
+    fn default() -> Self {
+        XskConfig {
+            fill_size: 2048,
+            comp_size: 2048,
+            rx_size: 2048,
+            tx_size: 2048,
+            mode: XskModeRequest::Auto,
+            need_wakeup: true,
+        }
+    }
+}
+
+/// An AF_XDP socket bound to one queue of an interface, with its four rings.
+#[derive(Debug)]
+pub(crate) struct XskSocket {
+    /// Fill ring (free frames → kernel).
+    pub fill: XskFillRing,
+    /// Completion ring (sent frames → user).
+    pub comp: XskCompRing,
+    /// RX ring (received descriptors → user).
+    pub rx: XskRxRing,
+    /// TX ring (descriptors to send → kernel).
+    pub tx: XskTxRing,
+    umem: Umem,
+    ifname: String,
+    ifindex: u32,
+    queue: u32,
+    mode: XskBindMode,
+    need_wakeup: bool,
+    shared: bool,
+    // Last, so the rings are unmapped before the socket closes.
+    fd: Arc<OwnedFd>,
+}
+
+fn umem_reg(fd: BorrowedFd<'_>, umem: &Umem) -> Result<(), Error> {
+    let reg = libc::xdp_umem_reg {
+        addr: umem.base_addr(),
+        len: umem.len() as u64,
+        chunk_size: umem.frame_size(),
+        headroom: 0,
+        flags: 0,
+        tx_metadata_len: 0,
+    };
+    let try_sizes = |fd| {
+        // The full 32-byte form first (tx_metadata_len zero: older kernels read it as padding),
+        // the 24-byte form of 4.18..5.3 on EINVAL.
+        match os::setsockopt(fd, sys::SOL_XDP, sys::XDP_UMEM_REG, &reg) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => os::setsockopt_len(
+                fd,
+                sys::SOL_XDP,
+                sys::XDP_UMEM_REG,
+                &reg,
+                sys::XDP_UMEM_REG_V1_SIZE,
+            )
+            .map_err(|_| e),
+            r => r,
+        }
+    };
+    let r = match try_sizes(fd) {
+        // The pinned pages are charged to RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOBUFS) | Some(libc::ENOMEM) | Some(libc::EPERM)
+            ) && super::bpf::raise_memlock() =>
+        {
+            try_sizes(fd)
+        }
+        r => r,
+    };
+    r.map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => super::iface::io_context(
+            e,
+            "registering the UMEM (XDP_UMEM_REG): locked-memory limit too low; raise \
+             RLIMIT_MEMLOCK (ulimit -l unlimited) or grant CAP_IPC_LOCK",
+        ),
+        _ => os_error(e, "registering the UMEM (XDP_UMEM_REG)", CAPS_RAW, ""),
+    })
+}
+
+fn set_ring(fd: BorrowedFd<'_>, opt: libc::c_int, size: u32, what: &str) -> Result<(), Error> {
+    if !size.is_power_of_two() {
+        return Err(invalid(format!(
+            "{what} ring size {size} must be a power of two"
+        )));
+    }
+    os::setsockopt(fd, sys::SOL_XDP, opt, &size)
+        .map_err(|e| os_error(e, &format!("sizing the AF_XDP {what} ring"), CAPS_RAW, ""))
+}
+
+impl XskSocket {
+    /// Opens an AF_XDP socket on queue `queue` of interface `ifname` over `umem`, bound in
+    /// zero-copy mode when possible, else copy mode (see [`mode`](Self::mode)). The caller
+    /// still has to put the socket into the interface's XSKMAP
+    /// ([`XdpProgram::register`](super::xdp_prog::XdpProgram::register)) to receive, and to
+    /// put frames on the fill ring.
+    pub(crate) fn new(
+        ifname: &str,
+        queue: u32,
+        umem: &Umem,
+        cfg: &XskConfig,
+    ) -> Result<XskSocket, Error> {
+        let iface = Interface::lookup_up(ifname)?;
+        iface.check_queue(queue)?;
+        let fd =
+            os::socket(sys::AF_XDP, libc::SOCK_RAW, 0).map_err(|e| match e.raw_os_error() {
+                Some(libc::EAFNOSUPPORT) => Error::KernelUnsupported(format!(
+                "AF_XDP sockets (EAFNOSUPPORT): the kernel is older than 4.18 or built without \
+                 CONFIG_XDP_SOCKETS; use the AF_PACKET backend (afpacket:{ifname}) instead"
+            )),
+                _ => os_error(e, "opening an AF_XDP socket", CAPS_RAW, ifname),
+            })?;
+        let fd = Arc::new(fd);
+
+        // Share the UMEM with its registering socket while that one is open.
+        let mut owner = umem.inner.owner.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = match owner
+            .as_ref()
+            .and_then(|(w, i, q)| w.upgrade().map(|f| (f, *i, *q)))
+        {
+            Some((_, i, q)) if i == iface.index && q == queue => {
+                return Err(Error::PortBusy(format!(
+                    "queue {queue} of {ifname} already has an AF_XDP socket on this UMEM"
+                )))
+            }
+            Some((f, _, _)) => Some(f),
+            None => None,
+        };
+        if shared.is_none() {
+            umem_reg(fd.as_fd(), umem)?;
+        }
+        set_ring(fd.as_fd(), sys::XDP_UMEM_FILL_RING, cfg.fill_size, "fill")?;
+        set_ring(
+            fd.as_fd(),
+            sys::XDP_UMEM_COMPLETION_RING,
+            cfg.comp_size,
+            "completion",
+        )?;
+        set_ring(fd.as_fd(), sys::XDP_RX_RING, cfg.rx_size, "RX")?;
+        set_ring(fd.as_fd(), sys::XDP_TX_RING, cfg.tx_size, "TX")?;
+        let (off, off_len) = os::getsockopt::<libc::xdp_mmap_offsets>(
+            fd.as_fd(),
+            sys::SOL_XDP,
+            sys::XDP_MMAP_OFFSETS,
+        )
+        .map_err(|e| os_error(e, "reading AF_XDP ring offsets", CAPS_RAW, ""))?;
+        if off_len < std::mem::size_of::<libc::xdp_mmap_offsets>() {
+            return Err(Error::KernelUnsupported(format!(
+                "AF_XDP ring flags (kernel 5.4+); this kernel has none; use afpacket:{ifname}"
+            )));
+        }
+        let g = umem.geometry();
+        let map_err = |what: &str| {
+            let what = what.to_string();
+            move |e: io::Error| {
+                os_error(e, &format!("mapping the AF_XDP {what} ring"), CAPS_RAW, "")
+            }
+        };
+        let fill = XskFillRing::map(fd.as_fd(), &off, cfg.fill_size, g).map_err(map_err("fill"))?;
+        let comp =
+            XskCompRing::map(fd.as_fd(), &off, cfg.comp_size, g).map_err(map_err("completion"))?;
+        let rx = XskRxRing::map(fd.as_fd(), &off, cfg.rx_size, g).map_err(map_err("RX"))?;
+        let tx = XskTxRing::map(fd.as_fd(), &off, cfg.tx_size, g, iface.max_frame())
+            .map_err(map_err("TX"))?;
+
+        let mut addr = libc::sockaddr_xdp {
+            sxdp_family: sys::AF_XDP as u16,
+            sxdp_flags: 0,
+            sxdp_ifindex: iface.index,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        let nw = if cfg.need_wakeup {
+            sys::XDP_USE_NEED_WAKEUP
+        } else {
+            0
+        };
+        let attempts: Vec<u16> = if let Some(f) = &shared {
+            // Shared sockets take the mode of the registering socket; no mode flags allowed.
+            addr.sxdp_shared_umem_fd = std::os::fd::AsRawFd::as_raw_fd(&**f) as u32;
+            vec![sys::XDP_SHARED_UMEM]
+        } else {
+            let mut v = Vec::new();
+            if cfg.mode != XskModeRequest::Copy {
+                v.push(sys::XDP_ZEROCOPY | nw);
+            }
+            if cfg.mode != XskModeRequest::ZeroCopy {
+                v.push(sys::XDP_COPY | nw);
+                if nw != 0 {
+                    v.push(sys::XDP_COPY);
+                }
+            }
+            v
+        };
+        let mut bound = None;
+        let mut last = None;
+        for flags in attempts {
+            addr.sxdp_flags = flags;
+            match os::bind(fd.as_fd(), &addr) {
+                Ok(()) => {
+                    bound = Some(flags);
+                    break;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+                    ) && shared.is_none() =>
+                {
+                    last = Some(e)
+                }
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(flags) = bound else {
+            let e = last.expect("at least one bind attempt");
+            return Err(match e.raw_os_error() {
+                Some(libc::EBUSY) => Error::PortBusy(format!(
+                    "queue {queue} of {ifname} already has an AF_XDP socket bound"
+                )),
+                Some(libc::EOPNOTSUPP) if cfg.mode == XskModeRequest::ZeroCopy => {
+                    Error::KernelUnsupported(format!(
+                        "zero-copy AF_XDP on {ifname}: its driver has none; use copy mode"
+                    ))
+                }
+                _ => os_error(
+                    e,
+                    &format!("binding the AF_XDP socket to {ifname} queue {queue}"),
+                    CAPS_RAW,
+                    ifname,
+                ),
+            });
+        };
+        let zc_opt = os::getsockopt::<u32>(fd.as_fd(), sys::SOL_XDP, sys::XDP_OPTIONS)
+            .map(|(o, _)| o & sys::XDP_OPTIONS_ZEROCOPY != 0)
+            .unwrap_or(flags & sys::XDP_ZEROCOPY != 0);
+        let mode = if zc_opt {
+            XskBindMode::ZeroCopy
+        } else {
+            XskBindMode::Copy
+        };
+        if shared.is_none() {
+            *owner = Some((Arc::downgrade(&fd), iface.index, queue));
+        }
+        drop(owner);
+        tracing::debug!(
+            interface = ifname,
+            queue,
+            ?mode,
+            shared = shared.is_some(),
+            "AF_XDP socket bound"
+        );
+        Ok(XskSocket {
+            fill,
+            comp,
+            rx,
+            tx,
+            umem: umem.clone(),
+            ifname: iface.name,
+            ifindex: iface.index,
+            queue,
+            mode,
+            // Shared sockets inherit need-wakeup from the registering one; kicking whenever
+            // the flag is set (or always in copy mode) is right either way.
+            need_wakeup: flags & sys::XDP_USE_NEED_WAKEUP != 0 || shared.is_some(),
+            shared: shared.is_some(),
+            fd,
+        })
+    }
+
+    /// The socket descriptor (pollable: `POLLIN` with RX descriptors, `POLLOUT` with TX room).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Asks the kernel to send what is on the TX ring, when it needs asking (always in copy
+    /// mode). In copy mode the kernel sends a bounded batch per call and answers EAGAIN while
+    /// more is queued, so this repeats until the TX ring is empty or the device is busy
+    /// (ENOBUFS/EBUSY: kick again after reaping completions). Busy is not an error.
+    pub(crate) fn kick_tx(&mut self) -> Result<(), Error> {
+        if self.mode == XskBindMode::ZeroCopy && self.need_wakeup && !self.tx.needs_wakeup() {
+            return Ok(());
+        }
+        // At least one call; at most enough 32-frame batches to drain a full ring, plus one.
+        let rounds = self.tx.pending()? / 32 + 2;
+        for _ in 0..rounds {
+            match os::kick(self.fd.as_fd()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOBUFS)) => {
+                    return Ok(())
+                }
+                Err(e) => {
+                    return Err(os_error(
+                        e,
+                        "AF_XDP TX kick (sendto)",
+                        CAPS_RAW,
+                        &self.ifname,
+                    ))
+                }
+            }
+            if self.tx.pending()? == 0 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes the kernel's RX processing when the fill ring asks for it.
+    pub(crate) fn wake_rx(&self) -> Result<(), Error> {
+        if self.need_wakeup && !self.fill.needs_wakeup() {
+            return Ok(());
+        }
+        match os::wake_rx(self.fd.as_fd()) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(os_error(
+                e,
+                "AF_XDP RX wakeup (recvfrom)",
+                CAPS_RAW,
+                &self.ifname,
+            )),
+        }
+    }
+
+    /// The kernel's drop and error counters for this socket.
+    pub(crate) fn statistics(&self) -> Result<libc::xdp_statistics, Error> {
+        os::getsockopt::<libc::xdp_statistics>(self.fd.as_fd(), sys::SOL_XDP, sys::XDP_STATISTICS)
+            .map(|(s, _)| s)
+            .map_err(|e| os_error(e, "reading AF_XDP statistics", CAPS_RAW, &self.ifname))
+    }
+
+    /// Zero copy or copy.
+    pub(crate) fn mode(&self) -> XskBindMode {
+        self.mode
+    }
+
+    /// Whether this socket shares the UMEM registration of another socket.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// The UMEM.
+    pub(crate) fn umem(&self) -> &Umem {
+        &self.umem
+    }
+
+    /// Queue index.
+    pub(crate) fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// Interface index.
+    pub(crate) fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Interface name.
+    pub(crate) fn ifname(&self) -> &str {
+        &self.ifname
+    }
+}
