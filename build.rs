@@ -149,7 +149,14 @@ mod bindgen_check {
         println!("cargo::rerun-if-env-changed=NETMAP_LOCATION");
         let mut roots: Vec<PathBuf> = Vec::new();
         if let Ok(loc) = std::env::var("NETMAP_LOCATION") {
-            roots.push(loc.into());
+            let root = PathBuf::from(loc);
+            // An explicit location that holds no header is a mistake, not a reason to skip.
+            assert!(
+                root.join("include/net/netmap.h").exists(),
+                "NETMAP_LOCATION={}: no include/net/netmap.h there",
+                root.display()
+            );
+            roots.push(root);
         }
         roots.push("/usr/local".into());
         roots.push("/usr".into());
@@ -169,8 +176,16 @@ mod bindgen_check {
             return;
         };
         println!("cargo::rerun-if-changed={}", header.display());
+        // netmap.h expects its includer to have included these first (netmap_user.h does: the
+        // integer types, struct timeval and IFNAMSIZ), so
+        // parse it as a user program includes it: through a wrapper that does the same.
+        let include_dir = header.parent().and_then(|d| d.parent()).unwrap();
+        let wrapper = "#include <stdint.h>\n#include <sys/types.h>\n#include <sys/time.h>\n#include <net/if.h>\n\
+                       #include <net/netmap.h>\n";
         let mut b = bindgen::Builder::default()
-            .header(header.to_string_lossy())
+            .header_contents("netmap_rs_abi_check.h", wrapper)
+            .clang_arg(format!("-I{}", include_dir.display()))
+            .wrap_unsafe_ops(true)
             .layout_tests(false)
             .derive_default(false);
         for (c, _, _) in CHECKS {

@@ -27,7 +27,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use netmap_rs::prelude::*;
@@ -289,11 +289,17 @@ struct Stats {
     events: AtomicU64,
     lost: AtomicU64,
     reordered: AtomicU64,
+    /// When the first packet was counted: a receiver's rate runs from there, as C pkt-gen's
+    /// does, so time spent waiting for a sender to start is not counted.
+    first: OnceLock<Instant>,
 }
 
 impl Stats {
     /// Counts one burst.
     fn record(&self, pkts: u64, bytes: u64) {
+        if pkts > 0 {
+            self.first.get_or_init(Instant::now);
+        }
         self.pkts.fetch_add(pkts, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.events.fetch_add(1, Ordering::Relaxed);
@@ -753,7 +759,10 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
             (last_p, last_b, last_e, last_t) = (p, b, e, Instant::now());
         }
     }
-    let elapsed = start.elapsed();
+    let elapsed = match (cfg.func, stats.first.get()) {
+        (Func::Rx, Some(first)) => first.elapsed(),
+        _ => start.elapsed(),
+    };
     let mut rtts = Vec::new();
     for h in handles {
         rtts.extend(h.join().expect("worker panicked")?);

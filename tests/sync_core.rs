@@ -203,24 +203,18 @@ fn bad_names_and_missing_ports_give_clear_errors() {
             .unwrap_err();
         assert!(matches!(e, Error::FallbackUnsupported(_)), "{e}");
     }
-    // A ring that the pipe does not have.
-    let e = NetmapBuilder::new("rng{0-5")
-        .backend(BackendChoice::Emulated)
-        .build()
-        .unwrap_err();
+    // A ring that the pipe does not have (on whichever backend this run uses).
+    let e = NetmapBuilder::new("rng{0-5").build().unwrap_err();
+    assert!(matches!(e, Error::BindFail(_)), "{e}");
     assert!(e.to_string().contains("ring 5"), "{e}");
 }
 
 #[test]
 fn exclusive_and_busy_pipe_ends() {
-    let _a = NetmapBuilder::new("busy{0/x")
-        .backend(BackendChoice::Emulated)
-        .build()
-        .unwrap();
-    let e = NetmapBuilder::new("busy{0")
-        .backend(BackendChoice::Emulated)
-        .build()
-        .unwrap_err();
+    // On whichever backend this run uses: the kernel refuses a second registration of rings
+    // held with /x just as the emulated backend does.
+    let _a = NetmapBuilder::new("busy{0/x").build().unwrap();
+    let e = NetmapBuilder::new("busy{0").build().unwrap_err();
     assert!(matches!(e, Error::PortBusy(_)), "{e}");
     let io: std::io::Error = e.into();
     assert_eq!(io.kind(), std::io::ErrorKind::AddrInUse);

@@ -13,7 +13,7 @@ use crate::abi::{self, NmreqHeader, NmreqPoolsInfo, NmreqPortInfoGet, NmreqRegis
 use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
 use crate::notify::poll_fds;
-use crate::port_name::PortSpec;
+use crate::port_name::{PortSpec, RingSelect};
 use crate::region::Region;
 
 /// Path of the netmap control device.
@@ -121,7 +121,13 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     };
     let mut hdr = header(abi::NETMAP_REQ_REGISTER, &spec.ifname, &spec.to_string())?;
     hdr.nr_body = &mut reg as *mut NmreqRegister as u64;
-    ctrl(fd.as_fd(), &mut hdr).map_err(|e| ctrl_error(&spec.ifname, "register", &hdr, e))?;
+    // Name the ring in the request, so that an out-of-range ring number (EINVAL) says which.
+    let what = match spec.rings {
+        RingSelect::OneNic(k) => format!("register of ring {k}"),
+        RingSelect::OneHost(k) => format!("register of host ring {k}"),
+        _ => "register".to_string(),
+    };
+    ctrl(fd.as_fd(), &mut hdr).map_err(|e| ctrl_error(&spec.ifname, &what, &hdr, e))?;
     let memsize = usize::try_from(reg.nr_memsize)
         .map_err(|_| Error::BadLayout(format!("memory size {} too large", reg.nr_memsize)))?;
     let if_off = usize::try_from(reg.nr_offset)

@@ -1,0 +1,82 @@
+//! kernel_loop: the library's batch path doing what `ci/bench/nmloop.c` does, for the side-by-side
+//! figures of `ci/kernel-bench.sh` (real netmap in the QEMU guest). Not a Criterion bench:
+//!
+//!     kernel_loop tx|rx PORT COUNT LEN
+//!
+//! TX fills up to 512 reserved slots in place with a template of the frame length and syncs
+//! once per burst; RX syncs once per burst and reads the first 8 bytes of each frame. Prints
+//! `kernel_loop tx: N packets in T s, X Mpps, S syscalls`, S counting syncs and waits.
+
+use std::time::{Duration, Instant};
+
+use netmap_rs::prelude::*;
+
+const BURST: usize = 512;
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [dir, port, count, len] = args.as_slice() else {
+        eprintln!("usage: kernel_loop tx|rx PORT COUNT LEN");
+        std::process::exit(2);
+    };
+    let tx_side = dir == "tx";
+    let count: u64 = count.parse().expect("COUNT");
+    let len: usize = len.parse().expect("LEN");
+    let nm = NetmapBuilder::new(port).build()?;
+    let mut template = [0u8; 2048];
+    for (i, b) in template.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    template[..6].fill(0xff);
+    let (mut done, mut syscalls, mut sink) = (0u64, 0u64, 0u64);
+    let mut t0 = None;
+    if tx_side {
+        let mut tx = nm.tx_ring(0)?;
+        while done < count {
+            let n = tx.space().min(BURST).min((count - done) as usize);
+            if n == 0 {
+                nm.wait_writable(Some(Duration::from_secs(1)))?;
+                syscalls += 1;
+                continue;
+            }
+            t0.get_or_insert_with(Instant::now);
+            let mut batch = tx.reserve_batch(n)?;
+            for i in 0..n {
+                batch.packet(i, len)?.copy_from_slice(&template[..len]);
+            }
+            done += batch.commit() as u64;
+            tx.sync()?;
+            syscalls += 1;
+        }
+        // Wait until the peer took everything, as the C loop does.
+        while tx.space() + 1 < tx.num_slots() {
+            tx.sync()?;
+            syscalls += 1;
+        }
+    } else {
+        let mut rx = nm.rx_ring(0)?;
+        while done < count {
+            if rx.available() == 0 {
+                nm.wait_readable(Some(Duration::from_secs(1)))?;
+                syscalls += 1;
+                continue;
+            }
+            t0.get_or_insert_with(Instant::now);
+            for f in rx.batch(BURST) {
+                let p = f.payload();
+                sink = sink.wrapping_add(u64::from_le_bytes(p[..8].try_into().unwrap()));
+                sink = sink.wrapping_add(p.len() as u64);
+                done += 1;
+            }
+            rx.sync()?;
+            syscalls += 1;
+        }
+    }
+    let t = t0.map_or(0.0, |t| t.elapsed().as_secs_f64()).max(1e-9);
+    println!(
+        "kernel_loop {dir}: {done} packets in {t:.3} s, {:.3} Mpps, {syscalls} syscalls ({})",
+        done as f64 / t / 1e6,
+        sink & 1
+    );
+    Ok(())
+}
