@@ -26,7 +26,9 @@ impl Claim {
     /// Claims the ring at `off` in memory `mem`, or `None` when a live handle has it.
     pub(crate) fn take(mem: MemIdentity, off: usize) -> Option<Claim> {
         let mut c = claims().lock().unwrap_or_else(|e| e.into_inner());
-        c.insert((mem, off)).then_some(Claim((mem, off)))
+        let fresh = c.insert((mem, off));
+        drop(c);
+        fresh.then(|| Claim((mem, off)))
     }
 }
 
