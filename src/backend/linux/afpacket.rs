@@ -165,7 +165,7 @@ impl PacketSocket {
         };
         opt(sys::PACKET_VERSION, sys::TPACKET_V2, "selecting TPACKET_V2")?;
         // Frames are contiguous: a block is max(page, frame) bytes, a whole number of frames.
-        let block = fs.max(page_size());
+        let block = fs.max(os::page_size());
         let per_block = (block / fs) as u32;
         let req = |frames: u32| {
             let blocks = frames.div_ceil(per_block);
@@ -392,15 +392,5 @@ impl PacketSocket {
     /// Interface index.
     pub(crate) fn ifindex(&self) -> u32 {
         self.ifindex
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
     }
 }

@@ -36,16 +36,6 @@ struct UmemInner {
     owner: Mutex<Option<(Weak<OwnedFd>, u32, u32)>>,
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
-}
-
 fn invalid(msg: String) -> Error {
     Error::Io(io::Error::new(io::ErrorKind::InvalidInput, msg))
 }
@@ -61,12 +51,12 @@ impl Umem {
         frame_size: u32,
     ) -> Result<Umem, Error> {
         let fs = frame_size as usize;
-        if !frame_size.is_power_of_two() || fs < 2048 || fs > page_size() {
+        if !frame_size.is_power_of_two() || fs < 2048 || fs > os::page_size() {
             return Err(invalid(format!(
                 "UMEM frame size {frame_size} must be a power of two from 2048 to the page size"
             )));
         }
-        if len == 0 || len % fs != 0 || offset % page_size() != 0 {
+        if len == 0 || len % fs != 0 || offset % os::page_size() != 0 {
             return Err(invalid(format!(
                 "UMEM range (offset {offset}, length {len}) must start on a page and hold a \
                  whole number of {frame_size}-byte frames"
