@@ -52,3 +52,5 @@ pub use sync::{
     forward_filtered, zero_copy_forward, BatchReservation, Frame, Netmap, NetmapBuilder, RxBatch,
     RxRing, TxRing,
 };
+#[cfg(feature = "tokio-async")]
+pub use tokio_async::{AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap};

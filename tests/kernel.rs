@@ -190,6 +190,35 @@ fn veth_pair_through_the_generic_adapter() {
     assert_eq!(recv_tagged(&a, b"back", 200), (0..200).collect::<Vec<_>>());
 }
 
+/// Two registrations of one NIC in one process share the kernel's rings: a ring handed out
+/// through one must not be handed out again through the other (two handles on one ring
+/// would each believe they own `[head, tail)`).
+#[test]
+fn the_same_nic_ring_through_two_registrations_is_claimed_once() {
+    let Some((v0, _, _)) = veth("the_same_nic_ring_through_two_registrations_is_claimed_once")
+    else {
+        return;
+    };
+    let first = open(&format!("netmap:{v0}"));
+    let second = open(&format!("netmap:{v0}"));
+    let one_ring = open(&format!("netmap:{v0}-0"));
+    let tx = first.tx_ring(0).unwrap();
+    for (what, port) in [
+        ("second registration", &second),
+        ("ring 0 alone", &one_ring),
+    ] {
+        let e = port.tx_ring(0).unwrap_err();
+        assert!(matches!(e, Error::RingInUse(0)), "{what}: {e}");
+    }
+    let rx = second.rx_ring(0).unwrap();
+    let e = first.rx_ring(0).unwrap_err();
+    assert!(matches!(e, Error::RingInUse(0)), "{e}");
+    drop((tx, rx));
+    // Released with the handles: any registration may take the rings now.
+    drop(one_ring.tx_ring(0).unwrap());
+    drop(first.rx_ring(0).unwrap());
+}
+
 #[test]
 fn host_rings_see_what_the_stack_sends() {
     let Some((v0, _, ip)) = veth("host_rings_see_what_the_stack_sends") else {

@@ -9,7 +9,7 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{AsyncNetmapRxRing, AsyncNetmapTxRing};
+use super::{AsyncNetmapRxRing, AsyncNetmapTxRing, Tap};
 use crate::error::Error;
 
 /// Pairs rings with a tokio-util codec: a [`Stream`] of items decoded from each received
@@ -17,8 +17,18 @@ use crate::error::Error;
 ///
 /// Each packet is decoded on its own (with `decode_eof`, so a codec may yield several items
 /// from one packet); bytes left undecoded at the end of a packet are discarded, never mixed
-/// with the next packet. A failed encode, or an encoded item larger than one packet, is an
-/// error for that item only: the write buffer is cleared, so the next item is unaffected.
+/// with the next packet.
+///
+/// A failure is confined to its packet or item:
+/// - a decode error ends that packet: its remaining bytes are dropped and the codec is put
+///   back to a copy taken before it decoded anything (hence `C: Clone` for the `Stream`), so
+///   state a codec keeps after an error (such as `LinesCodec` discarding up to the next
+///   newline) never reaches the next packet;
+/// - a failed encode, or an encoded item larger than one packet, is an error for that item
+///   only: the write buffer is cleared, so the next item is unaffected.
+///
+/// [`with_tap`](Self::with_tap) traces (and optionally records to pcap) every packet the
+/// framing receives or sends, before decoding and after encoding.
 ///
 /// ```no_run
 /// use futures::{SinkExt, StreamExt};
@@ -38,6 +48,9 @@ pub struct NetmapFramed<C> {
     rx: Option<AsyncNetmapRxRing>,
     tx: Option<AsyncNetmapTxRing>,
     codec: C,
+    /// The codec as it was before it decoded anything: restored after a decode error.
+    pristine: Option<C>,
+    tap: Option<Tap>,
     rd: BytesMut,
     wr: BytesMut,
     is_readable: bool,
@@ -71,6 +84,8 @@ impl<C> NetmapFramed<C> {
             rx,
             tx,
             codec,
+            pristine: None,
+            tap: None,
             rd: BytesMut::with_capacity(2048),
             wr: BytesMut::with_capacity(2048),
             is_readable: false,
@@ -82,9 +97,40 @@ impl<C> NetmapFramed<C> {
         &self.codec
     }
 
-    /// The codec, mutably.
+    /// The codec, mutably. What it is left as becomes the state a decode error restores.
     pub fn codec_mut(&mut self) -> &mut C {
+        self.pristine = None;
         &mut self.codec
+    }
+
+    /// The RX ring, if any (as `UdpFramed::get_ref` gives the socket).
+    pub fn get_ref(&self) -> (Option<&AsyncNetmapRxRing>, Option<&AsyncNetmapTxRing>) {
+        (self.rx.as_ref(), self.tx.as_ref())
+    }
+
+    /// The rings, mutably. Packets received or sent directly on them bypass the codec (and
+    /// the tap); a packet being decoded is kept, so nothing is lost or cut.
+    pub fn get_mut(
+        &mut self,
+    ) -> (
+        Option<&mut AsyncNetmapRxRing>,
+        Option<&mut AsyncNetmapTxRing>,
+    ) {
+        (self.rx.as_mut(), self.tx.as_mut())
+    }
+
+    /// Traces every packet received (before decoding) and sent (after encoding) through
+    /// `tap`, created with [`Tap::recorder`] (and optionally [`Tap::with_pcap`]). A pcap
+    /// write error is returned by the call that received or sent the packet; the packet
+    /// itself is not lost (a received one is decoded at the next poll, a sent one is queued).
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// The tap, if one was set: its counters, or to flush its pcap file.
+    pub fn tap_mut(&mut self) -> Option<&mut Tap> {
+        self.tap.as_mut()
     }
 
     /// The RX and TX rings back.
@@ -93,7 +139,7 @@ impl<C> NetmapFramed<C> {
     }
 }
 
-impl<C: Decoder + Unpin> Stream for NetmapFramed<C> {
+impl<C: Decoder + Clone + Unpin> Stream for NetmapFramed<C> {
     type Item = Result<C::Item, C::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -106,6 +152,9 @@ impl<C: Decoder + Unpin> Stream for NetmapFramed<C> {
                     Err(e) => {
                         this.is_readable = false;
                         this.rd.clear();
+                        if let Some(p) = &this.pristine {
+                            this.codec = p.clone();
+                        }
                         return Poll::Ready(Some(Err(e)));
                     }
                 }
@@ -120,8 +169,15 @@ impl<C: Decoder + Unpin> Stream for NetmapFramed<C> {
             }
             match rx.get_mut().try_recv() {
                 Ok(Some(frame)) => {
+                    if this.pristine.is_none() {
+                        this.pristine = Some(this.codec.clone());
+                    }
                     this.rd.extend_from_slice(frame.payload());
                     this.is_readable = true;
+                    if let Some(tap) = &mut this.tap {
+                        // A pcap write error is reported; the packet stays to be decoded.
+                        tap.record(&frame)?;
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => return Poll::Ready(Some(Err(io::Error::from(e).into()))),
@@ -147,9 +203,12 @@ impl<I, C: Encoder<I> + Unpin> Sink<I> for NetmapFramed<C> {
             if this.wr.len() > tx.max_payload_size() {
                 return Err(io::Error::from(Error::PacketTooLarge(this.wr.len())).into());
             }
-            tx.get_mut()
-                .send(&this.wr)
-                .map_err(|e| io::Error::from(e).into())
+            let ring = tx.get_ref().index();
+            tx.get_mut().send(&this.wr).map_err(io::Error::from)?;
+            match &mut this.tap {
+                Some(tap) => tap.record_sent(&this.wr, ring).map_err(Into::into),
+                None => Ok(()),
+            }
         });
         // Whatever happened, the next item starts from an empty buffer.
         this.wr.clear();

@@ -1,6 +1,10 @@
 //! Taps: trace every frame of a packet stream, and optionally write it to a pcap file.
 //!
-//! [`Tap`] wraps any `Stream` of frames and passes them through unchanged. For each frame it
+//! [`Tap`] wraps any `Stream` of frames and passes them through unchanged. Without a stream,
+//! [`Tap::recorder`] records what it is given: frames of a batch ([`Tap::record`]), packets
+//! sent ([`Tap::record_sent`]), or the packets of a
+//! [`NetmapFramed`](super::NetmapFramed) ([`with_tap`](super::NetmapFramed::with_tap)). For
+//! each frame it
 //! emits one `tracing` event (target `netmap_rs::tap`, level DEBUG) with the length, the ring,
 //! the first bytes in hex and a one-line Ethernet/IPv4/IPv6/UDP/TCP summary where the packet
 //! parses. The formatting is skipped entirely unless a subscriber enables that target and
@@ -83,13 +87,35 @@ impl<W: Write> PcapWriter<W> {
     }
 }
 
-/// A pass-through stream adapter that traces every frame and can record a pcap file.
+/// A pass-through stream adapter that traces every frame and can record a pcap file; with
+/// `S = ()` ([`Tap::recorder`]), a recorder fed by hand.
+///
+/// ```no_run
+/// use netmap_rs::tokio_async::{Tap, TokioNetmap};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let port = TokioNetmap::open("tapped}1").await?;
+/// let mut rx = port.rx_ring(0)?;
+/// let mut tap = Tap::recorder("tapped}1").with_pcap("/tmp/batch.pcap")?;
+/// for frame in rx.recv_batch(64).await? {
+///     tap.record(&frame)?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub struct Tap<S> {
+pub struct Tap<S = ()> {
     inner: S,
     pcap: Option<PcapWriter<BufWriter<File>>>,
     seen: u64,
     label: String,
+}
+
+impl Tap<()> {
+    /// A tap that wraps no stream: feed it with [`record`](Tap::record) and
+    /// [`record_sent`](Tap::record_sent), or give it to
+    /// [`NetmapFramed::with_tap`](super::NetmapFramed::with_tap).
+    pub fn recorder(label: impl Into<String>) -> Self {
+        Tap::new((), label)
+    }
 }
 
 impl<S> Tap<S> {
@@ -109,7 +135,7 @@ impl<S> Tap<S> {
         Ok(self)
     }
 
-    /// Frames seen so far.
+    /// Frames seen (recorded) so far.
     pub fn frames_seen(&self) -> u64 {
         self.seen
     }
@@ -129,10 +155,20 @@ impl<S> Tap<S> {
         self.inner
     }
 
-    fn observe(&mut self, frame: &Frame<'_>) -> io::Result<()> {
+    /// Records one received frame: a `tracing` event and, with a pcap file, a record.
+    /// An error is the pcap file's.
+    pub fn record(&mut self, frame: &Frame<'_>) -> io::Result<()> {
+        self.observe(frame.payload(), frame.ring_index(), "rx")
+    }
+
+    /// Records one packet sent on TX ring `ring` (the bytes as they were queued).
+    pub fn record_sent(&mut self, data: &[u8], ring: usize) -> io::Result<()> {
+        self.observe(data, ring, "tx")
+    }
+
+    fn observe(&mut self, data: &[u8], ring: usize, dir: &'static str) -> io::Result<()> {
         self.seen += 1;
         if tracing::enabled!(target: "netmap_rs::tap", tracing::Level::DEBUG) {
-            let data = frame.payload();
             let mut hex = String::with_capacity(HEX_PREFIX * 2);
             for b in &data[..data.len().min(HEX_PREFIX)] {
                 let _ = write!(hex, "{b:02x}");
@@ -141,15 +177,16 @@ impl<S> Tap<S> {
                 target: "netmap_rs::tap",
                 tap = %self.label,
                 n = self.seen,
+                dir,
                 len = data.len(),
-                ring = frame.ring_index(),
+                ring,
                 hex = %hex,
                 summary = %summarize(data),
                 "frame"
             );
         }
         if let Some(p) = &mut self.pcap {
-            p.write_packet(frame.payload())?;
+            p.write_packet(data)?;
         }
         Ok(())
     }
@@ -162,7 +199,7 @@ impl<S: Stream<Item = io::Result<Frame<'static>>> + Unpin> Stream for Tap<S> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Err(e) = this.observe(&frame) {
+                if let Err(e) = this.record(&frame) {
                     tracing::warn!(target: "netmap_rs::tap", error = %e, "pcap write failed");
                     return Poll::Ready(Some(Err(e)));
                 }

@@ -7,3 +7,20 @@ pub fn pipe(name: &str, slots: u32) -> (Netmap, Netmap) {
     let open = |n: String| NetmapBuilder::new(&n).num_slots(slots).build().unwrap();
     (open(format!("{name}{{0")), open(format!("{name}}}0")))
 }
+
+/// The packets of a pcap file written by a tap (classic format, microsecond timestamps),
+/// checking each record's captured and original lengths agree.
+#[allow(dead_code)] // not every test crate reads pcap files
+pub fn pcap_packets(data: &[u8]) -> Vec<Vec<u8>> {
+    assert_eq!(&data[..4], &0xa1b2_c3d4u32.to_le_bytes(), "pcap magic");
+    let word = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as usize;
+    let (mut off, mut out) = (24, Vec::new());
+    while off < data.len() {
+        let (incl, orig) = (word(off + 8), word(off + 12));
+        assert_eq!(incl, orig, "a tap records whole packets");
+        out.push(data[off + 16..off + 16 + incl].to_vec());
+        off += 16 + incl;
+    }
+    assert_eq!(off, data.len(), "no trailing bytes");
+    out
+}
