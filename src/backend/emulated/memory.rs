@@ -68,11 +68,11 @@ impl EmuMem {
         if super::shm::enabled() {
             use super::shm::Opened;
             let path = super::shm::path_for(parent);
-            return match ShmFile::open_or_create(&path, len)? {
+            let init = |region: &Arc<Region>| Ctl::new(region.clone()).init();
+            return match ShmFile::open_or_create(&path, len, &init)? {
                 Opened::Created(shm, region) => {
+                    tracing::debug!(path, "created shared emulated memory");
                     let ctl = Ctl::new(region.clone());
-                    ctl.init();
-                    shm.ready()?;
                     Ok(Self::with(region, ctl, id, Some(shm)))
                 }
                 Opened::Joined(shm, region) => {

@@ -1,15 +1,16 @@
 //! Emulated memory shared between processes: a file under `/dev/shm` per parent name, and the
 //! locks that tell who is alive (Linux; elsewhere, and under Miri, memory stays private).
 //!
-//! - Name: `/dev/shm/netmap-rs.<uid>[.<ns>].<parent>`, created with `O_EXCL`, mode 0600,
-//!   owner checked on open.
+//! - Name: `/dev/shm/netmap-rs.<uid>[.<ns>].<parent>`, mode 0600, owner and mode checked
+//!   on open. Built unnamed (`O_TMPFILE`) and named once initialised (`linkat`, exclusive
+//!   like `O_EXCL`).
 //! - Liveness: open-file-description byte locks (`F_OFD_SETLK`) on offsets past the end of
 //!   the file. The kernel drops them when the last descriptor of the holder closes, also when
 //!   it is killed, so a crashed process never holds anything.
-//!   - byte [`USERS`]: every process mapping the memory holds a read lock; the creator holds
-//!     the write lock while it initialises the header. A process that finds no other holder
-//!     is alone: the object is stale (its users crashed) and is replaced, never trusted; the
-//!     last one to close removes the file.
+//!   - byte [`USERS`]: every process mapping the memory holds a read lock (the creator from
+//!     before the object has a name). A process that finds no other holder is alone: the
+//!     object is stale (its users crashed) and is replaced, never trusted; the last one to
+//!     close removes the file.
 //!   - one byte per pipe slot (its users) and one per pipe end (its owner).
 //! - Allocation and the pipe table are serialised by `flock` on the file (released on death
 //!   too) plus a process-local mutex (`flock` does not exclude threads of one process).
@@ -85,27 +86,41 @@ pub(super) fn path_for(parent: &str) -> String {
 
 /// What `open_or_create` found.
 pub(super) enum Opened {
-    /// A new object: the caller initialises it, then calls [`ShmFile::ready`].
+    /// A new object, initialised by the caller's `init` before anyone could see it.
     Created(ShmFile, Arc<Region>),
     /// A live object shared with other processes.
     Joined(ShmFile, Arc<Region>),
 }
 
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
 impl ShmFile {
-    /// Opens the object at `path` (of `len` bytes), replacing a stale one.
-    pub(super) fn open_or_create(path: &str, len: usize) -> Result<Opened, Error> {
+    /// Opens the object at `path` (of `len` bytes), replacing a stale one, or creates it.
+    ///
+    /// A new object is built unnamed (`O_TMPFILE`), initialised by `init`, and only then
+    /// given its name (`linkat`, which fails if another process published first): nobody
+    /// ever maps a half-initialised object, and a creator killed before publishing leaves
+    /// nothing behind. Its creator holds the users lock from before publication.
+    pub(super) fn open_or_create(
+        path: &str,
+        len: usize,
+        init: &dyn Fn(&Arc<Region>),
+    ) -> Result<Opened, Error> {
         let cpath = CString::new(path).map_err(|_| Error::BindFail("NUL in a pipe name".into()))?;
-        for _ in 0..100 {
+        let fail = |what: &str, e: io::Error| {
+            Error::BindFail(format!(
+                "{what} the shared emulated memory {path}: {e}; set {SHARED_ENV}=0 for \
+                 process-private pipes"
+            ))
+        };
+        for _ in 0..1000 {
             // SAFETY: cpath is a valid C string; the result is checked.
             let fd = unsafe {
                 libc::open(
                     cpath.as_ptr(),
-                    libc::O_RDWR
-                        | libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_CLOEXEC
-                        | libc::O_NOFOLLOW,
-                    0o600 as libc::c_uint,
+                    libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW,
                 )
             };
             if fd >= 0 {
@@ -114,70 +129,102 @@ impl ShmFile {
                     file: unsafe { File::from_raw_fd(fd) },
                     path: cpath.clone(),
                 };
-                // Held until the header is written: joiners wait for it.
-                shm.lock(USERS, libc::F_WRLCK, false)?;
-                shm.file.set_len(len as u64)?;
-                let region = Arc::new(Region::map_shared(shm.file.as_fd(), len)?);
-                return Ok(Opened::Created(shm, region));
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(Error::BindFail(format!(
-                    "cannot create the shared emulated memory {path}: {e}; set {SHARED_ENV}=0 \
-                     for process-private pipes"
-                )));
-            }
-            // SAFETY: as above.
-            let fd = unsafe {
-                libc::open(
-                    cpath.as_ptr(),
-                    libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-                )
-            };
-            if fd < 0 {
-                continue; // removed meanwhile: try to create it again
-            }
-            // SAFETY: fd was just returned by open and is owned by nobody else.
-            let shm = ShmFile {
-                file: unsafe { File::from_raw_fd(fd) },
-                path: cpath.clone(),
-            };
-            let meta = shm.file.metadata()?;
-            // SAFETY: getuid has no preconditions.
-            if meta.uid() != unsafe { libc::getuid() } || meta.mode() & 0o077 != 0 {
-                return Err(Error::PermissionDenied(format!(
-                    "{path} belongs to another user or is readable by others; remove it"
-                )));
-            }
-            // Waits while a creator initialises the object.
-            shm.lock(USERS, libc::F_RDLCK, true)?;
-            if !shm.same_as_path() {
-                continue; // unlinked by its last user meanwhile
-            }
-            if !shm.others_hold(USERS)? || meta.len() != len as u64 {
-                if shm.others_hold(USERS)? {
-                    return Err(Error::BindFail(format!(
-                        "{path} is in use with a size of {} bytes, this process asks for {len} \
-                         (NETMAP_RS_EMU_MEM_MB must agree between processes)",
-                        meta.len()
-                    )));
+                if let Some(region) = shm.join(path, len)? {
+                    return Ok(Opened::Joined(shm, region));
                 }
-                // Nobody alive uses it: what a crashed run left behind. Replace it.
-                tracing::warn!(path, "replacing a stale emulated memory object");
-                shm.unlink_if_same();
                 continue;
             }
+            let e = io::Error::last_os_error();
+            if errno(&e) != libc::ENOENT {
+                return Err(fail("cannot open", e));
+            }
+            let shm = Self::create_unnamed(&cpath).map_err(|e| fail("cannot create", e))?;
+            shm.file.set_len(len as u64)?;
+            shm.lock(USERS, libc::F_RDLCK, false)?;
             let region = Arc::new(Region::map_shared(shm.file.as_fd(), len)?);
-            return Ok(Opened::Joined(shm, region));
+            init(&region);
+            match shm.publish() {
+                Ok(()) => return Ok(Opened::Created(shm, region)),
+                Err(e) if errno(&e) == libc::EEXIST => continue, // another process was first
+                Err(e) => return Err(fail("cannot name", e)),
+            }
         }
         Err(Error::BindFail(format!(
             "{path}: could not open or create the shared emulated memory (it kept changing)"
         )))
     }
 
-    /// The creator has written the header: becomes an ordinary user.
-    pub(super) fn ready(&self) -> io::Result<()> {
-        self.lock(USERS, libc::F_RDLCK, false)
+    /// Joins an existing object: `None` when it vanished or was stale (and was removed).
+    fn join(&self, path: &str, len: usize) -> Result<Option<Arc<Region>>, Error> {
+        let meta = self.file.metadata()?;
+        // SAFETY: getuid has no preconditions.
+        if meta.uid() != unsafe { libc::getuid() } || meta.mode() & 0o077 != 0 {
+            return Err(Error::PermissionDenied(format!(
+                "{path} belongs to another user or is accessible to others; remove it"
+            )));
+        }
+        // A last user removing the object holds the write lock for a moment.
+        if self.lock(USERS, libc::F_RDLCK, false).is_err() {
+            std::thread::yield_now();
+            return Ok(None);
+        }
+        if !self.same_as_path() {
+            return Ok(None); // removed by its last user meanwhile
+        }
+        if !self.others_hold(USERS)? {
+            // Nobody alive uses it: what a crashed run left behind. Replace it, unread.
+            tracing::warn!(path, "replacing a stale emulated memory object");
+            self.unlink_if_same();
+            return Ok(None);
+        }
+        if meta.len() != len as u64 {
+            return Err(Error::BindFail(format!(
+                "{path} is in use with a size of {} bytes, this process asks for {len} \
+                 (NETMAP_RS_EMU_MEM_MB must agree between processes)",
+                meta.len()
+            )));
+        }
+        Ok(Some(Arc::new(Region::map_shared(self.file.as_fd(), len)?)))
+    }
+
+    fn create_unnamed(cpath: &CString) -> io::Result<ShmFile> {
+        let dir = CString::new("/dev/shm").expect("no NUL");
+        // SAFETY: dir is a valid C string; the result is checked.
+        let fd = unsafe {
+            libc::open(
+                dir.as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just returned by open and is owned by nobody else.
+        Ok(ShmFile {
+            file: unsafe { File::from_raw_fd(fd) },
+            path: cpath.clone(),
+        })
+    }
+
+    /// Gives the unnamed object its name; `EEXIST` when the name is taken.
+    fn publish(&self) -> io::Result<()> {
+        let proc =
+            CString::new(format!("/proc/self/fd/{}", self.file.as_raw_fd())).expect("no NUL");
+        // SAFETY: both paths are valid C strings; the result is checked.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc.as_ptr(),
+                libc::AT_FDCWD,
+                self.path.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn flock_op(&self, l_type: libc::c_int, at: i64, cmd: libc::c_int) -> io::Result<libc::flock> {
