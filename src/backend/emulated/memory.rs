@@ -146,6 +146,7 @@ impl MemGuard<'_> {
     }
 
     /// The shared object, when the memory is shared.
+    #[cfg_attr(not(all(target_os = "linux", not(miri))), allow(dead_code))]
     pub(super) fn shm(&self) -> Option<&ShmFile> {
         self.mem.shm.as_ref()
     }

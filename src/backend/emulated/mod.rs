@@ -40,9 +40,12 @@ mod memory;
 mod pipe;
 #[cfg(all(target_os = "linux", not(miri)))]
 mod shm;
+mod table;
 pub(crate) mod wake;
+mod watch;
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -130,7 +133,8 @@ fn end_index(role: PipeRole) -> usize {
 
 /// One registration of one pipe end: what a file descriptor is to the kernel backend.
 pub(crate) struct EmuPort {
-    pipe: Arc<Pipe>,
+    /// Dropped by hand, under the watcher's lock (see `watch`).
+    pipe: ManuallyDrop<Arc<Pipe>>,
     end: usize,
     /// The registration's `netmap_if`.
     if_off: usize,
@@ -268,7 +272,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     }
     // Bound: from here on EmuPort's Drop undoes the bindings; nothing below fails.
     let port = EmuPort {
-        pipe: pipe.clone(),
+        pipe: ManuallyDrop::new(pipe.clone()),
         end,
         if_off,
         if_size,
@@ -306,7 +310,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     };
     tracing::debug!(port = %name, rings = nr, slots = pipe.nslots, "emulated pipe end opened");
     if pipe.mem.shm().is_some() {
-        ensure_watcher();
+        watch::ensure();
     }
     let region = pipe.mem.region.clone();
     let mem = MemIdentity::Emulated {
@@ -380,50 +384,6 @@ fn note(pipe: &Pipe, end: usize, dir: usize, list: &[usize], kind: usize) -> Res
         .map(|&i| Cell::new(ctl, ctl.cell(pipe.slot, end, dir, i, kind)))
         .collect();
     Ok(Note::new(pipe.mem.shm().is_some(), cells)?)
-}
-
-/// Starts the watcher thread unless it runs.
-fn ensure_watcher() {
-    static RUNNING: AtomicBool = AtomicBool::new(false);
-    let _reg = lock(registry());
-    if RUNNING.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("netmap-rs-emu-watch".into())
-        .spawn(|| loop {
-            std::thread::sleep(WATCH_PERIOD);
-            let pipes: Vec<Arc<Pipe>> = {
-                let reg = lock(registry());
-                let live: Vec<_> = reg
-                    .pipes
-                    .values()
-                    .filter_map(Weak::upgrade)
-                    .filter(|p| p.mem.shm().is_some())
-                    .collect();
-                if live.is_empty() {
-                    // Decided under the registry lock, where `ensure_watcher` looks.
-                    RUNNING.store(false, Ordering::Release);
-                    return;
-                }
-                live
-            };
-            for p in pipes {
-                for end in 0..2 {
-                    if !lock(&p.bound).any(end) {
-                        continue;
-                    }
-                    let gone = p.peer_crashed(end);
-                    if p.peer_gone[end].swap(gone, Ordering::AcqRel) != gone && gone {
-                        tracing::warn!(pipe = %p.name, end, "the peer process of a pipe end was killed");
-                        p.wake_end(end);
-                    }
-                }
-            }
-        });
-    if spawned.is_err() {
-        RUNNING.store(false, Ordering::Release);
-    }
 }
 
 impl EmuPort {
@@ -574,6 +534,11 @@ impl Drop for EmuPort {
             }
         }
         pipe.mem.free_if(self.if_off, self.if_size);
+        // The last reference to the pipe (and so to its memory) goes here, never in the
+        // watcher thread: closing the last port removes the shared object before it returns.
+        let _w = watch::quiet();
+        // SAFETY: `self.pipe` is not used after this: the value is being dropped.
+        unsafe { ManuallyDrop::drop(&mut self.pipe) };
     }
 }
 

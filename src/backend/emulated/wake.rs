@@ -127,9 +127,15 @@ impl Note {
     /// One waiter is done.
     pub(crate) fn disarm(&self) {
         for c in &self.cells {
-            let _ = c
-                .waiters()
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| w.checked_sub(1));
+            // Never below zero, whatever the other process wrote there.
+            let w = c.waiters();
+            let mut v = w.load(Ordering::SeqCst);
+            while v > 0 {
+                match w.compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => break,
+                    Err(now) => v = now,
+                }
+            }
         }
     }
 
