@@ -25,6 +25,8 @@ ROUNDS = int(os.environ.get("ROUNDS", "5"))
 TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
 PKT_GEN = os.environ.get("PKT_GEN", os.path.join(TARGET, "release", "examples", "pkt_gen"))
 BASE = os.environ.get("BASE")
+# Extra pkt_gen options for every run, e.g. ARGS="--slots 8192 -b 2048".
+ARGS = os.environ.get("ARGS", "").split()
 ENV = dict(os.environ, NETMAP_RS_BACKEND="emulated", NETMAP_RS_EMU_NS=f"bench{os.getpid()}")
 
 
@@ -41,17 +43,17 @@ def checked(text, what):
 
 
 def in_process(r, exe=PKT_GEN):
-    out = subprocess.run([exe, "-i", f"bi{r}{{1", "-f", "tx", "-n", str(N), "--both"],
+    out = subprocess.run([exe, "-i", f"bi{r}{{1", "-f", "tx", "-n", str(N), "--both", *ARGS],
                          env=ENV, capture_output=True, text=True, check=True).stdout
     checked(out, "in-process")
     return speed(out)
 
 
 def cross_process(r):
-    rx = subprocess.Popen([PKT_GEN, "-i", f"bx{r}}}1", "-f", "rx", "-n", str(N)],
+    rx = subprocess.Popen([PKT_GEN, "-i", f"bx{r}}}1", "-f", "rx", "-n", str(N), *ARGS],
                           env=ENV, stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
-    tx = subprocess.run([PKT_GEN, "-i", f"bx{r}{{1", "-f", "tx", "-n", str(N)],
+    tx = subprocess.run([PKT_GEN, "-i", f"bx{r}{{1", "-f", "tx", "-n", str(N), *ARGS],
                         env=ENV, capture_output=True, text=True, check=True).stdout
     rx_out, _ = rx.communicate(timeout=120)
     if rx.returncode != 0:
@@ -64,7 +66,8 @@ def main():
     if not os.path.exists(PKT_GEN):
         sys.exit(f"{PKT_GEN} missing: cargo build --release --example pkt_gen")
     ins, xs, bases = [], [], []
-    print(f"pkt_gen, emulated pipe, {N} frames of 60 B per run, {ROUNDS} interleaved rounds")
+    print(f"pkt_gen {' '.join(ARGS)}, emulated pipe, {N} frames of 60 B per run, "
+          f"{ROUNDS} interleaved rounds")
     for r in range(ROUNDS):
         a, b = in_process(r), cross_process(r)
         ins.append(a)

@@ -615,14 +615,18 @@ const IDLE: Duration = Duration::from_millis(250);
 /// Says once, after a second of waiting, that nobody has the other end of the pipe open:
 /// normal for netmap (the peer may come later), but worth knowing.
 fn peer_notice(nm: &Netmap, cfg: &Cfg, since: Instant) {
-    static SAID: AtomicBool = AtomicBool::new(false);
-    if SAID.load(Ordering::Relaxed) || since.elapsed() < Duration::from_secs(1) {
+    // Set once said, or once the peer was seen: nothing more to check.
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.load(Ordering::Relaxed) || since.elapsed() < Duration::from_secs(1) {
         return;
     }
-    if let (Some(false), Some(peer)) = (nm.peer_present(), peer_name(&cfg.port)) {
-        if !SAID.swap(true, Ordering::Relaxed) {
-            println!("no peer on {peer} yet: waiting for it (start it in another terminal)");
+    match (nm.peer_present(), peer_name(&cfg.port)) {
+        (Some(false), Some(peer)) => {
+            if !DONE.swap(true, Ordering::Relaxed) {
+                println!("no peer on {peer} yet: waiting for it (start it in another terminal)");
+            }
         }
+        _ => DONE.store(true, Ordering::Relaxed),
     }
 }
 

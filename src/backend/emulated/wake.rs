@@ -281,8 +281,9 @@ mod sock {
         // SAFETY: an all-zero sockaddr_un is a valid value of this plain C struct.
         let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        static UID: OnceLock<u32> = OnceLock::new();
         // SAFETY: getuid has no preconditions.
-        let uid = unsafe { libc::getuid() };
+        let uid = *UID.get_or_init(|| unsafe { libc::getuid() });
         let name = format!("netmap-rs.{uid}.{:x}.{:x}", addr >> 32, addr & 0xffff_ffff);
         // sun_path[0] = 0: the abstract namespace.
         for (d, s) in sa.sun_path[1..].iter_mut().zip(name.bytes()) {
