@@ -461,3 +461,49 @@ fn a_stale_object_from_a_crashed_run_is_replaced() {
     drop((tx, rx, a, b));
     assert!(!std::path::Path::new(&path).exists(), "left behind");
 }
+
+#[test]
+fn a_pipe_whose_users_were_killed_is_rebuilt_and_its_end_can_be_reopened() {
+    if !shared() {
+        return;
+    }
+    let parent = unique("rb");
+    // Keeps the memory alive while the pipe's only user is killed.
+    let keep = open(&format!("{parent}{{9"));
+    let mut c = spawn("hold", &format!("{parent}{{1"), 0);
+    wait_line(&mut c, "READY");
+    assert!(matches!(
+        NetmapBuilder::new(&format!("{parent}{{1"))
+            .backend(BackendChoice::Emulated)
+            .build()
+            .unwrap_err(),
+        Error::PortBusy(_)
+    ));
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // The killed process's end is free again, and the pipe works end to end.
+    let (a, b) = (open(&format!("{parent}{{1")), open(&format!("{parent}}}1")));
+    let mut tx = a.tx_ring(0).unwrap();
+    let mut rx = b.rx_ring(0).unwrap();
+    let (mut seq, mut next) = (0u64, 0u64);
+    while next < 3000 {
+        let mut buf = [0u8; LEN];
+        while seq < 3000 {
+            fill(&mut buf, seq);
+            if tx.send(&buf).is_err() {
+                break;
+            }
+            seq += 1;
+        }
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        for f in rx.batch(256) {
+            check(f.payload(), &mut next);
+        }
+    }
+    drop((tx, rx, a, b, keep));
+    assert!(
+        !std::path::Path::new(&shm_path(&parent)).exists(),
+        "left behind"
+    );
+}

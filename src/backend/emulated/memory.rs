@@ -66,33 +66,47 @@ impl EmuMem {
         let len = memory_size();
         #[cfg(all(target_os = "linux", not(miri)))]
         if super::shm::enabled() {
-            use super::shm::Opened;
             let path = super::shm::path_for(parent);
-            let init = |region: &Arc<Region>| Ctl::new(region.clone()).init();
-            return match ShmFile::open_or_create(&path, len, &init)? {
-                Opened::Created(shm, region) => {
-                    tracing::debug!(path, "created shared emulated memory");
-                    let ctl = Ctl::new(region.clone());
-                    Ok(Self::with(region, ctl, id, Some(shm)))
-                }
-                Opened::Joined(shm, region) => {
-                    let ctl = Ctl::new(region.clone());
-                    if !ctl.valid() {
-                        return Err(Error::BadLayout(format!(
-                            "{path} does not hold an emulated netmap memory of this version; \
-                             remove it, or set NETMAP_RS_EMU_NS to use other names"
-                        )));
-                    }
-                    tracing::debug!(path, "joined shared emulated memory");
-                    Ok(Self::with(region, ctl, id, Some(shm)))
-                }
-            };
+            if std::path::Path::new(&path).exists() || super::shm::room_for(len) {
+                return Self::shared(id, &path, len);
+            }
+            tracing::warn!(
+                path,
+                len,
+                "not enough room in /dev/shm for shared emulated memory: this parent's pipes \
+                 stay private to the process (lower NETMAP_RS_EMU_MEM_MB to share them)"
+            );
         }
         let _ = parent;
         let region = Arc::new(Region::anonymous(len)?);
         let ctl = Ctl::new(region.clone());
         ctl.init();
         Ok(Self::with(region, ctl, id, None))
+    }
+
+    /// Creates or joins the shared object at `path`.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn shared(id: u16, path: &str, len: usize) -> Result<EmuMem, Error> {
+        use super::shm::Opened;
+        let init = |region: &Arc<Region>| Ctl::new(region.clone()).init();
+        match ShmFile::open_or_create(path, len, &init)? {
+            Opened::Created(shm, region) => {
+                tracing::debug!(path, "created shared emulated memory");
+                let ctl = Ctl::new(region.clone());
+                Ok(Self::with(region, ctl, id, Some(shm)))
+            }
+            Opened::Joined(shm, region) => {
+                let ctl = Ctl::new(region.clone());
+                if !ctl.valid() {
+                    return Err(Error::BadLayout(format!(
+                        "{path} does not hold an emulated netmap memory of this version; \
+                         remove it, or set NETMAP_RS_EMU_NS to use other names"
+                    )));
+                }
+                tracing::debug!(path, "joined shared emulated memory");
+                Ok(Self::with(region, ctl, id, Some(shm)))
+            }
+        }
     }
 
     fn with(region: Arc<Region>, ctl: Ctl, id: u16, shm: Option<ShmFile>) -> EmuMem {

@@ -60,6 +60,20 @@ pub(super) fn enabled() -> bool {
         && std::path::Path::new("/dev/shm").is_dir()
 }
 
+/// Whether `/dev/shm` has room for a new object of `len` bytes. Objects are sparse, but a
+/// store to a page tmpfs cannot provide kills the process (SIGBUS), so a new object is only
+/// made where the whole of it would fit (small container `/dev/shm`s stay private).
+pub(super) fn room_for(len: usize) -> bool {
+    let dir = CString::new("/dev/shm").expect("no NUL");
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: dir is a valid C string and st a live statvfs struct.
+    if unsafe { libc::statvfs(dir.as_ptr(), &mut st) } != 0 {
+        return false;
+    }
+    (st.f_bavail as u128) * (st.f_frsize as u128) >= len as u128
+}
+
 fn sanitize(s: &str) -> String {
     s.bytes()
         .map(|b| {
