@@ -534,6 +534,10 @@ impl Drop for EmuPort {
             }
         }
         pipe.mem.free_if(self.if_off, self.if_size);
+        if pipe.mem.shm().is_some() {
+            // The other end may be another process's, now with nobody here to watch it.
+            watch::ensure();
+        }
         // The last reference to the pipe (and so to its memory) goes here, never in the
         // watcher thread: closing the last port removes the shared object before it returns.
         let _w = watch::quiet();

@@ -1,4 +1,5 @@
-//! The watcher: a thread, running while shared pipes are open in this process, that looks
+//! The watcher: a thread, running while this process has one end of a shared pipe open
+//! (the other end being another process's, or nobody's yet), that looks
 //! every [`WATCH_PERIOD`] for peers killed while their end was open, marks the survivor's
 //! end ([`Pipe::peer_gone`]) and wakes its waiters, which then sync and see
 //! [`Error::PeerGone`](crate::Error::PeerGone).
@@ -19,7 +20,15 @@ pub(super) fn quiet() -> MutexGuard<'static, ()> {
     lock(&QUIET)
 }
 
-/// Starts the watcher thread unless it runs.
+/// Whether exactly one end of the pipe is open in this process: only then can its peer be
+/// another process. (With both ends here, neither can die alone; with none, nobody waits.)
+fn one_end_here(p: &Pipe) -> bool {
+    let b = lock(&p.bound);
+    b.any(0) != b.any(1)
+}
+
+/// Starts the watcher thread unless it runs. Called whenever an end is opened or closed
+/// here (a pipe may then need watching); the thread ends when no pipe does.
 pub(super) fn ensure() {
     static RUNNING: AtomicBool = AtomicBool::new(false);
     let _reg = lock(registry());
@@ -37,7 +46,7 @@ pub(super) fn ensure() {
                     .pipes
                     .values()
                     .filter_map(Weak::upgrade)
-                    .filter(|p| p.mem.shm().is_some())
+                    .filter(|p| p.mem.shm().is_some() && one_end_here(p))
                     .collect();
                 if live.is_empty() {
                     // Decided under the registry lock, where `ensure` looks.
