@@ -507,3 +507,59 @@ fn a_pipe_whose_users_were_killed_is_rebuilt_and_its_end_can_be_reopened() {
         "left behind"
     );
 }
+
+#[test]
+fn killing_the_sender_ends_a_tokio_receiver_after_the_drain() {
+    if !shared() {
+        return;
+    }
+    use netmap_rs::tokio_async::TokioNetmap;
+    let parent = unique("kt");
+    let n = 3000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let nm = TokioNetmap::new(open(&format!("{parent}}}1"))).unwrap();
+        let mut rx = nm.rx_ring(0).unwrap();
+        let mut c = spawn("send-then-hang", &format!("{parent}{{1"), n);
+        let mut next = 0;
+        while next < n - 500 {
+            for f in rx.recv_batch(64).await.unwrap() {
+                check(f.payload(), &mut next);
+            }
+        }
+        // Blocking here is fine: nothing else runs on this runtime.
+        wait_line(&mut c, "SENT");
+        c.kill().unwrap();
+        c.wait().unwrap();
+        let killed = Instant::now();
+        let err = loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv_batch(64)).await {
+                Ok(Ok(batch)) => {
+                    for f in batch {
+                        check(f.payload(), &mut next);
+                    }
+                }
+                Ok(Err(e)) => break e,
+                Err(_) => panic!("no end 5 s after the kill"),
+            }
+        };
+        eprintln!(
+            "tokio receiver saw the end {:?} after the kill: {err}",
+            killed.elapsed()
+        );
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err}");
+        assert!(err.to_string().contains("peer gone"), "{err}");
+        assert_eq!(
+            next, n,
+            "every frame sent before the kill was received, in order"
+        );
+        assert!(killed.elapsed() < Duration::from_secs(1));
+    });
+    assert!(
+        !std::path::Path::new(&shm_path(&parent)).exists(),
+        "left behind"
+    );
+}
