@@ -19,7 +19,7 @@
 //!     pkt_gen -i 'netmap:pipe{1' -f rx          # or -i netmap:eth0
 //!     pkt_gen -i 'netmap:pipe}1' -f tx -l 60 -b 512
 //! Emulated (no module), two terminals, as on real netmap (the pipe is shared through
-//! /dev/shm; `no peer on pipe}1 yet` is printed while the other end is not open):
+//! /dev/shm; a side alone says `no peer on <other end> yet` once, after a second):
 //!     cargo run --release --example pkt_gen -- -i 'pipe}1' -f rx -n 10000000
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000
 //! or self-contained in one process:
