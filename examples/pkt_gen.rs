@@ -18,7 +18,11 @@
 //! Real netmap (module loaded, as root), two terminals:
 //!     pkt_gen -i 'netmap:pipe{1' -f rx          # or -i netmap:eth0
 //!     pkt_gen -i 'netmap:pipe}1' -f tx -l 60 -b 512
-//! Emulated (no module):
+//! Emulated (no module), two terminals, as on real netmap (the pipe is shared through
+//! /dev/shm; a side alone says `no peer on <other end> yet` once, after a second):
+//!     cargo run --release --example pkt_gen -- -i 'pipe}1' -f rx -n 10000000
+//!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000
+//! or self-contained in one process:
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000 --both
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f ping -n 100000 --both
 //!
@@ -428,6 +432,7 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 if space == 0 {
                     tx.sync()?;
                     if tx.space() == 0 {
+                        peer_notice(nm, &cfg, job.t0);
                         nm.wait_writable(Some(Duration::from_millis(100)))?;
                     }
                     continue;
@@ -454,6 +459,7 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), &mut check);
                 if k == 0 {
                     rx.sync()?;
+                    peer_notice(nm, &cfg, job.t0);
                     nm.wait_readable(Some(Duration::from_millis(100)))?;
                     continue;
                 }
@@ -555,7 +561,13 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                         .min(tx.get_ref().num_slots() - 1)
                         .min(left.min(usize::MAX as u64) as usize);
                     let ts = now_ns(job.t0);
-                    let mut r = tx.reserve(k).await?;
+                    let mut r = match tokio::time::timeout(IDLE, tx.reserve(k)).await {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            peer_notice(nm.netmap(), &cfg, job.t0);
+                            continue;
+                        }
+                    };
                     fill_burst(&mut r, &tpl, &cfg, base, n, ts)?;
                     r.commit();
                     tx.flush_ring().await?;
@@ -569,7 +581,14 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                 let mut rx = nm.rx_ring(0)?;
                 let mut check = SeqCheck::new();
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                    let batch = rx.recv_batch(cfg.burst.min(left as usize)).await?;
+                    let k = cfg.burst.min(left as usize);
+                    let batch = match tokio::time::timeout(IDLE, rx.recv_batch(k)).await {
+                        Ok(b) => b?,
+                        Err(_) => {
+                            peer_notice(nm.netmap(), &cfg, job.t0);
+                            continue;
+                        }
+                    };
                     let (k, b) = account_rx(batch, &mut check);
                     left -= k;
                     stats.record(k, b);
@@ -588,6 +607,27 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
         }
         Ok::<(), Error>(())
     })
+}
+
+/// How long an async wait runs before checking for a missing peer.
+const IDLE: Duration = Duration::from_millis(250);
+
+/// Says once, after a second of waiting, that nobody has the other end of the pipe open:
+/// normal for netmap (the peer may come later), but worth knowing.
+fn peer_notice(nm: &Netmap, cfg: &Cfg, since: Instant) {
+    // Set once said, or once the peer was seen: nothing more to check.
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.load(Ordering::Relaxed) || since.elapsed() < Duration::from_secs(1) {
+        return;
+    }
+    match (nm.peer_present(), peer_name(&cfg.port)) {
+        (Some(false), Some(peer)) => {
+            if !DONE.swap(true, Ordering::Relaxed) {
+                println!("no peer on {peer} yet: waiting for it (start it in another terminal)");
+            }
+        }
+        _ => DONE.store(true, Ordering::Relaxed),
+    }
 }
 
 fn peer_name(name: &str) -> Option<String> {

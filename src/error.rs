@@ -107,6 +107,10 @@ pub enum Error {
         /// Largest frame the interface takes (MTU plus the 14-byte Ethernet header).
         max: usize,
     },
+    /// The process holding the other end of an emulated pipe was killed while it had the end
+    /// open. A sender gets this at once; a receiver after it has taken every packet that was
+    /// delivered before. The message says which end.
+    PeerGone(String),
 }
 
 /// Result type of this crate.
@@ -222,6 +226,11 @@ impl fmt::Display for Error {
                  Ethernet header): send smaller frames or raise the MTU (`ip link set dev IF \
                  mtu N`)"
             ),
+            Error::PeerGone(m) => write!(
+                f,
+                "peer gone: {m}. Restart the peer and reopen the pipe end (closing this end \
+                 removes the shared memory once no process uses it)"
+            ),
         }
     }
 }
@@ -262,6 +271,7 @@ impl Error {
                 K::NotFound
             }
             Error::InterfaceDown(_) => K::NotConnected,
+            Error::PeerGone(_) => K::BrokenPipe,
             Error::PermissionDenied(_) | Error::MissingPrivilege { .. } => K::PermissionDenied,
             Error::PortBusy(_) | Error::RingInUse(_) | Error::XdpProgramAttached { .. } => {
                 K::AddrInUse

@@ -9,8 +9,8 @@
 //!   Tokio's `AsyncFd`; rings as `AsyncRead`/`AsyncWrite`, `Stream`/`Sink`, codec framing and
 //!   tracing taps.
 //! - Two backends behind one ring implementation: the kernel module (feature `sys`, default)
-//!   and an in-process emulation of netmap pipes with the same memory layout, used where no
-//!   module is loaded (see [`BackendChoice`]).
+//!   and an emulation of netmap pipes with the same memory layout, within a process or across
+//!   processes of one user, used where no module is loaded (see [`BackendChoice`]).
 //!
 //! ```
 //! use netmap_rs::prelude::*;

@@ -51,10 +51,23 @@ fn run(name: &str, args: &[&str]) -> (bool, String) {
     run_with_backend(name, args, &backend())
 }
 
+/// A namespace of emulated pipes no other run shares (examples running at the same time
+/// in other tests, or other checkouts, use the same pipe names).
+fn namespace() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "ex{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn run_with_backend(name: &str, args: &[&str], backend: &str) -> (bool, String) {
     let out = Command::new(example(name))
         .args(args)
         .env("NETMAP_RS_BACKEND", backend)
+        .env("NETMAP_RS_EMU_NS", namespace())
         .output()
         .unwrap();
     let text = format!(
@@ -159,6 +172,51 @@ fn pkt_gen_modes() {
         !success && text.contains("-l must be at least 60"),
         "{text}"
     );
+}
+
+/// netmap's own workflow: `pkt_gen -f rx` and `pkt_gen -f tx` as two processes on one pipe,
+/// the receiver started first (it says once that nobody is on the other end yet).
+#[test]
+fn pkt_gen_rx_and_tx_in_two_processes() {
+    let ns = namespace();
+    let pkt_gen = |args: &[&str]| {
+        Command::new(example("pkt_gen"))
+            .args(args)
+            .env("NETMAP_RS_BACKEND", backend())
+            .env("NETMAP_RS_EMU_NS", &ns)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let rx = pkt_gen(&["-i", "pg2p}1", "-f", "rx", "-n", "300000"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let tx = pkt_gen(&["-i", "pg2p{1", "-f", "tx", "-n", "300000"]);
+    let text = |c: std::process::Child| {
+        let out = c.wait_with_output().unwrap();
+        let t = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), t)
+    };
+    let (tx_ok, tx_out) = text(tx);
+    let (rx_ok, rx_out) = text(rx);
+    assert!(tx_ok, "tx failed:\n{tx_out}");
+    assert!(rx_ok, "rx failed:\n{rx_out}");
+    assert!(tx_out.contains("Sent 300000 packets"), "{tx_out}");
+    for m in [
+        "Received 300000 packets",
+        "lost 0 reordered 0",
+        "no peer on pg2p{1 yet",
+    ] {
+        if m.starts_with("no peer") && on_kernel() {
+            continue; // the kernel's ports do not say whether a peer is there
+        }
+        assert!(rx_out.contains(m), "rx: missing {m:?} in:\n{rx_out}");
+    }
+    assert_eq!(rx_out.matches("no peer").count(), usize::from(!on_kernel()));
 }
 
 #[test]

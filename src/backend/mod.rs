@@ -223,6 +223,15 @@ impl Backend {
         }
     }
 
+    /// Whether the other end of a pipe is open: `None` where the backend cannot tell.
+    pub(crate) fn peer_present(&self) -> Option<bool> {
+        match self {
+            Backend::Emulated(e) => Some(e.peer_present()),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     /// The RX descriptor for callers that poll it themselves (`AsFd`).
     pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
         match self {

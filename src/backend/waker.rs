@@ -15,7 +15,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use crate::notify::Notifier;
+use super::emulated::wake::Note;
 
 /// What a ring waiter sleeps on; see the module docs.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ enum Kind {
     )]
     Fd { fd: OwnedFd, writable: bool },
     /// The ring's own emulated notifier (reports readable).
-    Note(Arc<Notifier>),
+    Note(Arc<Note>),
 }
 
 impl RingWaker {
@@ -49,7 +49,7 @@ impl RingWaker {
     }
 
     /// A waker over a ring's emulated notifier.
-    pub(crate) fn notifier(note: Arc<Notifier>) -> RingWaker {
+    pub(crate) fn notifier(note: Arc<Note>) -> RingWaker {
         RingWaker {
             kind: Kind::Note(note),
         }

@@ -418,6 +418,13 @@ impl Netmap {
         Ok(self.wait(want, timeout)?.readable)
     }
 
+    /// Whether the other end of this pipe is open right now, in this process or another:
+    /// `Some(false)` means nobody is there yet (normal: netmap lets an end wait for its
+    /// peer). `None` where the backend cannot tell (the kernel's ports).
+    pub fn peer_present(&self) -> Option<bool> {
+        self.inner.backend.peer_present()
+    }
+
     /// Waits until a TX ring has room (see [`Netmap::wait`]); returns whether one has.
     pub fn wait_writable(&self, timeout: Option<Duration>) -> Result<bool, Error> {
         let want = Readiness {

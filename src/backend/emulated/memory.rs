@@ -1,50 +1,35 @@
-//! Emulated netmap memory: one region per parent name, with an interface area, a ring area
-//! and a buffer pool.
+//! Emulated netmap memory: one region per parent name, with a control area ([`super::ctl`]),
+//! an interface area, a ring area and a buffer pool. On Linux the region is a shared memory
+//! object other processes of the user map too ([`super::shm`]); elsewhere, under Miri, or
+//! with `NETMAP_RS_EMU_SHARED=0`, an anonymous private mapping.
+//!
+//! The allocator's state lives in the control area, so every process allocates from the same
+//! pool; it is only touched under [`EmuMem::locked`] (a process-local mutex plus, when shared,
+//! `flock` on the object), and every value read from it is bounds-checked.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{lock, BUF_SIZE};
+use super::ctl::{Area, Ctl};
+use super::lock;
 use crate::error::Error;
 use crate::region::Region;
 use crate::sync::raw::ring_bytes;
 
+#[cfg(all(target_os = "linux", not(miri)))]
+pub(super) use super::shm::ShmFile;
+
+/// Stand-in where memory is never shared.
+#[cfg(not(all(target_os = "linux", not(miri))))]
+pub(super) struct ShmFile;
+
 pub(super) struct EmuMem {
     pub(super) region: Arc<Region>,
+    pub(super) ctl: Ctl,
     pub(super) id: u16,
-    if_end: usize,
-    pub(super) ring_end: usize,
-    nbufs: u32,
-    alloc: Mutex<MemAlloc>,
-}
-
-#[derive(Default)]
-struct MemAlloc {
-    if_next: usize,
-    if_free: Vec<(usize, usize)>,
-    ring_next: usize,
-    ring_free: Vec<(usize, usize)>,
-    buf_next: u32,
-    buf_free: Vec<u32>,
-    /// One bit per buffer below `buf_next`: set while some ring slot owns it. Frees are
-    /// checked against it, so a buffer index that a hostile write left in a slot can never
-    /// enter the free list twice (or at all, when it was never handed out).
-    in_use: Vec<u64>,
-}
-
-impl MemAlloc {
-    fn mark(&mut self, b: u32, used: bool) -> bool {
-        let (w, bit) = ((b / 64) as usize, 1u64 << (b % 64));
-        if self.in_use.len() <= w {
-            self.in_use.resize(w + 1, 0);
-        }
-        let was = self.in_use[w] & bit != 0;
-        if used {
-            self.in_use[w] |= bit;
-        } else {
-            self.in_use[w] &= !bit;
-        }
-        was
-    }
+    /// The memory lock; holds how many live `Pipe` views of this process use each slot.
+    alloc: Mutex<Vec<u32>>,
+    /// The shared object, when the memory is shared (taken on drop).
+    shm: Option<ShmFile>,
 }
 
 fn memory_size() -> usize {
@@ -59,27 +44,97 @@ fn memory_size() -> usize {
         .unwrap_or(256 << 20)
 }
 
+/// The memory lock, held: allocation and the pipe table.
+pub(super) struct MemGuard<'a> {
+    mem: &'a EmuMem,
+    local: MutexGuard<'a, Vec<u32>>,
+}
+
+impl Drop for MemGuard<'_> {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if let Some(s) = &self.mem.shm {
+            s.unlock_alloc();
+        }
+    }
+}
+
 impl EmuMem {
-    pub(super) fn new(id: u16) -> Result<EmuMem, Error> {
+    /// The memory of parent name `parent`: the shared object when sharing is on (joined when
+    /// another process has it, created otherwise), else a private region.
+    pub(super) fn new(id: u16, parent: &str) -> Result<EmuMem, Error> {
         let len = memory_size();
-        let region = Region::anonymous(len)?;
-        let if_end = (len / 256).max(16 << 10);
-        let ring_end = if_end + (len / 16).max(64 << 10);
-        let nbufs = ((len - ring_end) / BUF_SIZE as usize) as u32;
-        Ok(EmuMem {
-            region: Arc::new(region),
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if super::shm::enabled() {
+            let path = super::shm::path_for(parent);
+            if std::path::Path::new(&path).exists() || super::shm::room_for(len) {
+                return Self::shared(id, &path, len);
+            }
+            tracing::warn!(
+                path,
+                len,
+                "not enough room in /dev/shm for shared emulated memory: this parent's pipes \
+                 stay private to the process (lower NETMAP_RS_EMU_MEM_MB to share them)"
+            );
+        }
+        let _ = parent;
+        let region = Arc::new(Region::anonymous(len)?);
+        let ctl = Ctl::new(region.clone());
+        ctl.init();
+        Ok(Self::with(region, ctl, id, None))
+    }
+
+    /// Creates or joins the shared object at `path`.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn shared(id: u16, path: &str, len: usize) -> Result<EmuMem, Error> {
+        use super::shm::Opened;
+        let init = |region: &Arc<Region>| Ctl::new(region.clone()).init();
+        match ShmFile::open_or_create(path, len, &init)? {
+            Opened::Created(shm, region) => {
+                tracing::debug!(path, "created shared emulated memory");
+                let ctl = Ctl::new(region.clone());
+                Ok(Self::with(region, ctl, id, Some(shm)))
+            }
+            Opened::Joined(shm, region) => {
+                let ctl = Ctl::new(region.clone());
+                if !ctl.valid() {
+                    return Err(Error::BadLayout(format!(
+                        "{path} does not hold an emulated netmap memory of this version; \
+                         remove it, or set NETMAP_RS_EMU_NS to use other names"
+                    )));
+                }
+                tracing::debug!(path, "joined shared emulated memory");
+                Ok(Self::with(region, ctl, id, Some(shm)))
+            }
+        }
+    }
+
+    fn with(region: Arc<Region>, ctl: Ctl, id: u16, shm: Option<ShmFile>) -> EmuMem {
+        EmuMem {
+            alloc: Mutex::new(vec![0; ctl.g.max_pipes]),
+            region,
+            ctl,
             id,
-            if_end,
-            ring_end,
-            nbufs,
-            alloc: Mutex::new(MemAlloc {
-                if_next: 0,
-                ring_next: if_end,
-                // Buffers 0 and 1 are reserved, as in the kernel.
-                buf_next: 2,
-                ..Default::default()
-            }),
-        })
+            shm,
+        }
+    }
+
+    /// The shared object, when this memory is shared between processes.
+    pub(super) fn shm(&self) -> Option<&ShmFile> {
+        self.shm.as_ref()
+    }
+
+    /// Takes the memory lock.
+    pub(super) fn locked(&self) -> MemGuard<'_> {
+        let g = lock(&self.alloc);
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if let Some(s) = &self.shm {
+            s.lock_alloc();
+        }
+        MemGuard {
+            mem: self,
+            local: g,
+        }
     }
 
     fn exhausted(what: &str) -> Error {
@@ -89,76 +144,57 @@ impl EmuMem {
         ))
     }
 
-    fn alloc_area(
-        free: &mut Vec<(usize, usize)>,
-        next: &mut usize,
-        end: usize,
-        size: usize,
-        align: usize,
-    ) -> Option<usize> {
-        let size = size.next_multiple_of(align);
-        if let Some(pos) = free.iter().position(|&(_, s)| s == size) {
-            return Some(free.swap_remove(pos).0);
-        }
-        let off = next.next_multiple_of(align);
-        if off + size > end {
-            return None;
-        }
-        *next = off + size;
-        Some(off)
-    }
-
     pub(super) fn alloc_if(&self, size: usize) -> Result<usize, Error> {
-        let mut a = lock(&self.alloc);
-        let a = &mut *a;
-        Self::alloc_area(&mut a.if_free, &mut a.if_next, self.if_end, size, 64)
-            .ok_or_else(|| Self::exhausted("another interface"))
+        self.locked().alloc_if(size)
     }
 
     pub(super) fn free_if(&self, off: usize, size: usize) {
-        lock(&self.alloc)
-            .if_free
-            .push((off, size.next_multiple_of(64)));
+        let _g = self.locked();
+        self.ctl.free_area(Area::If, off, size, 64);
+    }
+}
+
+impl MemGuard<'_> {
+    pub(super) fn ctl(&self) -> &Ctl {
+        &self.mem.ctl
+    }
+
+    /// The shared object, when the memory is shared.
+    #[cfg_attr(not(all(target_os = "linux", not(miri))), allow(dead_code))]
+    pub(super) fn shm(&self) -> Option<&ShmFile> {
+        self.mem.shm.as_ref()
+    }
+
+    /// How many live pipe views of this process use slot `s`.
+    pub(super) fn local_users(&mut self, s: usize) -> &mut u32 {
+        &mut self.local[s]
+    }
+
+    pub(super) fn alloc_if(&self, size: usize) -> Result<usize, Error> {
+        self.mem
+            .ctl
+            .alloc_area(Area::If, size, 64)
+            .ok_or_else(|| EmuMem::exhausted("another interface"))
     }
 
     pub(super) fn alloc_ring(&self, num_slots: u32) -> Result<usize, Error> {
-        let mut a = lock(&self.alloc);
-        let a = &mut *a;
-        Self::alloc_area(
-            &mut a.ring_free,
-            &mut a.ring_next,
-            self.ring_end,
-            ring_bytes(num_slots),
-            128,
-        )
-        .ok_or_else(|| Self::exhausted("another ring"))
+        self.mem
+            .ctl
+            .alloc_area(Area::Ring, ring_bytes(num_slots), 128)
+            .ok_or_else(|| EmuMem::exhausted("another ring"))
     }
 
     pub(super) fn free_ring(&self, off: usize, num_slots: u32) {
-        lock(&self.alloc)
-            .ring_free
-            .push((off, ring_bytes(num_slots).next_multiple_of(128)));
+        self.mem
+            .ctl
+            .free_area(Area::Ring, off, ring_bytes(num_slots), 128);
     }
 
     pub(super) fn alloc_bufs(&self, n: usize) -> Result<Vec<u32>, Error> {
-        let mut a = lock(&self.alloc);
-        let fresh = (self.nbufs - a.buf_next) as usize;
-        if a.buf_free.len() + fresh < n {
-            return Err(Self::exhausted(&format!("{n} more buffers")));
-        }
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let b = match a.buf_free.pop() {
-                Some(b) => b,
-                None => {
-                    a.buf_next += 1;
-                    a.buf_next - 1
-                }
-            };
-            a.mark(b, true);
-            out.push(b);
-        }
-        Ok(out)
+        self.mem
+            .ctl
+            .alloc_bufs(n)
+            .ok_or_else(|| EmuMem::exhausted(&format!("{n} more buffers")))
     }
 
     /// Gives buffers back to the pool. Only indices that are currently handed out are taken
@@ -166,15 +202,15 @@ impl EmuMem {
     /// (what a hostile write into a slot leaves behind) is ignored. Returns how many were
     /// refused.
     pub(super) fn free_bufs(&self, bufs: impl IntoIterator<Item = u32>) -> usize {
-        let mut a = lock(&self.alloc);
-        let mut refused = 0;
-        for b in bufs {
-            if b >= 2 && b < a.buf_next && a.mark(b, false) {
-                a.buf_free.push(b);
-            } else {
-                refused += 1;
-            }
+        self.mem.ctl.free_bufs(bufs)
+    }
+}
+
+impl Drop for EmuMem {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if let Some(s) = self.shm.take() {
+            s.close();
         }
-        refused
     }
 }

@@ -1,8 +1,13 @@
-//! The in-process emulated backend: netmap pipes without the kernel module.
+//! The emulated backend: netmap pipes without the kernel module, within a process or across
+//! processes of one user.
 //!
 //! It lays out memory exactly as netmap does — a `netmap_if` per registration, rings with
-//! `buf_ofs`, a buffer pool indexed by `buf_idx` — in an anonymous region per parent name (so
-//! pipes `a{1` and `a{2` share buffers, as kernel pipes of one parent share an allocator), and
+//! `buf_ofs`, a buffer pool indexed by `buf_idx` — in one region per parent name (so pipes
+//! `a{1` and `a{2` share buffers, as kernel pipes of one parent share an allocator). On Linux
+//! the region is a shared memory object under `/dev/shm` ([`shm`]) that every process of the
+//! user opening a pipe of that parent maps; elsewhere (and under Miri, or with
+//! `NETMAP_RS_EMU_SHARED=0`) it is private to the process. Either way the allocator, the pipe
+//! table and the protocol state live in the region's control area ([`ctl`]), and the backend
 //! implements the netmap pipe protocol ([`pipe`]):
 //!
 //! - TX ring `i` of one end and RX ring `i` of the other share their buffers slot for slot.
@@ -14,18 +19,33 @@
 //!   has freed (back-pressure), nothing is dropped and order is kept.
 //! - User-visible `tail`s change only in the owner's own sync, as with the kernel; `head` and
 //!   `cur` are validated at every sync the way the kernel does.
-//! - Per link state is guarded by a mutex (the kernel's kring lock).
+//! - The two sides of a link share no lock: each protocol word has one writer (see [`pipe`]);
+//!   threads of one process syncing the same ring side take a local mutex (the kring lock).
 //!
 //! Readiness, as in the kernel (a wait queue per ring plus one per file): each registration
-//! has a [`Notifier`] per direction (its descriptor: level semantics, what `poll` on a netmap
-//! fd reports), and an async ring handle gets a notifier of its own ring, which only that
+//! has a [`Note`] per direction (its descriptor: level semantics, what `poll` on a netmap
+//! fd reports), and an async ring handle gets a note of its own ring, which only that
 //! handle ever clears. A sync of one ring can therefore never consume the signal a waiter on
-//! another ring needs.
+//! another ring needs. Notes are rung across processes ([`wake`]).
+//!
+//! Crashes: an end is owned by one process at a time, through a lock the kernel drops when
+//! the process dies. A watcher thread (running while shared pipes are open) looks every
+//! [`WATCH_PERIOD`] for peers that were killed while bound, and wakes the survivor's waiters:
+//! its sends then fail with [`Error::PeerGone`], and its receives drain what was delivered
+//! before failing the same way. A peer that closes normally is not an error (netmap allows
+//! an end to come and go).
 
+mod ctl;
 mod memory;
 mod pipe;
+#[cfg(all(target_os = "linux", not(miri)))]
+mod shm;
+mod table;
+pub(crate) mod wake;
+mod watch;
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -34,11 +54,12 @@ use std::time::{Duration, Instant};
 use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
 use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
-use crate::notify::{poll_fds, Notifier};
+use crate::notify::poll_fds;
 use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::sync::raw::{if_bytes, write_if};
 use memory::EmuMem;
 use pipe::Pipe;
+use wake::{Cell, Note};
 
 /// Default slots per pipe ring (as netmap's default for pipes).
 pub const DEFAULT_SLOTS: u32 = 1024;
@@ -48,6 +69,8 @@ pub const BUF_SIZE: u32 = 2048;
 pub const MAX_SLOTS: u32 = 32768;
 /// Most rings per direction of an emulated pipe.
 pub const MAX_RINGS: u16 = 64;
+/// How often the watcher looks for peers killed while bound.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(100);
 
 const TX: usize = 0;
 const RX: usize = 1;
@@ -110,15 +133,16 @@ fn end_index(role: PipeRole) -> usize {
 
 /// One registration of one pipe end: what a file descriptor is to the kernel backend.
 pub(crate) struct EmuPort {
-    pipe: Arc<Pipe>,
+    /// Dropped by hand, under the watcher's lock (see `watch`).
+    pipe: ManuallyDrop<Arc<Pipe>>,
     end: usize,
     /// The registration's `netmap_if`.
     if_off: usize,
     if_size: usize,
     tx: Vec<usize>,
     rx: Vec<usize>,
-    rx_note: Arc<Notifier>,
-    tx_note: Arc<Notifier>,
+    rx_note: Arc<Note>,
+    tx_note: Arc<Note>,
     /// Set once the RX descriptor was handed out through `AsFd`: it is then always signalled.
     exposed: AtomicBool,
 }
@@ -149,7 +173,7 @@ fn find_pipe(
         Some(m) => m,
         None => {
             let id = reg.free_mem_id()?;
-            let m = Arc::new(EmuMem::new(id)?);
+            let m = Arc::new(EmuMem::new(id, parent)?);
             reg.mems.insert(parent.to_string(), Arc::downgrade(&m));
             m
         }
@@ -157,7 +181,7 @@ fn find_pipe(
     if let Some(p) = reg.pipes.get(master_name).and_then(Weak::upgrade) {
         return Ok(p);
     }
-    let p = Arc::new(Pipe::create(mem, master_name.to_string(), nrings, nslots)?);
+    let p = Arc::new(Pipe::attach(mem, master_name.to_string(), nrings, nslots)?);
     reg.pipes
         .insert(master_name.to_string(), Arc::downgrade(&p));
     Ok(p)
@@ -237,8 +261,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         all
     };
     // Everything that can fail, before anything is bound.
-    let rx_note = Arc::new(Notifier::new()?);
-    let tx_note = Arc::new(Notifier::new()?);
+    let rx_note = Arc::new(note(&pipe, end, RX, &rx, 0)?);
+    let tx_note = Arc::new(note(&pipe, end, TX, &tx, 0)?);
     let nr = pipe.nrings;
     let if_size = if_bytes(2 * (nr + 1));
     let if_off = pipe.mem.alloc_if(if_size)?;
@@ -248,7 +272,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     }
     // Bound: from here on EmuPort's Drop undoes the bindings; nothing below fails.
     let port = EmuPort {
-        pipe: pipe.clone(),
+        pipe: ManuallyDrop::new(pipe.clone()),
         end,
         if_off,
         if_size,
@@ -258,22 +282,9 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         tx_note,
         exposed: AtomicBool::new(false),
     };
-    for &i in &port.tx {
-        let mut l = lock(&pipe.links[end][i]);
-        l.tx_wake.port = Some(port.tx_note.clone());
-        // As the kernel does when a ring is (re)bound: user pointers from the kernel's.
-        let r = &pipe.raw[end][TX][i];
-        r.publish_head(l.tx_hwcur);
-        r.store_tail(l.tx_hwtail);
-    }
-    for &i in &port.rx {
-        let mut l = lock(&pipe.links[1 - end][i]);
-        l.rx_wake.port = Some(port.rx_note.clone());
-        let r = &pipe.raw[end][RX][i];
-        r.publish_head(l.rx_hwcur);
-        l.rx_tail_pub = l.rx_hwtail;
-        r.store_tail(l.rx_hwtail);
-    }
+    port.tx_note.install();
+    port.rx_note.install();
+    pipe.reset_user_pointers(end, &port.tx, &port.rx);
     // ring_ofs: nr NIC tx + 1 host tx, nr NIC rx + 1 host rx; 0 for rings not bound here.
     let mut ofs = vec![0isize; 2 * (nr + 1)];
     for &i in &port.tx {
@@ -298,6 +309,9 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         )
     };
     tracing::debug!(port = %name, rings = nr, slots = pipe.nslots, "emulated pipe end opened");
+    if pipe.mem.shm().is_some() {
+        watch::ensure();
+    }
     let region = pipe.mem.region.clone();
     let mem = MemIdentity::Emulated {
         mem_id: pipe.mem.id,
@@ -344,6 +358,15 @@ fn bind(
             )));
         }
     }
+    if !any_bound {
+        // The first registration of this end in this process: own the end machine-wide.
+        pipe.claim_end(end).map_err(|pid| {
+            Error::PortBusy(format!(
+                "{}: the pipe end is already open in another process (pid {pid})",
+                spec.ifname
+            ))
+        })?;
+    }
     for (dir, list) in [(TX, tx), (RX, rx)] {
         for &i in list {
             b.rings[end][dir][i] = true;
@@ -351,6 +374,16 @@ fn bind(
     }
     b.exclusive[end] = exclusive;
     Ok(())
+}
+
+/// A note over the cells (`kind` 0: registration, 1: ring handle) of rings `list` of `end`.
+fn note(pipe: &Pipe, end: usize, dir: usize, list: &[usize], kind: usize) -> Result<Note, Error> {
+    let ctl = &pipe.mem.ctl;
+    let cells = list
+        .iter()
+        .map(|&i| Cell::new(ctl, ctl.cell(pipe.slot, end, dir, i, kind)))
+        .collect();
+    Ok(Note::new(pipe.mem.shm().is_some(), cells)?)
 }
 
 impl EmuPort {
@@ -398,19 +431,17 @@ impl EmuPort {
     /// A readiness source for ring `idx` (position in this registration's list) alone.
     /// Replaces the ring's previous one, if any (one live handle per ring).
     pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
-        let note = Arc::new(Notifier::new()?);
-        let (i, link) = if tx {
-            let i = *self.tx.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
-            (i, &self.pipe.links[self.end][i])
-        } else {
-            let i = *self.rx.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
-            (i, &self.pipe.links[1 - self.end][i])
-        };
-        let mut l = lock(link);
-        let wake = if tx { &mut l.tx_wake } else { &mut l.rx_wake };
-        wake.ring = Some(note.clone());
+        let (list, dir) = if tx { (&self.tx, TX) } else { (&self.rx, RX) };
+        let i = *list.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
+        let note = Arc::new(note(&self.pipe, self.end, dir, &[i], 1)?);
+        note.install();
         tracing::trace!(pipe = %self.pipe.name, ring = i, tx, "ring notifier installed");
         Ok(RingWaker::notifier(note))
+    }
+
+    /// Whether the other end of the pipe is open (in this process or a live other one).
+    pub(crate) fn peer_present(&self) -> bool {
+        self.pipe.peer_bound(self.end)
     }
 
     /// The RX descriptor for a caller that will poll it itself (through `AsFd`): from now on
@@ -467,10 +498,10 @@ impl EmuPort {
 }
 
 /// A waiter's arming of one notifier, undone on drop (on every return path).
-struct Armed<'a>(&'a Notifier);
+struct Armed<'a>(&'a Note);
 
 impl<'a> Armed<'a> {
-    fn new(note: &'a Notifier) -> Self {
+    fn new(note: &'a Note) -> Self {
         note.arm();
         Armed(note)
     }
@@ -488,12 +519,6 @@ impl Drop for EmuPort {
             self.rx_note.disarm();
         }
         let pipe = &self.pipe;
-        for &i in &self.tx {
-            lock(&pipe.links[self.end][i]).tx_wake = Default::default();
-        }
-        for &i in &self.rx {
-            lock(&pipe.links[1 - self.end][i]).rx_wake = Default::default();
-        }
         {
             let mut b = lock(&pipe.bound);
             for &i in &self.tx {
@@ -503,8 +528,21 @@ impl Drop for EmuPort {
                 b.rings[self.end][RX][i] = false;
             }
             b.exclusive[self.end] = false;
+            if !b.any(self.end) {
+                pipe.release_end(self.end);
+                pipe.peer_gone[self.end].store(false, Ordering::Release);
+            }
         }
         pipe.mem.free_if(self.if_off, self.if_size);
+        if pipe.mem.shm().is_some() {
+            // The other end may be another process's, now with nobody here to watch it.
+            watch::ensure();
+        }
+        // The last reference to the pipe (and so to its memory) goes here, never in the
+        // watcher thread: closing the last port removes the shared object before it returns.
+        let _w = watch::quiet();
+        // SAFETY: `self.pipe` is not used after this: the value is being dropped.
+        unsafe { ManuallyDrop::drop(&mut self.pipe) };
     }
 }
 

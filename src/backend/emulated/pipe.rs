@@ -1,60 +1,46 @@
 //! The netmap pipe protocol between the two ends of an emulated pipe.
+//!
+//! The protocol state lives in the pipe's slot of the control area (see [`super::ctl`]), so
+//! the two ends may be in different processes. It needs no lock shared by the two sides:
+//! each word of a link has one writer. The sending side writes `tx_hwcur`, `tx_hwtail` and
+//! `rx_hwtail` (after copying the slots it hands over: Release); the receiving side writes
+//! `rx_hwcur`, `rx_tail_pub` and `pipe_tail` (after propagating swapped buffers back:
+//! Release). Each side reads the other's word with Acquire. The slots each side touches are
+//! disjoint (see the SAFETY comments), so a process killed in the middle of a sync leaves
+//! nothing locked and nothing half-visible. Threads of one process syncing the same ring are
+//! serialised by a process-local mutex per ring side (the kernel's kring lock).
+//!
+//! Every word read from the control area is checked against the ring size before use: the
+//! other process may have written anything there.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::ctl::{END_BOUND, END_CLOSED, W};
 use super::memory::EmuMem;
-use super::{lock, BUF_SIZE, RX, TX};
+use super::wake::signal;
+use super::{lock, RX, TX};
 use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
-use crate::notify::Notifier;
-use crate::sync::raw::{distance, in_cyclic_range, init_ring, next, prev, runs, RawRing, RingInit};
-
-/// Whom to signal when one side of a link has news: the registration's notifier (what the
-/// netmap fd is to the kernel backend) and the ring's own notifier (an async ring handle's),
-/// each when present. A notifier nobody armed costs one atomic load.
-#[derive(Default)]
-pub(super) struct Wake {
-    pub(super) port: Option<Arc<Notifier>>,
-    pub(super) ring: Option<Arc<Notifier>>,
-}
-
-impl Wake {
-    #[inline]
-    fn notify(&self) {
-        if let Some(n) = &self.port {
-            n.notify();
-        }
-        if let Some(n) = &self.ring {
-            n.notify();
-        }
-    }
-}
-
-/// Kernel-side state of one direction of one ring pair: TX ring `i` of the sending end and RX
-/// ring `i` of the receiving end. Guarded by a mutex, like the kernel's kring lock.
-pub(super) struct Link {
-    pub(super) tx_hwcur: u32,
-    pub(super) tx_hwtail: u32,
-    /// Last slot the sender may fill, as released by the receiver (`prev(rx_hwcur)`).
-    pipe_tail: u32,
-    pub(super) rx_hwcur: u32,
-    pub(super) rx_hwtail: u32,
-    /// The RX tail the receiving user was last shown.
-    pub(super) rx_tail_pub: u32,
-    /// Signalled when packets are delivered to the receiving end.
-    pub(super) rx_wake: Wake,
-    /// Signalled when the receiver frees slots for the sending end.
-    pub(super) tx_wake: Wake,
-}
+use crate::sync::raw::{in_cyclic_range, next, prev, runs, RawRing};
 
 pub(super) struct Bindings {
-    /// `[end][TX/RX][ring]`: bound by some registration.
+    /// `[end][TX/RX][ring]`: bound by some registration of this process.
     pub(super) rings: [[Vec<bool>; 2]; 2],
     pub(super) exclusive: [bool; 2],
 }
 
+impl Bindings {
+    pub(super) fn any(&self, end: usize) -> bool {
+        self.rings[end].iter().flatten().any(|x| *x)
+    }
+}
+
+/// This process's view of one pipe.
 pub(super) struct Pipe {
     pub(super) mem: Arc<EmuMem>,
+    /// The pipe's slot in the control area.
+    pub(super) slot: usize,
     /// Master end's name, for messages.
     pub(super) name: String,
     pub(super) nrings: usize,
@@ -62,141 +48,75 @@ pub(super) struct Pipe {
     /// `[end][TX/RX][ring]` offsets in the region.
     pub(super) ring_off: [[Vec<usize>; 2]; 2],
     pub(super) raw: [[Vec<RawRing>; 2]; 2],
-    /// `links[sending end][ring]`.
-    pub(super) links: [Vec<Mutex<Link>>; 2],
+    /// Process-local kring locks, `[end][TX/RX][ring]`.
+    pub(super) klock: [[Vec<Mutex<()>>; 2]; 2],
     pub(super) bound: Mutex<Bindings>,
+    /// Per end: its peer (another process) was killed while bound. Set by the watcher.
+    pub(super) peer_gone: [AtomicBool; 2],
+}
+
+fn corrupt(name: &str, what: &str) -> Error {
+    Error::RingState(format!(
+        "{name}: the shared pipe state holds {what} out of range (written by another process?)"
+    ))
 }
 
 impl Pipe {
-    pub(super) fn create(
-        mem: Arc<EmuMem>,
-        name: String,
-        nrings: usize,
-        nslots: u32,
-    ) -> Result<Pipe, Error> {
-        let mut ring_off: [[Vec<usize>; 2]; 2] = Default::default();
-        let mut raw: [[Vec<RawRing>; 2]; 2] = Default::default();
-        let mut links: [Vec<Mutex<Link>>; 2] = Default::default();
-        let mut allocated: Vec<usize> = Vec::new();
-        let mut bufs_taken: Vec<u32> = Vec::new();
-        let result = (|| {
-            for offs in ring_off.iter_mut() {
-                for dir in [TX, RX] {
-                    for _ in 0..nrings {
-                        let off = mem.alloc_ring(nslots)?;
-                        allocated.push(off);
-                        offs[dir].push(off);
-                    }
-                }
-            }
-            // Initialise every ring, then give TX ring i of end e and RX ring i of the other
-            // end the same buffers.
-            let buf_base = mem.ring_end;
-            for (e, end_links) in links.iter_mut().enumerate() {
-                let pairs = ring_off[e][TX].iter().zip(&ring_off[1 - e][RX]);
-                for (i, (&tx_off, &rx_off)) in pairs.enumerate() {
-                    let geometry = |off: usize, dir: u16, tail: u32| RingInit {
-                        num_slots: nslots,
-                        buf_size: BUF_SIZE,
-                        buf_ofs: buf_base as i64 - off as i64,
-                        ringid: i as u16,
-                        dir,
-                        tail,
-                    };
-                    // SAFETY: both ring areas were just allocated for this pipe; nobody else
-                    // can reach them until the pipe is published in the registry.
-                    unsafe {
-                        init_ring(&mem.region, tx_off, geometry(tx_off, 0, nslots - 1));
-                        init_ring(&mem.region, rx_off, geometry(rx_off, 1, 0));
-                    }
-                    let bufs = mem.alloc_bufs(nslots as usize)?;
-                    bufs_taken.extend_from_slice(&bufs);
-                    let guard = mem.ring_end;
-                    let txr = RawRing::new(&mem.region, tx_off, guard)?;
-                    let rxr = RawRing::new(&mem.region, rx_off, guard)?;
-                    for (k, b) in bufs.iter().enumerate() {
-                        // SAFETY: fresh rings owned by this constructor (see above).
-                        unsafe {
-                            txr.set_buf_idx(k as u32, *b);
-                            rxr.set_buf_idx(k as u32, *b);
-                        }
-                    }
-                    end_links.push(Mutex::new(Link {
-                        tx_hwcur: 0,
-                        tx_hwtail: nslots - 1,
-                        pipe_tail: nslots - 1,
-                        rx_hwcur: 0,
-                        rx_hwtail: 0,
-                        rx_tail_pub: 0,
-                        rx_wake: Wake::default(),
-                        tx_wake: Wake::default(),
-                    }));
-                }
-            }
-            for e in 0..2 {
-                for dir in [TX, RX] {
-                    for &off in &ring_off[e][dir] {
-                        raw[e][dir].push(RawRing::new(&mem.region, off, mem.ring_end)?);
-                    }
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            for off in allocated {
-                mem.free_ring(off, nslots);
-            }
-            mem.free_bufs(bufs_taken);
-            return Err(e);
-        }
-        Ok(Pipe {
-            mem,
-            name,
-            nrings,
-            nslots,
-            ring_off,
-            raw,
-            links,
-            bound: Mutex::new(Bindings {
-                rings: [
-                    [vec![false; nrings], vec![false; nrings]],
-                    [vec![false; nrings], vec![false; nrings]],
-                ],
-                exclusive: [false; 2],
-            }),
-        })
+    #[inline(always)]
+    fn w(&self, end: usize, i: usize, w: W) -> &std::sync::atomic::AtomicU32 {
+        self.mem.ctl.link(self.slot, end, i, w)
+    }
+
+    /// Signals both cells (registration, ring handle) of ring `i` of `end`, direction `dir`.
+    #[inline]
+    fn wake(&self, end: usize, dir: usize, i: usize) {
+        let ctl = &self.mem.ctl;
+        signal(ctl, ctl.cell(self.slot, end, dir, i, 0));
+        signal(ctl, ctl.cell(self.slot, end, dir, i, 1));
     }
 
     pub(super) fn txsync(&self, end: usize, i: usize) -> Result<(), Error> {
+        let _k = lock(&self.klock[end][TX][i]);
+        if self.peer_gone[end].load(Ordering::Relaxed) {
+            return Err(Error::PeerGone(format!(
+                "{}: the receiving end's process was killed while it had the pipe open; \
+                 what is sent can no longer be delivered",
+                self.name
+            )));
+        }
         let n = self.nslots;
         let tx = &self.raw[end][TX][i];
         let rx = &self.raw[1 - end][RX][i];
-        let mut l = lock(&self.links[end][i]);
+        let hwcur = self.w(end, i, W::TxHwcur).load(Ordering::Relaxed);
+        let hwtail = self.w(end, i, W::TxHwtail).load(Ordering::Relaxed);
+        let rx_hwtail = self.w(end, i, W::RxHwtail).load(Ordering::Relaxed);
+        if hwcur >= n || hwtail >= n || rx_hwtail >= n {
+            return Err(corrupt(&self.name, "a tx index"));
+        }
         let head = tx.load_head();
         let cur = tx.load_cur();
-        if !in_cyclic_range(l.tx_hwcur, head, l.tx_hwtail, n)
-            || !in_cyclic_range(head, cur, l.tx_hwtail, n)
-        {
+        if !in_cyclic_range(hwcur, head, hwtail, n) || !in_cyclic_range(head, cur, hwtail, n) {
             return Err(Error::RingState(format!(
-                "{}: tx ring {i}: head {head} / cur {cur} outside [{}, {}]",
-                self.name, l.tx_hwcur, l.tx_hwtail
+                "{}: tx ring {i}: head {head} / cur {cur} outside [{hwcur}, {hwtail}]",
+                self.name
             )));
         }
-        // SAFETY (both blocks): TX slots in [hwcur, head) were released by the user, whose
+        // SAFETY (all blocks): TX slots in [hwcur, head) were released by the user, whose
         // Release store of head we loaded with Acquire; they are the kernel side's until the
         // tail passes them again. The same RX slots lie in [rx_hwtail, pipe limit): not yet
-        // shown to the receiving user (its tail is at most rx_hwtail). The link lock
-        // serialises us with the receiver's rxsync.
+        // shown to the receiving user (its tail is at most rx_hwtail), and outside the
+        // [rx_hwcur, rx head) the receiving side works on. The kring lock serialises us with
+        // other syncs of this ring side in this process.
         //
         // TX slot k and RX slot k hold the same buffer whenever the slot is on the sending
         // side (swaps are propagated back at rxsync), so whole slots are copied; a swapped-in
         // buffer (NS_BUF_CHANGED) travels with them.
         let mut flags = 0;
-        for (start, count) in runs(l.tx_hwcur, head, n) {
+        for (start, count) in runs(hwcur, head, n) {
             flags |= unsafe { tx.copy_slots_to(rx, start, count) };
         }
         if flags & NS_BUF_CHANGED != 0 {
-            let mut k = l.tx_hwcur;
+            let mut k = hwcur;
             while k != head {
                 // SAFETY: as above.
                 unsafe {
@@ -212,10 +132,10 @@ impl Pipe {
         // NS_MOREFRAG); usually that is the last slot.
         let mut complete = None;
         if flags & NS_MOREFRAG == 0 {
-            complete = (head != l.tx_hwcur).then_some(head);
+            complete = (head != hwcur).then_some(head);
         } else {
             let mut k = head;
-            while k != l.tx_hwcur {
+            while k != hwcur {
                 let p = prev(k, n);
                 // SAFETY: as above.
                 if unsafe { tx.slot(p) }.flags & NS_MOREFRAG == 0 {
@@ -225,47 +145,53 @@ impl Pipe {
                 k = p;
             }
         }
-        l.tx_hwcur = head;
-        let mut delivered = false;
-        if let Some(nk) = complete {
-            if nk != l.rx_hwtail {
-                l.rx_hwtail = nk;
-                delivered = true;
-            }
+        self.w(end, i, W::TxHwcur).store(head, Ordering::Relaxed);
+        let delivered = complete.is_some_and(|nk| nk != rx_hwtail);
+        if let Some(nk) = complete.filter(|_| delivered) {
+            // Release: the slots copied above are visible to whoever sees the new tail.
+            self.w(end, i, W::RxHwtail).store(nk, Ordering::Release);
         }
-        l.tx_hwtail = l.pipe_tail;
-        tx.store_tail(l.tx_hwtail);
+        let tail = self.w(end, i, W::PipeTail).load(Ordering::Acquire);
+        if tail >= n {
+            return Err(corrupt(&self.name, "the pipe tail"));
+        }
+        self.w(end, i, W::TxHwtail).store(tail, Ordering::Relaxed);
+        tx.store_tail(tail);
         if delivered {
-            l.rx_wake.notify();
+            self.wake(1 - end, RX, i);
         }
         Ok(())
     }
 
     pub(super) fn rxsync(&self, end: usize, i: usize) -> Result<(), Error> {
+        let _k = lock(&self.klock[end][RX][i]);
         let n = self.nslots;
         let rx = &self.raw[end][RX][i];
         let tx = &self.raw[1 - end][TX][i];
-        let mut l = lock(&self.links[1 - end][i]);
+        let s = 1 - end;
+        let hwcur = self.w(s, i, W::RxHwcur).load(Ordering::Relaxed);
+        let tail_pub = self.w(s, i, W::RxTailPub).load(Ordering::Relaxed);
+        if hwcur >= n || tail_pub >= n {
+            return Err(corrupt(&self.name, "an rx index"));
+        }
         let head = rx.load_head();
         let cur = rx.load_cur();
-        if !in_cyclic_range(l.rx_hwcur, head, l.rx_tail_pub, n)
-            || !in_cyclic_range(head, cur, l.rx_tail_pub, n)
-        {
+        if !in_cyclic_range(hwcur, head, tail_pub, n) || !in_cyclic_range(head, cur, tail_pub, n) {
             return Err(Error::RingState(format!(
-                "{}: rx ring {i}: head {head} / cur {cur} outside [{}, {}]",
-                self.name, l.rx_hwcur, l.rx_tail_pub
+                "{}: rx ring {i}: head {head} / cur {cur} outside [{hwcur}, {tail_pub}]",
+                self.name
             )));
         }
-        // SAFETY (all blocks): RX slots in [rx_hwcur, head) were released by the receiving
+        // SAFETY (all blocks): RX slots in [hwcur, head) were released by the receiving
         // user (Acquire load of head). The same TX slots are not the sending user's: its tail
-        // is at most prev(rx_hwcur), so [rx_hwcur, head) lies outside its [head, tail). The
-        // link lock is held.
+        // is at most prev(hwcur), so [hwcur, head) lies outside its [head, tail), and outside
+        // the [tx_hwcur, tx head) the sending side copies. The kring lock is held.
         let mut flags = 0;
-        for (start, count) in runs(l.rx_hwcur, head, n) {
+        for (start, count) in runs(hwcur, head, n) {
             flags |= unsafe { rx.flags_or(start, count) };
         }
         let mut k = if flags & NS_BUF_CHANGED != 0 {
-            l.rx_hwcur
+            hwcur
         } else {
             head
         };
@@ -280,62 +206,130 @@ impl Pipe {
             }
             k = next(k, n);
         }
-        let released = head != l.rx_hwcur;
+        let released = head != hwcur;
         if released {
-            l.rx_hwcur = head;
-            l.pipe_tail = prev(head, n);
+            self.w(s, i, W::RxHwcur).store(head, Ordering::Relaxed);
+            // Release: the buffer swaps above are visible to the sender with the room.
+            self.w(s, i, W::PipeTail)
+                .store(prev(head, n), Ordering::Release);
         }
-        l.rx_tail_pub = l.rx_hwtail;
-        rx.store_tail(l.rx_hwtail);
+        // Read before the tail: once the sender is known dead, its last tail is final.
+        let gone = self.peer_gone[end].load(Ordering::Acquire);
+        let hwtail = self.w(s, i, W::RxHwtail).load(Ordering::Acquire);
+        if hwtail >= n {
+            return Err(corrupt(&self.name, "the rx tail"));
+        }
+        self.w(s, i, W::RxTailPub).store(hwtail, Ordering::Relaxed);
+        rx.store_tail(hwtail);
         if released {
-            l.tx_wake.notify();
+            self.wake(s, TX, i);
+        }
+        if gone && head == hwtail {
+            return Err(Error::PeerGone(format!(
+                "{}: the sending end's process was killed; every packet it sent was received",
+                self.name
+            )));
         }
         Ok(())
     }
-}
 
-impl Drop for Pipe {
-    fn drop(&mut self) {
-        // Give every buffer back: a slot's buffer is the RX copy while the receiver holds it
-        // (it may have been swapped), the TX copy otherwise.
-        let mut bufs = Vec::new();
-        for e in 0..2 {
-            for i in 0..self.nrings {
-                let l = lock(&self.links[e][i]);
-                let tx = &self.raw[e][TX][i];
-                let rx = &self.raw[1 - e][RX][i];
-                for k in 0..self.nslots {
-                    let held = distance(l.rx_hwcur, k, self.nslots)
-                        < distance(l.rx_hwcur, l.rx_hwtail, self.nslots);
-                    // SAFETY: the pipe is being dropped: no registration (and so no user or
-                    // other thread) can reach its rings any more.
-                    let b = unsafe {
-                        if held {
-                            rx.slot(k).buf_idx
-                        } else {
-                            tx.slot(k).buf_idx
-                        }
-                    };
-                    bufs.push(b);
-                }
+    /// Owns end `end` machine-wide (first local registration of the end), or returns the pid
+    /// of the live process that does.
+    pub(super) fn claim_end(&self, end: usize) -> Result<(), u32> {
+        let ctl = &self.mem.ctl;
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if let Some(shm) = self.mem.shm() {
+            let at = super::shm::end_owner(self.slot, end);
+            if !matches!(shm.try_lock(at), Ok(true)) {
+                return Err(ctl.end_pid(self.slot, end).load(Ordering::Relaxed));
             }
         }
-        // A slot may hold anything a hostile write left there: only buffers the memory has
-        // handed out are taken back, each once (see `EmuMem::free_bufs`).
-        let refused = self.mem.free_bufs(bufs);
-        if refused > 0 {
-            tracing::warn!(
-                pipe = %self.name,
-                refused,
-                "pipe teardown: slots held buffer indices that were out of range or repeated; \
-                 they were not returned to the pool"
+        ctl.end_pid(self.slot, end)
+            .store(std::process::id(), Ordering::Relaxed);
+        ctl.end_state(self.slot, end)
+            .store(END_BOUND, Ordering::Release);
+        Ok(())
+    }
+
+    /// The last local registration of `end` is gone: the end is closed, cleanly.
+    pub(super) fn release_end(&self, end: usize) {
+        let ctl = &self.mem.ctl;
+        ctl.end_state(self.slot, end)
+            .store(END_CLOSED, Ordering::Release);
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if let Some(shm) = self.mem.shm() {
+            shm.unlock(super::shm::end_owner(self.slot, end));
+        }
+    }
+
+    /// As the kernel does when rings are (re)bound: user pointers from the kernel side's.
+    pub(super) fn reset_user_pointers(&self, end: usize, tx: &[usize], rx: &[usize]) {
+        let n = self.nslots;
+        for &i in tx {
+            let _k = lock(&self.klock[end][TX][i]);
+            let r = &self.raw[end][TX][i];
+            r.publish_head(
+                self.w(end, i, W::TxHwcur)
+                    .load(Ordering::Relaxed)
+                    .min(n - 1),
+            );
+            r.store_tail(
+                self.w(end, i, W::TxHwtail)
+                    .load(Ordering::Relaxed)
+                    .min(n - 1),
             );
         }
-        for e in 0..2 {
-            for dir in [TX, RX] {
-                for &off in &self.ring_off[e][dir] {
-                    self.mem.free_ring(off, self.nslots);
-                }
+        for &i in rx {
+            let _k = lock(&self.klock[end][RX][i]);
+            let r = &self.raw[end][RX][i];
+            let s = 1 - end;
+            r.publish_head(self.w(s, i, W::RxHwcur).load(Ordering::Relaxed).min(n - 1));
+            let tail = self.w(s, i, W::RxHwtail).load(Ordering::Acquire).min(n - 1);
+            self.w(s, i, W::RxTailPub).store(tail, Ordering::Relaxed);
+            r.store_tail(tail);
+        }
+    }
+
+    /// The other end of `end` is bound right now (by this process or a live other one).
+    pub(super) fn peer_bound(&self, end: usize) -> bool {
+        let o = 1 - end;
+        if lock(&self.bound).any(o) {
+            return true;
+        }
+        let ctl = &self.mem.ctl;
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if let Some(shm) = self.mem.shm() {
+            return ctl.end_state(self.slot, o).load(Ordering::Acquire) == END_BOUND
+                && shm
+                    .others_hold(super::shm::end_owner(self.slot, o))
+                    .unwrap_or(false);
+        }
+        let _ = ctl;
+        false
+    }
+
+    /// Whether the peer of `end` was killed while bound: its state says bound by another
+    /// process, and nobody holds its owner lock (the kernel dropped it with the process).
+    pub(super) fn peer_crashed(&self, end: usize) -> bool {
+        let o = 1 - end;
+        let ctl = &self.mem.ctl;
+        #[cfg(all(target_os = "linux", not(miri)))]
+        if let Some(shm) = self.mem.shm() {
+            return ctl.end_state(self.slot, o).load(Ordering::Acquire) == END_BOUND
+                && ctl.end_pid(self.slot, o).load(Ordering::Relaxed) != std::process::id()
+                && !shm
+                    .others_hold(super::shm::end_owner(self.slot, o))
+                    .unwrap_or(true);
+        }
+        let _ = (ctl, o);
+        false
+    }
+
+    /// Wakes every waiter of end `end` (after its peer was found gone).
+    pub(super) fn wake_end(&self, end: usize) {
+        for dir in [TX, RX] {
+            for i in 0..self.nrings {
+                self.wake(end, dir, i);
             }
         }
     }

@@ -1,0 +1,440 @@
+//! The control area at the start of an emulated memory region: everything two processes
+//! sharing the region must agree on, kept in the region itself and touched only through
+//! atomics.
+//!
+//! ```text
+//! [header 4 KiB: magic, geometry, allocator cursors and free lists]
+//! [buffer bitmap: one bit per buffer, set while some slot owns it]
+//! [pipe table: `max_pipes` slots of SLOT_SIZE bytes: name, geometry, ring offsets,
+//!  per-link protocol words, end ownership, wake-up cells]
+//! [netmap_if area][ring area][buffers]      <- the netmap layout, as before
+//! ```
+//!
+//! The geometry is computed locally from the region length, never read back: the other
+//! process may write anything here, so every offset and index read from the area is
+//! bounds-checked before it is used, and a value out of range is an error, never a pointer.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{BUF_SIZE, MAX_RINGS};
+use crate::region::Region;
+
+/// "NMRSEMU" + layout version 1.
+pub(super) const MAGIC: u64 = 0x4e4d_5253_454d_5501;
+const HDR: usize = 4096;
+/// Bytes per pipe slot.
+pub(super) const SLOT_SIZE: usize = 16384;
+const IF_FREE: usize = 64;
+const RING_FREE: usize = 128;
+/// Bytes of the longest pipe name the table stores.
+pub(super) const NAME_MAX: usize = 64;
+
+// Header offsets.
+const H_MAGIC: usize = 0;
+const H_LEN: usize = 8;
+const H_IF_NEXT: usize = 16;
+const H_RING_NEXT: usize = 24;
+const H_BUF_HINT: usize = 32;
+const H_IF_FREE: usize = 64;
+const H_RING_FREE: usize = H_IF_FREE + IF_FREE * 16;
+const _: () = assert!(H_RING_FREE + RING_FREE * 16 <= HDR);
+
+// Pipe slot offsets.
+const S_STATE: usize = 0;
+const S_NRINGS: usize = 4;
+const S_NSLOTS: usize = 8;
+const S_NAME_LEN: usize = 12;
+const S_NAME: usize = 16;
+const S_END_STATE: usize = S_NAME + NAME_MAX;
+const S_END_PID: usize = S_END_STATE + 8;
+const S_RING_OFF: usize = S_END_PID + 8;
+const S_LINKS: usize = S_RING_OFF + 4 * MAX_RINGS as usize * 4;
+const LINK_SIZE: usize = 32;
+const S_CELLS: usize = S_LINKS + 2 * MAX_RINGS as usize * LINK_SIZE;
+const CELL_SIZE: usize = 16;
+const _: () = assert!(S_CELLS + 8 * MAX_RINGS as usize * CELL_SIZE <= SLOT_SIZE);
+
+/// A pipe slot is free.
+pub(super) const SLOT_FREE: u32 = 0;
+/// A pipe slot describes a live pipe.
+pub(super) const SLOT_LIVE: u32 = 1;
+/// A pipe end was never bound.
+#[allow(dead_code)]
+pub(super) const END_NEVER: u32 = 0;
+/// A pipe end is bound (by the process in `end_pid`).
+pub(super) const END_BOUND: u32 = 1;
+/// A pipe end was closed cleanly.
+pub(super) const END_CLOSED: u32 = 2;
+
+/// Words of one link (one direction of one ring pair), in the slot's link table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum W {
+    TxHwcur = 0,
+    TxHwtail = 1,
+    /// Last slot the sender may fill, released by the receiver.
+    PipeTail = 2,
+    RxHwcur = 3,
+    RxHwtail = 4,
+    /// The RX tail the receiving user was last shown.
+    RxTailPub = 5,
+}
+
+/// Where things are in a region of a given length. Both processes compute the same.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Geometry {
+    pub(super) len: usize,
+    bitmap_off: usize,
+    bitmap_words: usize,
+    slots_off: usize,
+    pub(super) max_pipes: usize,
+    pub(super) if_start: usize,
+    pub(super) if_end: usize,
+    pub(super) ring_end: usize,
+    pub(super) nbufs: u32,
+}
+
+impl Geometry {
+    pub(super) fn for_len(len: usize) -> Geometry {
+        let max_bufs = len / BUF_SIZE as usize;
+        let bitmap_words = max_bufs.div_ceil(64);
+        let bitmap_off = HDR;
+        let slots_off = (bitmap_off + bitmap_words * 8).next_multiple_of(4096);
+        let max_pipes = (len >> 22).clamp(4, 64);
+        let if_start = slots_off + max_pipes * SLOT_SIZE;
+        let if_end = if_start + (len / 256).max(16 << 10);
+        let ring_end = if_end + (len / 16).max(64 << 10);
+        let nbufs = (len.saturating_sub(ring_end) / BUF_SIZE as usize) as u32;
+        Geometry {
+            len,
+            bitmap_off,
+            bitmap_words,
+            slots_off,
+            max_pipes,
+            if_start,
+            if_end,
+            ring_end,
+            nbufs,
+        }
+    }
+}
+
+/// Typed access to the control area of one region.
+#[derive(Clone)]
+pub(super) struct Ctl {
+    pub(super) region: Arc<Region>,
+    pub(super) g: Geometry,
+}
+
+/// Which area allocator.
+#[derive(Clone, Copy)]
+pub(super) enum Area {
+    If,
+    Ring,
+}
+
+impl Ctl {
+    pub(super) fn new(region: Arc<Region>) -> Ctl {
+        let g = Geometry::for_len(region.len());
+        assert!(
+            g.ring_end < g.len,
+            "emulated memory too small for its control area"
+        );
+        Ctl { region, g }
+    }
+
+    /// The 32-bit word at `off` of the control area.
+    #[inline(always)]
+    pub(super) fn a32(&self, off: usize) -> &AtomicU32 {
+        assert!(
+            off + 4 <= self.g.if_start,
+            "control word {off} outside the area"
+        );
+        let p = self
+            .region
+            .at(off, 4, 4)
+            .expect("control word inside the region");
+        // SAFETY: a 4-aligned word inside the region (checked), which outlives `self`; words
+        // of the control area are only ever accessed atomically, by every process.
+        unsafe { AtomicU32::from_ptr(p.as_ptr().cast()) }
+    }
+
+    /// The 64-bit word at `off` of the control area.
+    #[inline(always)]
+    pub(super) fn a64(&self, off: usize) -> &AtomicU64 {
+        assert!(
+            off + 8 <= self.g.if_start,
+            "control word {off} outside the area"
+        );
+        let p = self
+            .region
+            .at(off, 8, 8)
+            .expect("control word inside the region");
+        // SAFETY: as for `a32`, 8-aligned.
+        unsafe { AtomicU64::from_ptr(p.as_ptr().cast()) }
+    }
+
+    /// Writes a fresh header (the creator, before anyone else can map the region).
+    pub(super) fn init(&self) {
+        self.a64(H_LEN).store(self.g.len as u64, Ordering::Relaxed);
+        self.a64(H_IF_NEXT)
+            .store(self.g.if_start as u64, Ordering::Relaxed);
+        self.a64(H_RING_NEXT)
+            .store(self.g.if_end as u64, Ordering::Relaxed);
+        // Buffers 0 and 1 are reserved, as in the kernel.
+        self.a64(self.g.bitmap_off).store(3, Ordering::Relaxed);
+        self.a64(H_MAGIC).store(MAGIC, Ordering::Release);
+    }
+
+    /// Whether the header says this is a region of our layout and length.
+    #[cfg_attr(not(all(target_os = "linux", not(miri))), allow(dead_code))]
+    pub(super) fn valid(&self) -> bool {
+        self.a64(H_MAGIC).load(Ordering::Acquire) == MAGIC
+            && self.a64(H_LEN).load(Ordering::Relaxed) == self.g.len as u64
+    }
+
+    fn area(&self, a: Area) -> (usize, usize, usize, usize, usize) {
+        // (cursor word, free list, entries, start, end)
+        match a {
+            Area::If => (
+                H_IF_NEXT,
+                H_IF_FREE,
+                IF_FREE,
+                self.g.if_start,
+                self.g.if_end,
+            ),
+            Area::Ring => (
+                H_RING_NEXT,
+                H_RING_FREE,
+                RING_FREE,
+                self.g.if_end,
+                self.g.ring_end,
+            ),
+        }
+    }
+
+    /// Allocates `size` bytes (rounded up to `align`) in an area. Call under the memory lock.
+    pub(super) fn alloc_area(&self, a: Area, size: usize, align: usize) -> Option<usize> {
+        let (next_w, list, n, start, end) = self.area(a);
+        let size = size.next_multiple_of(align);
+        for k in 0..n {
+            let e = list + k * 16;
+            let (off, sz) = (self.a64(e).load(Ordering::Relaxed), self.a64(e + 8));
+            if sz.load(Ordering::Relaxed) == size as u64 {
+                sz.store(0, Ordering::Relaxed);
+                let off = off as usize;
+                // A free entry is only trusted when it lies inside the area.
+                if off >= start && off % align == 0 && off.checked_add(size)? <= end {
+                    return Some(off);
+                }
+            }
+        }
+        let next = (self.a64(next_w).load(Ordering::Relaxed) as usize).max(start);
+        let off = next.next_multiple_of(align);
+        if off.checked_add(size)? > end {
+            return None;
+        }
+        self.a64(next_w)
+            .store((off + size) as u64, Ordering::Relaxed);
+        Some(off)
+    }
+
+    /// Returns an area to its free list (leaked when the list is full). Under the lock.
+    pub(super) fn free_area(&self, a: Area, off: usize, size: usize, align: usize) {
+        let (_, list, n, _, _) = self.area(a);
+        for k in 0..n {
+            let e = list + k * 16;
+            if self.a64(e + 8).load(Ordering::Relaxed) == 0 {
+                self.a64(e).store(off as u64, Ordering::Relaxed);
+                self.a64(e + 8)
+                    .store(size.next_multiple_of(align) as u64, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    fn bit(&self, b: u32) -> (&AtomicU64, u64) {
+        let w = self.a64(self.g.bitmap_off + (b / 64) as usize * 8);
+        (w, 1u64 << (b % 64))
+    }
+
+    /// `n` free buffer indices, marked in use; `None` when fewer are free. Under the lock.
+    pub(super) fn alloc_bufs(&self, n: usize) -> Option<Vec<u32>> {
+        let words = self.g.bitmap_words;
+        let hint = (self.a64(H_BUF_HINT).load(Ordering::Relaxed) as usize).min(words);
+        let mut out = Vec::with_capacity(n);
+        for k in 0..words {
+            if out.len() == n {
+                break;
+            }
+            let wi = (hint + k) % words;
+            let w = self.a64(self.g.bitmap_off + wi * 8);
+            let mut v = w.load(Ordering::Relaxed);
+            while v != u64::MAX && out.len() < n {
+                let bit = (!v).trailing_zeros();
+                let b = (wi * 64) as u32 + bit;
+                v |= 1 << bit;
+                if b >= self.g.nbufs {
+                    // Bits past the last buffer stay clear and are never handed out.
+                    break;
+                }
+                out.push(b);
+            }
+        }
+        if out.len() < n {
+            return None;
+        }
+        for &b in &out {
+            let (w, m) = self.bit(b);
+            w.fetch_or(m, Ordering::Relaxed);
+        }
+        let last = out.last().map_or(0, |b| *b as usize / 64);
+        self.a64(H_BUF_HINT).store(last as u64, Ordering::Relaxed);
+        Some(out)
+    }
+
+    /// Gives buffers back: only indices currently in use, each once (see `EmuMem::free_bufs`).
+    /// Returns how many were refused. Under the lock.
+    pub(super) fn free_bufs(&self, bufs: impl IntoIterator<Item = u32>) -> usize {
+        let mut refused = 0;
+        for b in bufs {
+            if !(2..self.g.nbufs).contains(&b) {
+                refused += 1;
+                continue;
+            }
+            let (w, m) = self.bit(b);
+            if w.fetch_and(!m, Ordering::Relaxed) & m == 0 {
+                refused += 1;
+            }
+        }
+        refused
+    }
+
+    /// Offset of pipe slot `s`.
+    pub(super) fn slot(&self, s: usize) -> usize {
+        assert!(s < self.g.max_pipes);
+        self.g.slots_off + s * SLOT_SIZE
+    }
+
+    pub(super) fn slot_state(&self, s: usize) -> &AtomicU32 {
+        self.a32(self.slot(s) + S_STATE)
+    }
+
+    /// (rings, slots) as the slot says: not validated here.
+    pub(super) fn slot_geometry(&self, s: usize) -> (u32, u32) {
+        let o = self.slot(s);
+        (
+            self.a32(o + S_NRINGS).load(Ordering::Relaxed),
+            self.a32(o + S_NSLOTS).load(Ordering::Relaxed),
+        )
+    }
+
+    pub(super) fn set_slot_geometry(&self, s: usize, nrings: u32, nslots: u32) {
+        let o = self.slot(s);
+        self.a32(o + S_NRINGS).store(nrings, Ordering::Relaxed);
+        self.a32(o + S_NSLOTS).store(nslots, Ordering::Relaxed);
+    }
+
+    /// Whether slot `s` is live and named `name`.
+    pub(super) fn slot_named(&self, s: usize, name: &[u8]) -> bool {
+        let o = self.slot(s);
+        if self.slot_state(s).load(Ordering::Acquire) != SLOT_LIVE
+            || self.a32(o + S_NAME_LEN).load(Ordering::Relaxed) as usize != name.len()
+        {
+            return false;
+        }
+        name.chunks(8).enumerate().all(|(k, c)| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.a64(o + S_NAME + k * 8).load(Ordering::Relaxed) == u64::from_le_bytes(b)
+        })
+    }
+
+    pub(super) fn set_slot_name(&self, s: usize, name: &[u8]) {
+        assert!(name.len() <= NAME_MAX);
+        let o = self.slot(s);
+        for k in 0..NAME_MAX / 8 {
+            let mut b = [0u8; 8];
+            if let Some(c) = name.chunks(8).nth(k) {
+                b[..c.len()].copy_from_slice(c);
+            }
+            self.a64(o + S_NAME + k * 8)
+                .store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        self.a32(o + S_NAME_LEN)
+            .store(name.len() as u32, Ordering::Relaxed);
+    }
+
+    /// Ring offset word `[end][dir][ring]` of slot `s`.
+    pub(super) fn ring_off(&self, s: usize, end: usize, dir: usize, i: usize) -> &AtomicU32 {
+        assert!(end < 2 && dir < 2 && i < MAX_RINGS as usize);
+        let k = (end * 2 + dir) * MAX_RINGS as usize + i;
+        self.a32(self.slot(s) + S_RING_OFF + k * 4)
+    }
+
+    /// Word `w` of link `[sending end][ring]` of slot `s`.
+    #[inline(always)]
+    pub(super) fn link(&self, s: usize, end: usize, i: usize, w: W) -> &AtomicU32 {
+        assert!(end < 2 && i < MAX_RINGS as usize);
+        let k = end * MAX_RINGS as usize + i;
+        self.a32(self.slot(s) + S_LINKS + k * LINK_SIZE + w as usize * 4)
+    }
+
+    /// State word of end `end` of slot `s` (`END_*`).
+    pub(super) fn end_state(&self, s: usize, end: usize) -> &AtomicU32 {
+        self.a32(self.slot(s) + S_END_STATE + end * 4)
+    }
+
+    /// The process id that bound end `end` of slot `s` last.
+    pub(super) fn end_pid(&self, s: usize, end: usize) -> &AtomicU32 {
+        self.a32(self.slot(s) + S_END_PID + end * 4)
+    }
+
+    /// Offset of wake-up cell `[end][dir][ring][kind]` of slot `s` (kind 0: the
+    /// registration's, 1: the ring handle's).
+    pub(super) fn cell(&self, s: usize, end: usize, dir: usize, i: usize, kind: usize) -> usize {
+        assert!(end < 2 && dir < 2 && kind < 2 && i < MAX_RINGS as usize);
+        let k = ((end * 2 + dir) * MAX_RINGS as usize + i) * 2 + kind;
+        self.slot(s) + S_CELLS + k * CELL_SIZE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocator_in_the_control_area_hands_out_each_buffer_once() {
+        let ctl = Ctl::new(Arc::new(Region::anonymous(1 << 20).unwrap()));
+        ctl.init();
+        assert!(ctl.valid());
+        let a = ctl.alloc_bufs(100).unwrap();
+        assert!(a.iter().all(|b| *b >= 2 && *b < ctl.g.nbufs));
+        let b = ctl.alloc_bufs(10).unwrap();
+        assert!(b.iter().all(|x| !a.contains(x)));
+        // Freed once; a second free, a reserved and a foreign index are refused.
+        assert_eq!(ctl.free_bufs(a.iter().copied()), 0);
+        assert_eq!(ctl.free_bufs([a[0], 0, 1, u32::MAX]), 4);
+        assert!(ctl.alloc_bufs(ctl.g.nbufs as usize).is_none());
+        let r1 = ctl.alloc_area(Area::Ring, 1000, 128).unwrap();
+        let r2 = ctl.alloc_area(Area::Ring, 1000, 128).unwrap();
+        assert!(r2 >= r1 + 1024 && r1 >= ctl.g.if_end);
+        ctl.free_area(Area::Ring, r1, 1000, 128);
+        assert_eq!(ctl.alloc_area(Area::Ring, 1000, 128), Some(r1));
+        // A free entry pointing outside the area (a hostile write) is not used.
+        ctl.free_area(Area::Ring, 8, 1000, 128);
+        let r3 = ctl.alloc_area(Area::Ring, 1000, 128).unwrap();
+        assert!(r3 >= ctl.g.if_end);
+    }
+
+    #[test]
+    fn slot_names_compare_exactly() {
+        let ctl = Ctl::new(Arc::new(Region::anonymous(1 << 20).unwrap()));
+        ctl.init();
+        ctl.set_slot_name(1, b"abcdefghij{1");
+        ctl.slot_state(1).store(SLOT_LIVE, Ordering::Release);
+        assert!(ctl.slot_named(1, b"abcdefghij{1"));
+        assert!(!ctl.slot_named(1, b"abcdefghij{2"));
+        assert!(!ctl.slot_named(0, b"abcdefghij{1"));
+    }
+}

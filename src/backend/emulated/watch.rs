@@ -1,0 +1,74 @@
+//! The watcher: a thread, running while this process has one end of a shared pipe open
+//! (the other end being another process's, or nobody's yet), that looks
+//! every [`WATCH_PERIOD`] for peers killed while their end was open, marks the survivor's
+//! end ([`Pipe::peer_gone`]) and wakes its waiters, which then sync and see
+//! [`Error::PeerGone`](crate::Error::PeerGone).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use super::pipe::Pipe;
+use super::{lock, registry, WATCH_PERIOD};
+
+/// Held by the watcher while it holds references to pipes, and by a closing port while it
+/// drops its own: the port's reference is then never the second-to-last one, so the pipe
+/// (and its shared object) is torn down by the closing thread, before `drop` returns.
+static QUIET: Mutex<()> = Mutex::new(());
+
+/// Waits until the watcher holds no pipe; keeps it from taking any while held.
+pub(super) fn quiet() -> MutexGuard<'static, ()> {
+    lock(&QUIET)
+}
+
+/// Whether exactly one end of the pipe is open in this process: only then can its peer be
+/// another process. (With both ends here, neither can die alone; with none, nobody waits.)
+fn one_end_here(p: &Pipe) -> bool {
+    let b = lock(&p.bound);
+    b.any(0) != b.any(1)
+}
+
+/// Starts the watcher thread unless it runs. Called whenever an end is opened or closed
+/// here (a pipe may then need watching); the thread ends when no pipe does.
+pub(super) fn ensure() {
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    let _reg = lock(registry());
+    if RUNNING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("netmap-rs-emu-watch".into())
+        .spawn(|| loop {
+            std::thread::sleep(WATCH_PERIOD);
+            let _q = quiet();
+            let pipes: Vec<Arc<Pipe>> = {
+                let reg = lock(registry());
+                let live: Vec<_> = reg
+                    .pipes
+                    .values()
+                    .filter_map(Weak::upgrade)
+                    .filter(|p| p.mem.shm().is_some() && one_end_here(p))
+                    .collect();
+                if live.is_empty() {
+                    // Decided under the registry lock, where `ensure` looks.
+                    RUNNING.store(false, Ordering::Release);
+                    return;
+                }
+                live
+            };
+            for p in pipes {
+                for end in 0..2 {
+                    if !lock(&p.bound).any(end) {
+                        continue;
+                    }
+                    let gone = p.peer_crashed(end);
+                    if p.peer_gone[end].swap(gone, Ordering::AcqRel) != gone && gone {
+                        tracing::warn!(pipe = %p.name, end, "the peer process of a pipe end was killed");
+                        p.wake_end(end);
+                    }
+                }
+            }
+        });
+    if spawned.is_err() {
+        RUNNING.store(false, Ordering::Release);
+    }
+}
