@@ -9,6 +9,8 @@
 //!   its own, so it keeps its own readiness state, and the kernel wakes every registration
 //!   when a ring of the file changes; `poll` on it reports the rings' state, not a token that
 //!   a sync could take away.
+//! - AF_XDP / AF_PACKET: a duplicate of the ring's queue socket, which the kernel wakes when
+//!   packets arrive (POLLIN) or a transmission completes (POLLOUT).
 //! - emulated: a notifier of the ring alone, signalled when that ring gets packets (RX) or
 //!   room (TX) and cleared only by its owner before it syncs.
 

@@ -64,7 +64,6 @@ pub(crate) struct PacketSocket {
     frame_size: usize,
     max_frame: usize,
     ifname: String,
-    ifindex: u32,
     ignore_outgoing: bool,
     qdisc_bypass: bool,
     map: Mapping,
@@ -77,10 +76,9 @@ pub(crate) struct PacketSocket {
 pub(crate) struct RxFrame<'a> {
     data: &'a [u8],
     status: &'a AtomicU32,
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests
     /// Length on the wire (larger than the data when the frame was truncated).
     pub wire_len: u32,
-    /// The `tp_status` bits the kernel set (`TP_STATUS_LOSING`, `TP_STATUS_COPY`, ...).
-    pub flags: u32,
 }
 
 impl Deref for RxFrame<'_> {
@@ -227,7 +225,6 @@ impl PacketSocket {
             frame_size: fs,
             max_frame: iface.max_frame(),
             ifname: iface.name,
-            ifindex: iface.index,
             ignore_outgoing,
             qdisc_bypass,
             map,
@@ -274,7 +271,6 @@ impl PacketSocket {
             data,
             status,
             wire_len: h.tp_len,
-            flags: st & !sys::TP_STATUS_USER,
         }))
     }
 
@@ -315,6 +311,7 @@ impl PacketSocket {
     }
 
     /// Copies `frame` into the next free TX frame and queues it; `Ok(false)` when full.
+    #[cfg(test)]
     pub(crate) fn send(&mut self, frame: &[u8]) -> Result<bool, Error> {
         if frame.len() > self.max_frame {
             return Err(Error::FrameOverMtu {
@@ -349,6 +346,7 @@ impl PacketSocket {
     }
 
     /// TX frames queued or being sent (not yet back to `TP_STATUS_AVAILABLE`).
+    #[cfg(test)]
     pub(crate) fn tx_in_flight(&self) -> u32 {
         (0..self.tx.frames)
             .filter(|&i| {
@@ -359,6 +357,7 @@ impl PacketSocket {
 
     /// Packets seen and dropped for lack of RX ring room since the last call (the kernel
     /// resets the counters on read).
+    #[cfg(test)]
     pub(crate) fn statistics(&self) -> Result<sys::TpacketStats, Error> {
         os::getsockopt::<sys::TpacketStats>(
             self.fd.as_fd(),
@@ -387,10 +386,5 @@ impl PacketSocket {
     /// Longest frame accepted for sending.
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame
-    }
-
-    /// Interface index.
-    pub(crate) fn ifindex(&self) -> u32 {
-        self.ifindex
     }
 }

@@ -160,6 +160,7 @@ pub(crate) fn wake_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// `poll(2)` on one descriptor; returns the revents (0 on timeout).
+#[cfg(test)]
 pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::Result<i16> {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -230,11 +231,6 @@ impl Mapping {
         // SAFETY: offset + size <= len keeps the pointer inside the mapping.
         Some(unsafe { self.base.add(offset) })
     }
-
-    /// Length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
 }
 
 impl Drop for Mapping {
@@ -281,5 +277,52 @@ pub(crate) fn page_size() -> usize {
         p as usize
     } else {
         4096
+    }
+}
+
+/// An epoll instance (close-on-exec) watching each of `fds` for `events` (`EPOLLIN`,
+/// `EPOLLOUT`, `EPOLLET`, ...). It is itself pollable: readable while a watched descriptor
+/// has a pending event.
+pub(crate) fn epoll_of(fds: &[BorrowedFd<'_>], events: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with an integer flag.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ep is a fresh descriptor we own.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    for (i, fd) in fds.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events,
+            u64: i as u64,
+        };
+        // SAFETY: both descriptors are open; `ev` is a live epoll_event read during the call.
+        let r = unsafe {
+            libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev)
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(ep)
+}
+
+/// Takes every pending event off an epoll instance without waiting (for edge-triggered
+/// watches: the next event is then a new one).
+pub(crate) fn epoll_drain(ep: BorrowedFd<'_>) -> io::Result<()> {
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+    loop {
+        // SAFETY: evs is a live array of evs.len() events the kernel may write.
+        let r = unsafe { libc::epoll_wait(ep.as_raw_fd(), evs.as_mut_ptr(), evs.len() as i32, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if (r as usize) < evs.len() {
+            return Ok(());
+        }
     }
 }

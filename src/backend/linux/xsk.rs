@@ -9,6 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(test)]
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -90,18 +91,15 @@ impl Umem {
     }
 
     /// Number of frames.
+    #[cfg(test)]
     pub(crate) fn frames(&self) -> u32 {
         (self.inner.len / self.inner.frame_size as usize) as u32
     }
 
     /// UMEM address of frame `index`.
+    #[cfg(test)]
     pub(crate) fn frame_addr(&self, index: u32) -> u64 {
         index as u64 * self.inner.frame_size as u64
-    }
-
-    /// Frame index of a UMEM address.
-    pub(crate) fn frame_index(&self, addr: u64) -> u32 {
-        (addr / self.inner.frame_size as u64) as u32
     }
 
     pub(crate) fn geometry(&self) -> UmemGeometry {
@@ -112,6 +110,7 @@ impl Umem {
     }
 
     /// Pointer to `len` bytes at UMEM address `addr`, if they lie within one frame.
+    #[cfg(test)]
     pub(crate) fn ptr(&self, addr: u64, len: usize) -> Option<NonNull<u8>> {
         let len32 = u32::try_from(len).ok()?;
         if !self.geometry().contains(addr, len32) {
@@ -124,6 +123,7 @@ impl Umem {
 
     /// Copies `data` into the UMEM at `addr` (within one frame). The caller must own the frame
     /// (not on a fill or TX ring).
+    #[cfg(test)]
     pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), Error> {
         let p = self.ptr(addr, data.len()).ok_or_else(|| {
             invalid(format!(
@@ -140,6 +140,7 @@ impl Umem {
 
     /// Copies `out.len()` bytes from the UMEM at `addr` (within one frame). The caller must own
     /// the frame (taken from the RX or completion ring).
+    #[cfg(test)]
     pub(crate) fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Error> {
         let p = self.ptr(addr, out.len()).ok_or_else(|| {
             invalid(format!(
@@ -219,12 +220,13 @@ pub(crate) struct XskSocket {
     pub rx: XskRxRing,
     /// TX ring (descriptors to send → kernel).
     pub tx: XskTxRing,
+    /// Held while the socket is bound (keeps the UMEM's memory alive); read by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     umem: Umem,
     ifname: String,
-    ifindex: u32,
-    queue: u32,
     mode: XskBindMode,
     need_wakeup: bool,
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests
     shared: bool,
     // Last, so the rings are unmapped before the socket closes.
     fd: Arc<OwnedFd>,
@@ -458,8 +460,6 @@ impl XskSocket {
             tx,
             umem: umem.clone(),
             ifname: iface.name,
-            ifindex: iface.index,
-            queue,
             mode,
             // Shared sockets inherit need-wakeup from the registering one; kicking whenever
             // the flag is set (or always in copy mode) is right either way.
@@ -525,6 +525,7 @@ impl XskSocket {
     }
 
     /// The kernel's drop and error counters for this socket.
+    #[cfg(test)]
     pub(crate) fn statistics(&self) -> Result<libc::xdp_statistics, Error> {
         os::getsockopt::<libc::xdp_statistics>(self.fd.as_fd(), sys::SOL_XDP, sys::XDP_STATISTICS)
             .map(|(s, _)| s)
@@ -537,27 +538,14 @@ impl XskSocket {
     }
 
     /// Whether this socket shares the UMEM registration of another socket.
+    #[cfg(test)]
     pub(crate) fn is_shared(&self) -> bool {
         self.shared
     }
 
     /// The UMEM.
+    #[cfg(test)]
     pub(crate) fn umem(&self) -> &Umem {
         &self.umem
-    }
-
-    /// Queue index.
-    pub(crate) fn queue(&self) -> u32 {
-        self.queue
-    }
-
-    /// Interface index.
-    pub(crate) fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-
-    /// Interface name.
-    pub(crate) fn ifname(&self) -> &str {
-        &self.ifname
     }
 }
