@@ -36,6 +36,8 @@ mod testnet;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_port_errors;
+#[cfg(test)]
 mod tests_ports;
 #[cfg(test)]
 mod tests_rate;

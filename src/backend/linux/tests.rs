@@ -473,19 +473,19 @@ fn second_socket_shares_the_umem_on_another_interface() {
 
 const CHILD_ENV: &str = "NETMAP_RS_TEST_XDP_CHILD";
 
-/// A process that attached the program and is SIGKILLed leaves nothing attached: the link fd
-/// closes with the process. (Re-runs this test binary as the child.)
+/// A process with an open `xdp:` port that is SIGKILLed leaves no program attached: the link
+/// fd closes with the process. (Re-runs this test binary as the child.)
 #[test]
 fn xdp_program_gone_after_sigkill() {
     if let Ok(ifname) = std::env::var(CHILD_ENV) {
-        // Child: attach, bind, report, then wait to be killed.
-        let iface = Interface::lookup_up(&ifname).unwrap();
-        let prog = XdpProgram::attach(&iface, &XdpAttachOptions::default()).unwrap();
-        let umem = umem();
-        let xsk = XskSocket::new(&ifname, 0, &umem, &XskConfig::default()).unwrap();
-        prog.register(0, xsk.fd()).unwrap();
+        // Child: open an xdp: port (program attached, socket bound and registered), report
+        // the program, then wait to be killed.
+        let port = crate::sync::port::Netmap::open(&format!("xdp:{ifname}")).unwrap();
+        let index = Interface::lookup(&ifname).unwrap().index;
+        let id = netlink::xdp_query(index).unwrap().some_id();
         let mut out = std::io::stdout();
-        writeln!(out, "ATTACHED {}", prog.prog_id()).unwrap();
+        writeln!(out, "ATTACHED {id}").unwrap();
+        let _keep = port;
         out.flush().unwrap();
         loop {
             std::thread::sleep(Duration::from_secs(1));

@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::iface::Interface;
 use super::ringmem::{slots, MemPlan, RingMem, BUF_SIZE};
@@ -42,6 +42,9 @@ use crate::sync::raw::{distance, in_cyclic_range, next, prev, RawRing};
 /// Where a received packet starts in its frame (`HEADROOM`), and so where netmap
 /// buffer `i` starts in UMEM frame `i`.
 const HEADROOM: u64 = super::sys::XDP_PACKET_HEADROOM as u64;
+
+/// How long an open waits for a queue released by a socket that just closed.
+const REBIND_GRACE: Duration = Duration::from_millis(500);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -269,7 +272,18 @@ fn open_queue(
     rx: &RawRing,
     prog: &XdpProgram,
 ) -> Result<QueueState, Error> {
-    let mut xsk = XskSocket::new(&iface.name, q, umem, cfg)?;
+    // A queue whose previous socket just closed stays taken until the kernel's deferred
+    // release of that socket's buffer pool has run (a workqueue item): retry briefly before
+    // calling the queue busy.
+    let deadline = Instant::now() + REBIND_GRACE;
+    let mut xsk = loop {
+        match XskSocket::new(&iface.name, q, umem, cfg) {
+            Err(Error::PortBusy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => break r?,
+        }
+    };
     for k in 0..ntx {
         // SAFETY: the rings were just built and no user can reach them yet.
         unsafe { tx.set_buf_idx(k, base + k) };
