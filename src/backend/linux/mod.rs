@@ -41,6 +41,8 @@ mod tests_port_errors;
 mod tests_ports;
 #[cfg(test)]
 mod tests_rate;
+#[cfg(all(test, feature = "tokio-async"))]
+mod tests_tokio;
 
 use std::io;
 
