@@ -295,3 +295,121 @@ fn veth_setup() -> Option<(String, String)> {
         _ => panic!("NETMAP_RS_TEST_VETH={v:?}: expected \"IF PEER IP\""),
     }
 }
+
+#[path = "common/veth.rs"]
+mod veth;
+
+/// Runs `pkt_gen` with `args`, in the namespace `ns` when given; returns the child.
+fn spawn_pkt_gen(ns: Option<&str>, args: &[&str]) -> std::process::Child {
+    let exe = example("pkt_gen");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a child with a deadline (killed after it); returns success and its output.
+fn finish(mut child: std::process::Child, secs: u64) -> (bool, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status.is_some_and(|s| s.success()), text)
+}
+
+/// `pkt_gen -f tx` on `PREFIX:vethA` to `pkt_gen -f rx` (async) on `PREFIX:vethB` in the
+/// peer namespace, on AF_XDP and AF_PACKET: every packet arrives, none lost or reordered.
+/// Then `-f ping` / `-f pong` over the same pair.
+#[test]
+fn pkt_gen_over_xdp_and_afpacket_on_veth() {
+    if let Some(why) = veth::unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let n = "20000";
+    for (i, prefix) in ["xdp", "afpacket"].into_iter().enumerate() {
+        let v = veth::Veth::new(i as u32);
+        let rx_port = format!("{prefix}:{}", v.b);
+        let tx_port = format!("{prefix}:{}", v.a);
+        let rx = spawn_pkt_gen(
+            Some(&v.ns),
+            &["-i", &rx_port, "-f", "rx", "-n", n, "--async"],
+        );
+        // The receiver is ready once it printed its banner (its port is open).
+        let mut rx = rx;
+        let mut out = BufReader::new(rx.stdout.take().unwrap());
+        let mut banner = String::new();
+        out.read_line(&mut banner).unwrap();
+        assert!(banner.contains(&rx_port), "receiver banner: {banner}");
+        assert!(banner.contains(if prefix == "xdp" {
+            "AF_XDP"
+        } else {
+            "AF_PACKET"
+        }));
+        let dst = format!("{}:1234", v.ip_b);
+        let src = format!("{}:1234", v.ip_a);
+        let tx_args = [
+            "-i", &tx_port, "-f", "tx", "-n", n, "-R", "100000", "-D", &v.mac_b, "-S", &v.mac_a,
+            "-d", &dst, "-s", &src,
+        ];
+        let (ok_tx, tx_text) = finish(spawn_pkt_gen(None, &tx_args), 30);
+        assert!(ok_tx, "{prefix} tx failed:\n{tx_text}");
+        assert!(tx_text.contains(&format!("Sent {n} packets")), "{tx_text}");
+        rx.stdout = Some(out.into_inner());
+        let (ok_rx, rx_text) = finish(rx, 30);
+        assert!(ok_rx, "{prefix} rx failed:\n{rx_text}\ntx:\n{tx_text}");
+        let want = format!("Received {n} packets: lost 0 reordered 0");
+        assert!(rx_text.contains(&want), "{prefix}: {rx_text}");
+        println!("{prefix}:\n{tx_text}{rx_text}");
+
+        // Round trips: pong in the namespace, ping here.
+        let pong = spawn_pkt_gen(Some(&v.ns), &["-i", &rx_port, "-f", "pong", "-n", "200"]);
+        let mut pong = pong;
+        let mut out = BufReader::new(pong.stdout.take().unwrap());
+        let mut banner = String::new();
+        out.read_line(&mut banner).unwrap();
+        let ping_args = [
+            "-i", &tx_port, "-f", "ping", "-n", "200", "-D", &v.mac_b, "-S", &v.mac_a, "-d", &dst,
+            "-s", &src,
+        ];
+        let (ok_ping, ping_text) = finish(spawn_pkt_gen(None, &ping_args), 30);
+        pong.stdout = Some(out.into_inner());
+        let (_, pong_text) = finish(pong, 5);
+        assert!(
+            ok_ping,
+            "{prefix} ping failed:\n{ping_text}\npong:\n{pong_text}"
+        );
+        assert!(ping_text.contains("RTT usec"), "{ping_text}");
+        println!("{prefix}: {ping_text}");
+    }
+}
