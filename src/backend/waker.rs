@@ -103,3 +103,12 @@ impl AsRawFd for RingWaker {
         self.as_fd().as_raw_fd()
     }
 }
+
+impl crate::notify::Arm for RingWaker {
+    fn arm(&self) {
+        RingWaker::arm(self)
+    }
+    fn disarm(&self) {
+        RingWaker::disarm(self)
+    }
+}

@@ -16,10 +16,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::iface::Interface;
-use super::os::{self, Mapping};
+use super::os;
 use super::sys;
 use super::{os_error, CAPS_RAW};
 use crate::error::Error;
+use crate::region::Region;
 
 /// Ring geometry and options for [`PacketSocket::new`].
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +67,7 @@ pub(crate) struct PacketSocket {
     ifname: String,
     ignore_outgoing: bool,
     qdisc_bypass: bool,
-    map: Mapping,
+    map: Region,
     // Last: unmapped before closed.
     fd: OwnedFd,
 }
@@ -186,7 +187,7 @@ impl PacketSocket {
             cfg.ignore_outgoing && opt(sys::PACKET_IGNORE_OUTGOING, 1, "").is_ok();
         let rx_bytes = rxq.tp_block_nr as usize * block;
         let tx_bytes = txq.tp_block_nr as usize * block;
-        let map = Mapping::new(fd.as_fd(), rx_bytes + tx_bytes, 0)
+        let map = Region::map_fd(fd.as_fd(), rx_bytes + tx_bytes, 0, true)
             .map_err(|e| os_error(e, "mapping the AF_PACKET rings", CAPS_RAW, ifname))?;
         let sll = libc::sockaddr_ll {
             sll_family: libc::AF_PACKET as u16,

@@ -5,7 +5,6 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
 
 /// Marker for plain-old-data structs the kernel may fill byte by byte: every bit pattern is a
 /// valid value and there are no pointers or references inside.
@@ -176,69 +175,6 @@ pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
-        }
-    }
-}
-
-/// A shared, read-write mapping of a socket's rings; unmapped on drop.
-#[derive(Debug)]
-pub(crate) struct Mapping {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory; all access to it goes through raw pointers under the
-// ring protocols (atomic producer/consumer indices or per-frame status words).
-unsafe impl Send for Mapping {}
-// SAFETY: as above; no references into the mapping are handed out by `Mapping` itself.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    /// `mmap(NULL, len, RW, MAP_SHARED | MAP_POPULATE, fd, offset)`.
-    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, offset: i64) -> io::Result<Mapping> {
-        if len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "mapping of length 0",
-            ));
-        }
-        // SAFETY: null hint, result checked against MAP_FAILED before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            base: NonNull::new(p.cast()).expect("mmap returned null without MAP_FAILED"),
-            len,
-        })
-    }
-
-    /// Pointer to `offset` if `offset + size <= len` and `offset` is aligned to `align`.
-    pub(crate) fn at(&self, offset: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let end = offset.checked_add(size)?;
-        if end > self.len || offset % align != 0 {
-            return None;
-        }
-        // SAFETY: offset + size <= len keeps the pointer inside the mapping.
-        Some(unsafe { self.base.add(offset) })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: base/len are what mmap returned; the owner of the mapping is being dropped,
-        // and every pointer derived from it lives in that owner.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
         }
     }
 }

@@ -11,9 +11,9 @@ use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::os::Mapping;
 use super::sys::{self, XdpDesc};
 use crate::error::Error;
+use crate::region::Region;
 
 /// UMEM geometry the rings validate addresses against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ struct Mapped<T> {
     descs: NonNull<T>,
     size: u32,
     // Last: the pointers above point into it.
-    _map: Mapping,
+    _map: Region,
 }
 
 // SAFETY: the pointers target the owned mapping; the ring protocol (one user-side owner,
@@ -94,7 +94,7 @@ impl<T: Copy> Mapped<T> {
             .checked_mul(size_of::<T>())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring too large"))?;
         let len = off.desc as usize + bytes;
-        let map = Mapping::new(fd, len, kind.pgoff())?;
+        let map = Region::map_fd(fd, len, kind.pgoff(), true)?;
         let bad = || {
             io::Error::new(
                 io::ErrorKind::InvalidData,
