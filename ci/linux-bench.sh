@@ -57,7 +57,7 @@ tx_pkt_gen() { # PREFIX [--async]
 }
 tx_trafgen() {
   local t0 t1
-  t0=$(now); trafgen -o $A -i "$work/udp.cfg" -n "$N" -P 1 -C -A -Q >/dev/null 2>&1; t1=$(now)
+  t0=$(now); trafgen -o $A -i "$work/udp.cfg" -n "$N" -P 1 -C -Q >/dev/null 2>&1; t1=$(now)
   mpps "$N" "$t0" "$t1"
 }
 rx_pkt_gen() { # PREFIX
@@ -66,7 +66,7 @@ rx_pkt_gen() { # PREFIX
   local rx=$!
   # The receiver is ready once its banner is out (its port is open).
   for _ in $(seq 200); do grep -q "^pkt_gen" "$out" && break; sleep 0.05; done
-  trafgen -o $A -i "$work/udp.cfg" -n $((4 * N)) -P 1 -C -A -Q >/dev/null 2>&1 &
+  trafgen -o $A -i "$work/udp.cfg" -n $((4 * N)) -P 1 -C -Q >/dev/null 2>&1 &
   local tg=$!
   timeout 60 tail --pid=$rx -f /dev/null || kill $rx 2>/dev/null || true
   kill $tg 2>/dev/null || true; wait $tg 2>/dev/null || true

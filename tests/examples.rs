@@ -415,3 +415,61 @@ fn pkt_gen_over_xdp_and_afpacket_on_veth() {
         println!("{prefix}: {ping_text}");
     }
 }
+
+/// `bridge -i xdp:A1 -i xdp:A2` between two veth pairs: `pkt_gen -f tx` on `afpacket:B1`
+/// (namespace 1) reaches `pkt_gen -f rx` on `afpacket:B2` (namespace 2) through the bridge,
+/// every packet in order. (The two `xdp:` ports have memories of their own: the bridge
+/// copies.)
+#[test]
+fn bridge_between_two_veth_pairs_over_xdp() {
+    if let Some(why) = veth::unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    let (v1, v2) = (veth::Veth::new(10), veth::Veth::new(11));
+    let bridge = Command::new(example("bridge"))
+        .args([
+            "-i",
+            &format!("xdp:{}", v1.a),
+            "-i",
+            &format!("xdp:{}", v2.a),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut bridge = bridge;
+    let mut out = BufReader::new(bridge.stdout.take().unwrap());
+    let mut banner = String::new();
+    out.read_line(&mut banner).unwrap();
+    assert!(
+        banner.contains("AF_XDP") && banner.contains("copying"),
+        "{banner}"
+    );
+    let n = "5000";
+    let rx_port = format!("afpacket:{}", v2.b);
+    let mut rx = spawn_pkt_gen(Some(&v2.ns), &["-i", &rx_port, "-f", "rx", "-n", n]);
+    let mut rx_out = BufReader::new(rx.stdout.take().unwrap());
+    let mut rx_banner = String::new();
+    rx_out.read_line(&mut rx_banner).unwrap();
+    rx.stdout = Some(rx_out.into_inner());
+    let tx_port = format!("afpacket:{}", v1.b);
+    let dst = format!("{}:1234", v2.ip_b);
+    let src = format!("{}:1234", v1.ip_b);
+    let tx_args = [
+        "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-D", &v2.mac_b, "-S", &v1.mac_b, "-d",
+        &dst, "-s", &src,
+    ];
+    let tx = spawn_pkt_gen(Some(&v1.ns), &tx_args);
+    let (ok_tx, tx_text) = finish(tx, 30);
+    let (ok_rx, rx_text) = finish(rx, 30);
+    let _ = bridge.kill();
+    let _ = bridge.wait();
+    let mut bridge_text = String::new();
+    let _ = out.read_to_string(&mut bridge_text);
+    assert!(ok_tx, "tx failed:\n{tx_text}");
+    assert!(
+        ok_rx && rx_text.contains(&format!("Received {n} packets: lost 0 reordered 0")),
+        "rx:\n{rx_text}\ntx:\n{tx_text}\nbridge:\n{banner}{bridge_text}"
+    );
+}
