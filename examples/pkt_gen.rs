@@ -445,6 +445,22 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 stats.record(k as u64, (k * cfg.len) as u64);
                 pacer.pace(n);
             }
+            // As C pkt-gen does: sync until the kernel has sent everything (all slots free
+            // again), or closing the port could drop what is still queued (AF_XDP and
+            // AF_PACKET transmit from a sync, not on their own). Pipes drain only as their
+            // reader reads, which may never happen: not waited for.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !nm.spec().is_pipe() && tx.space() + 1 < tx.num_slots() {
+                if Instant::now() > deadline {
+                    eprintln!(
+                        "pkt_gen: {} packets still queued at exit",
+                        tx.num_slots() - 1 - tx.space()
+                    );
+                    break;
+                }
+                tx.sync()?;
+                std::thread::sleep(Duration::from_micros(100));
+            }
         }
         Func::Rx => {
             let mut rx = nm.rx_ring(0)?;
@@ -563,6 +579,16 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     left -= k as u64;
                     stats.record(k as u64, (k * cfg.len) as u64);
                     pacer.pace(n);
+                }
+                // Wait for the kernel to have sent everything (see run_sync).
+                let pipe = nm.netmap().spec().is_pipe();
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !pipe && tx.get_mut().space() + 1 < tx.get_ref().num_slots() {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    tx.flush_ring().await?;
+                    tokio::time::sleep(Duration::from_micros(100)).await;
                 }
             }
             Func::Rx => {

@@ -356,8 +356,10 @@ fn pkt_gen_over_xdp_and_afpacket_on_veth() {
         println!("skipped: {why}");
         return;
     }
-    // Paced well below what the path carries, so that a receiver starved of CPU for a while
-    // (2 shared cores) catches up from its kernel ring instead of losing frames.
+    // Paced well below what the path carries, in bursts of 32, so that a receiver starved of
+    // CPU for a while (2 shared cores) catches up from its kernel ring, and a burst never
+    // overflows the per-CPU receive backlog (netdev_max_backlog, shared with every other
+    // veth on the machine) on its way to the peer.
     let n = "10000";
     for (i, prefix) in ["xdp", "afpacket"].into_iter().enumerate() {
         let v = veth::Veth::new(i as u32);
@@ -381,8 +383,8 @@ fn pkt_gen_over_xdp_and_afpacket_on_veth() {
         let dst = format!("{}:1234", v.ip_b);
         let src = format!("{}:1234", v.ip_a);
         let tx_args = [
-            "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-D", &v.mac_b, "-S", &v.mac_a,
-            "-d", &dst, "-s", &src,
+            "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-b", "32", "-D", &v.mac_b, "-S",
+            &v.mac_a, "-d", &dst, "-s", &src,
         ];
         let (ok_tx, tx_text) = finish(spawn_pkt_gen(None, &tx_args), 30);
         assert!(ok_tx, "{prefix} tx failed:\n{tx_text}");
@@ -457,8 +459,8 @@ fn bridge_between_two_veth_pairs_over_xdp() {
     let dst = format!("{}:1234", v2.ip_b);
     let src = format!("{}:1234", v1.ip_b);
     let tx_args = [
-        "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-D", &v2.mac_b, "-S", &v1.mac_b, "-d",
-        &dst, "-s", &src,
+        "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-b", "32", "-D", &v2.mac_b, "-S",
+        &v1.mac_b, "-d", &dst, "-s", &src,
     ];
     let tx = spawn_pkt_gen(Some(&v1.ns), &tx_args);
     let (ok_tx, tx_text) = finish(tx, 30);

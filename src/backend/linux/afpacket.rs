@@ -353,7 +353,6 @@ impl PacketSocket {
     }
 
     /// TX frames queued or being sent (not yet back to `TP_STATUS_AVAILABLE`).
-    #[cfg(test)]
     pub(crate) fn tx_in_flight(&self) -> u32 {
         (0..self.tx.frames)
             .filter(|&i| {

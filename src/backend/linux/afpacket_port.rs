@@ -17,7 +17,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::afpacket::{PacketConfig, PacketSocket};
 use super::iface::Interface;
@@ -29,6 +29,9 @@ use crate::backend::{Backend, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::sync::raw::{distance, in_cyclic_range, next, prev, RawRing};
+
+/// How long closing a port waits for queued frames to leave.
+pub(crate) const FLUSH_AT_CLOSE: Duration = Duration::from_millis(200);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -158,10 +161,11 @@ impl PacketPort {
         let mut queued = 0usize;
         while st.tx_copied != head {
             let k = st.tx_copied;
-            // SAFETY (slot accesses): slots [copied, head) were released by the user (Acquire
+            // SAFETY: slots [copied, head) were released by the user (Acquire
             // load of head) and stay the driver's until the tail passes them; lock held.
             let (_, len, flags) = unsafe { ring.slot_meta(k) };
             if flags & NS_BUF_CHANGED != 0 {
+                // SAFETY: as above.
                 unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
             }
             if usize::from(len) > self.max_frame {
@@ -285,5 +289,20 @@ impl PacketPort {
     ) -> Result<Readiness, Error> {
         self.socks
             .wait(want, timeout, &|| self.rxsync(), &|| self.txsync(), check)
+    }
+}
+
+impl Drop for PacketPort {
+    /// Sends what the user handed over and the kernel has not taken yet (a kick sends only
+    /// what fits in the socket's budget), waiting at most [`FLUSH_AT_CLOSE`].
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + FLUSH_AT_CLOSE;
+        while st.sock.tx_in_flight() > 0 && Instant::now() < deadline {
+            if st.sock.kick().is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::sync::port::NetmapBuilder;
 use crate::tokio_async::TokioNetmap;
 
 const N: usize = 5_000;
-const WINDOW: usize = 128;
+const WINDOW: usize = 64;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -359,11 +359,12 @@ impl XdpPort {
         st.tx.descs.clear();
         let mut k = st.tx.hwcur;
         while k != head {
-            // SAFETY (all slot accesses here): slots [hwcur, head) were released by the user
+            // SAFETY: slots [hwcur, head) were released by the user
             // (Acquire load of head) and are the driver's until the tail passes them again;
             // the queue lock is held.
             let (idx, len, flags) = unsafe { ring.slot_meta(k) };
             if flags & NS_BUF_CHANGED != 0 {
+                // SAFETY: as above.
                 unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
             }
             let why = if idx >= self.nbufs {
@@ -559,7 +560,19 @@ fn refill(st: &mut QueueState) -> Result<(), Error> {
 }
 
 impl Drop for XdpPort {
+    /// Sends what is still on the AF_XDP TX rings (copy mode transmits only when kicked),
+    /// waiting at most `FLUSH_AT_CLOSE`, then takes the sockets out of the XSKMAP.
     fn drop(&mut self) {
+        let deadline = Instant::now() + super::afpacket_port::FLUSH_AT_CLOSE;
+        for q in &mut self.queues {
+            let st = q.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            while matches!(st.xsk.tx.pending(), Ok(p) if p > 0) && Instant::now() < deadline {
+                if st.xsk.kick_tx().is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
         for q in &self.queues {
             if let Err(e) = self.prog.prog().unregister(q.id) {
                 tracing::warn!(interface = %self.ifname, queue = q.id, "XSKMAP removal failed: {e}");
