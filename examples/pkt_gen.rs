@@ -18,6 +18,9 @@
 //! Real netmap (module loaded, as root), two terminals:
 //!     pkt_gen -i 'netmap:pipe{1' -f rx          # or -i netmap:eth0
 //!     pkt_gen -i 'netmap:pipe}1' -f tx -l 60 -b 512
+//! Stock Linux without the module (as root), AF_XDP or AF_PACKET on a real interface:
+//!     pkt_gen -i xdp:eth0 -f rx                  # all queues; xdp:eth0-2 for queue 2
+//!     pkt_gen -i afpacket:eth0 -f tx -D MAC -S MAC -d IP:PORT -s IP:PORT
 //! Emulated (no module):
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000 --both
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f ping -n 100000 --both
