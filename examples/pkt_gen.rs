@@ -19,7 +19,7 @@
 //!     pkt_gen -i 'netmap:pipe{1' -f rx          # or -i netmap:eth0
 //!     pkt_gen -i 'netmap:pipe}1' -f tx -l 60 -b 512
 //! Stock Linux without the module (as root), AF_XDP or AF_PACKET on a real interface:
-//!     pkt_gen -i xdp:eth0 -f rx                  # all queues; xdp:eth0-2 for queue 2
+//!     pkt_gen -i xdp:eth0 -f rx -p 4             # one thread per queue; xdp:eth0-2 is queue 2
 //!     pkt_gen -i afpacket:eth0 -f tx -D MAC -S MAC -d IP:PORT -s IP:PORT
 //! Emulated (no module):
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000 --both
