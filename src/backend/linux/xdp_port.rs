@@ -15,8 +15,10 @@
 //! Per queue, `tx_slots` frames circulate between the TX ring and the kernel, and
 //! `2 * rx_slots` between the RX ring, the fill ring and the kernel (the fill and RX rings hold
 //! them all, so a release never finds the fill ring full). Every index read from a kernel ring
-//! is checked before use ([`xsk_ring`](super::xsk_ring)). State of a queue is behind a mutex,
-//! the equivalent of the module's kring lock.
+//! is checked before use ([`xsk_ring`](super::xsk_ring)). Each direction of a queue (the netmap
+//! ring's state and the socket's rings for that direction) is behind a mutex of its own, the
+//! equivalent of the module's kring lock: a kick that transmits a batch never holds up a
+//! receiver.
 //!
 //! The redirect program is attached once per interface and shared by the ports of this
 //! process; it is detached when the last of them closes (or the process dies: the BPF link
@@ -32,7 +34,7 @@ use super::ringmem::{slots, MemPlan, RingMem, BUF_SIZE};
 use super::sockets::SocketSet;
 use super::sys::XdpDesc;
 use super::xdp_prog::{XdpAttachOptions, XdpProgram};
-use super::xsk::{Umem, XskBindMode, XskConfig, XskSocket};
+use super::xsk::{Umem, XskBindMode, XskConfig, XskRx, XskSocket, XskTx};
 use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED};
 use crate::backend::{Backend, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
@@ -108,11 +110,20 @@ struct RxState {
     refill: Vec<u64>,
 }
 
+/// The sending half of a queue: its socket's TX and completion rings and the state of the
+/// netmap TX ring. Locked apart from the receiving half, so a kick that transmits a batch
+/// (copy mode sends from the caller's context) never holds up a receiver.
 #[derive(Debug)]
-struct QueueState {
-    xsk: XskSocket,
-    tx: TxState,
-    rx: RxState,
+struct TxSide {
+    xsk: XskTx,
+    st: TxState,
+}
+
+/// The receiving half of a queue: RX and fill rings and the state of the netmap RX ring.
+#[derive(Debug)]
+struct RxSide {
+    xsk: XskRx,
+    st: RxState,
 }
 
 #[derive(Debug)]
@@ -120,7 +131,8 @@ struct XdpQueue {
     id: u32,
     tx: RawRing,
     rx: RawRing,
-    state: Mutex<QueueState>,
+    txs: Mutex<TxSide>,
+    rxs: Mutex<RxSide>,
 }
 
 /// An open `xdp:` port.
@@ -202,11 +214,12 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             &rx,
             prog.prog(),
         ) {
-            Ok(state) => queues.push(XdpQueue {
+            Ok((txs, rxs)) => queues.push(XdpQueue {
                 id: q,
                 tx,
                 rx,
-                state: Mutex::new(state),
+                txs: Mutex::new(txs),
+                rxs: Mutex::new(rxs),
             }),
             Err(e) => {
                 for done in &queues {
@@ -217,7 +230,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         }
     }
     let socks = {
-        let guards: Vec<_> = queues.iter().map(|q| lock(&q.state)).collect();
+        let guards: Vec<_> = queues.iter().map(|q| lock(&q.txs)).collect();
         let fds: Vec<BorrowedFd<'_>> = guards.iter().map(|g| g.xsk.fd()).collect();
         SocketSet::new(&fds)
     };
@@ -230,7 +243,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             return Err(e);
         }
     };
-    let mode = lock(&queues[0].state).xsk.mode();
+    let mode = lock(&queues[0].txs).xsk.mode();
     tracing::info!(
         interface = %iface.name,
         queues = ?bound,
@@ -271,7 +284,7 @@ fn open_queue(
     tx: &RawRing,
     rx: &RawRing,
     prog: &XdpProgram,
-) -> Result<QueueState, Error> {
+) -> Result<(TxSide, RxSide), Error> {
     // A queue whose previous socket just closed stays taken until the kernel's deferred
     // release of that socket's buffer pool has run (a workqueue item): retry briefly before
     // calling the queue busy.
@@ -303,22 +316,27 @@ fn open_queue(
         )));
     }
     prog.register(q, xsk.fd())?;
-    Ok(QueueState {
-        xsk,
-        tx: TxState {
+    let (xtx, xrx) = xsk.split();
+    let tx = TxSide {
+        xsk: xtx,
+        st: TxState {
             hwcur: 0,
             inflight: VecDeque::with_capacity(ntx as usize),
             done: Vec::with_capacity(ntx as usize),
             descs: Vec::with_capacity(ntx as usize),
             comp: vec![0; ntx as usize],
         },
-        rx: RxState {
+    };
+    let rx = RxSide {
+        xsk: xrx,
+        st: RxState {
             hwcur: 0,
             hwtail: 0,
             descs: vec![XdpDesc::default(); nrx as usize],
             refill: Vec::with_capacity(2 * nrx as usize),
         },
-    })
+    };
+    Ok((tx, rx))
 }
 
 impl XdpPort {
@@ -343,21 +361,21 @@ impl XdpPort {
     fn txsync_queue(&self, pos: usize, q: &XdpQueue) -> Result<(), Error> {
         let ring = &q.tx;
         let n = ring.num_slots();
-        let mut guard = lock(&q.state);
-        let st = &mut *guard;
-        let tail = tx_tail(&st.tx, n);
+        let mut guard = lock(&q.txs);
+        let side = &mut *guard;
+        let tail = tx_tail(&side.st, n);
         let head = ring.load_head();
         let cur = ring.load_cur();
-        if !in_cyclic_range(st.tx.hwcur, head, tail, n) || !in_cyclic_range(head, cur, tail, n) {
+        if !in_cyclic_range(side.st.hwcur, head, tail, n) || !in_cyclic_range(head, cur, tail, n) {
             return Err(Error::RingState(format!(
                 "xdp:{} tx ring {pos}: head {head} / cur {cur} outside [{}, {tail}]",
-                self.ifname, st.tx.hwcur
+                self.ifname, side.st.hwcur
             )));
         }
-        reap(st, ring, n)?;
+        reap(side, ring, n)?;
         let mut refused = None;
-        st.tx.descs.clear();
-        let mut k = st.tx.hwcur;
+        side.st.descs.clear();
+        let mut k = side.st.hwcur;
         while k != head {
             // SAFETY: slots [hwcur, head) were released by the user
             // (Acquire load of head) and are the driver's until the tail passes them again;
@@ -382,9 +400,9 @@ impl XdpPort {
             } else {
                 None
             };
-            st.tx.inflight.push_back(why.is_none());
+            side.st.inflight.push_back(why.is_none());
             match why {
-                None => st.tx.descs.push(XdpDesc {
+                None => side.st.descs.push(XdpDesc {
                     addr: buf_addr(idx),
                     len: len.into(),
                     options: 0,
@@ -396,24 +414,24 @@ impl XdpPort {
             }
             k = next(k, n);
         }
-        st.tx.hwcur = head;
-        if !st.tx.descs.is_empty() {
+        side.st.hwcur = head;
+        if !side.st.descs.is_empty() {
             // In flight never exceeds n - 1 < the TX ring size, so every descriptor fits.
-            let put = st.xsk.tx.produce(&st.tx.descs)?;
-            if put != st.tx.descs.len() {
+            let put = side.xsk.tx.produce(&side.st.descs)?;
+            if put != side.st.descs.len() {
                 return Err(Error::BadLayout(format!(
                     "xdp:{}: the AF_XDP TX ring took {put} of {} descriptors although the \
                      slots in flight fit in it",
                     self.ifname,
-                    st.tx.descs.len()
+                    side.st.descs.len()
                 )));
             }
         }
-        if !st.tx.inflight.is_empty() {
-            st.xsk.kick_tx()?;
-            reap(st, ring, n)?;
+        if !side.st.inflight.is_empty() {
+            side.xsk.kick_tx()?;
+            reap(side, ring, n)?;
         }
-        ring.store_tail(tx_tail(&st.tx, n));
+        ring.store_tail(tx_tail(&side.st, n));
         match refused {
             Some(e) => Err(e),
             None => Ok(()),
@@ -423,20 +441,21 @@ impl XdpPort {
     fn rxsync_queue(&self, q: &XdpQueue) -> Result<(), Error> {
         let ring = &q.rx;
         let n = ring.num_slots();
-        let mut guard = lock(&q.state);
-        let st = &mut *guard;
+        let mut guard = lock(&q.rxs);
+        let side = &mut *guard;
         let head = ring.load_head();
         let cur = ring.load_cur();
-        let hwtail = st.rx.hwtail;
-        if !in_cyclic_range(st.rx.hwcur, head, hwtail, n) || !in_cyclic_range(head, cur, hwtail, n)
+        let hwtail = side.st.hwtail;
+        if !in_cyclic_range(side.st.hwcur, head, hwtail, n)
+            || !in_cyclic_range(head, cur, hwtail, n)
         {
             return Err(Error::RingState(format!(
                 "xdp:{} rx ring of queue {}: head {head} / cur {cur} outside [{}, {hwtail}]",
-                self.ifname, q.id, st.rx.hwcur
+                self.ifname, q.id, side.st.hwcur
             )));
         }
         // Released slots: their buffers (swapped in or not) go back to the fill ring.
-        let mut k = st.rx.hwcur;
+        let mut k = side.st.hwcur;
         while k != head {
             // SAFETY: slots [hwcur, head) were released by the user (Acquire load of head);
             // the queue lock is held.
@@ -446,7 +465,7 @@ impl XdpPort {
                 unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
             }
             if idx < self.nbufs {
-                st.rx.refill.push(frame_addr(idx));
+                side.st.refill.push(frame_addr(idx));
             } else {
                 tracing::warn!(
                     interface = %self.ifname, slot = k, buf_idx = idx,
@@ -455,15 +474,15 @@ impl XdpPort {
             }
             k = next(k, n);
         }
-        st.rx.hwcur = head;
-        refill(st)?;
+        side.st.hwcur = head;
+        refill(side)?;
         let room = (n - 1 - distance(head, hwtail, n)) as usize;
-        let room = room.min(st.rx.descs.len());
+        let room = room.min(side.st.descs.len());
         if room > 0 {
-            let got = st.xsk.rx.consume(&mut st.rx.descs[..room])?;
+            let got = side.xsk.rx.consume(&mut side.st.descs[..room])?;
             let mut tail = hwtail;
             for i in 0..got {
-                let d = st.rx.descs[i];
+                let d = side.st.descs[i];
                 let within = d.addr % u64::from(BUF_SIZE);
                 if within != HEADROOM {
                     // Not where netmap buffer idx starts: cannot be shown without a copy.
@@ -471,7 +490,7 @@ impl XdpPort {
                         interface = %self.ifname, addr = d.addr,
                         "AF_XDP RX packet not at the XDP headroom; dropped"
                     );
-                    st.rx.refill.push(d.addr - within);
+                    side.st.refill.push(d.addr - within);
                     continue;
                 }
                 let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
@@ -483,11 +502,11 @@ impl XdpPort {
                 }
                 tail = next(tail, n);
             }
-            st.rx.hwtail = tail;
-            refill(st)?;
+            side.st.hwtail = tail;
+            refill(side)?;
         }
-        st.xsk.wake_rx()?;
-        ring.store_tail(st.rx.hwtail);
+        side.xsk.wake_rx()?;
+        ring.store_tail(side.st.hwtail);
         Ok(())
     }
 
@@ -517,31 +536,33 @@ fn tx_tail(tx: &TxState, n: u32) -> u32 {
 }
 
 /// Takes completed frames and gives them to the oldest in-flight slots, in order.
-fn reap(st: &mut QueueState, ring: &RawRing, n: u32) -> Result<(), Error> {
+fn reap(side: &mut TxSide, ring: &RawRing, n: u32) -> Result<(), Error> {
     loop {
-        let got = st.xsk.comp.consume(&mut st.tx.comp)?;
-        st.tx.done.extend(
-            st.tx.comp[..got]
+        let got = side.xsk.comp.consume(&mut side.st.comp)?;
+        side.st.done.extend(
+            side.st.comp[..got]
                 .iter()
                 .map(|&a| (a / u64::from(BUF_SIZE)) as u32),
         );
-        if got < st.tx.comp.len() {
+        if got < side.st.comp.len() {
             break;
         }
     }
-    while let Some(&sent) = st.tx.inflight.front() {
-        let oldest = distance(st.tx.inflight.len() as u32, st.tx.hwcur, n);
+    while let Some(&sent) = side.st.inflight.front() {
+        let oldest = distance(side.st.inflight.len() as u32, side.st.hwcur, n);
         if sent {
-            let Some(frame) = st.tx.done.pop() else { break };
+            let Some(frame) = side.st.done.pop() else {
+                break;
+            };
             // SAFETY: the oldest in-flight slot is outside the user's [head, tail); the
             // queue lock is held.
             unsafe { ring.set_buf_idx(oldest, frame) };
         }
-        st.tx.inflight.pop_front();
+        side.st.inflight.pop_front();
     }
-    if !st.tx.done.is_empty() {
-        let extra = st.tx.done.len();
-        st.tx.done.clear();
+    if !side.st.done.is_empty() {
+        let extra = side.st.done.len();
+        side.st.done.clear();
         return Err(Error::BadLayout(format!(
             "the AF_XDP completion ring returned {extra} frame(s) more than were in flight"
         )));
@@ -550,12 +571,12 @@ fn reap(st: &mut QueueState, ring: &RawRing, n: u32) -> Result<(), Error> {
 }
 
 /// Puts waiting frames on the fill ring (all fit in normal operation).
-fn refill(st: &mut QueueState) -> Result<(), Error> {
-    if st.rx.refill.is_empty() {
+fn refill(side: &mut RxSide) -> Result<(), Error> {
+    if side.st.refill.is_empty() {
         return Ok(());
     }
-    let put = st.xsk.fill.produce(&st.rx.refill)?;
-    st.rx.refill.drain(..put);
+    let put = side.xsk.fill.produce(&side.st.refill)?;
+    side.st.refill.drain(..put);
     Ok(())
 }
 
@@ -565,9 +586,9 @@ impl Drop for XdpPort {
     fn drop(&mut self) {
         let deadline = Instant::now() + super::afpacket_port::FLUSH_AT_CLOSE;
         for q in &mut self.queues {
-            let st = q.state.get_mut().unwrap_or_else(|e| e.into_inner());
-            while matches!(st.xsk.tx.pending(), Ok(p) if p > 0) && Instant::now() < deadline {
-                if st.xsk.kick_tx().is_err() {
+            let side = q.txs.get_mut().unwrap_or_else(|e| e.into_inner());
+            while matches!(side.xsk.tx.pending(), Ok(p) if p > 0) && Instant::now() < deadline {
+                if side.xsk.kick_tx().is_err() {
                     break;
                 }
                 std::thread::sleep(Duration::from_micros(200));
