@@ -185,12 +185,6 @@ impl PacketSocket {
         let qdisc_bypass = cfg.qdisc_bypass && opt(sys::PACKET_QDISC_BYPASS, 1, "").is_ok();
         let ignore_outgoing =
             cfg.ignore_outgoing && opt(sys::PACKET_IGNORE_OUTGOING, 1, "").is_ok();
-        // Room in the socket's send budget for every TX frame in flight at once (each is an
-        // skb charged to it until the device frees it): with the default budget a kick stops
-        // after a few hundred frames. Privileged first (above wmem_max), else as allowed.
-        let sndbuf = (txq.tp_frame_nr as usize * 2 * (fs + 512)).min(i32::MAX as usize) as i32;
-        let _ = os::setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &sndbuf)
-            .or_else(|_| os::setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf));
         let rx_bytes = rxq.tp_block_nr as usize * block;
         let tx_bytes = txq.tp_block_nr as usize * block;
         let map = Region::map_fd(fd.as_fd(), rx_bytes + tx_bytes, 0, true)
