@@ -3,6 +3,8 @@
 //!
 //! Real netmap (as root):
 //!     cargo run --release --example bridge -- -i netmap:eth0 -i netmap:eth1
+//! Stock Linux without the module: `-i xdp:eth0 -i xdp:eth1` (or `afpacket:`); these ports
+//! have memories of their own, so the bridge copies.
 //! Self-contained demo on pipes (emulated when no module is loaded): a generator feeds
 //! `br{1`, the bridge forwards `br}1` <-> `br{2`, a sink counts on `br}2` (and back):
 //!     cargo run --release --example bridge -- --demo 2000000

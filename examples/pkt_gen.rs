@@ -18,6 +18,9 @@
 //! Real netmap (module loaded, as root), two terminals:
 //!     pkt_gen -i 'netmap:pipe{1' -f rx          # or -i netmap:eth0
 //!     pkt_gen -i 'netmap:pipe}1' -f tx -l 60 -b 512
+//! Stock Linux without the module (as root), AF_XDP or AF_PACKET on a real interface:
+//!     pkt_gen -i xdp:eth0 -f rx -p 4             # one thread per queue; xdp:eth0-2 is queue 2
+//!     pkt_gen -i afpacket:eth0 -f tx -D MAC -S MAC -d IP:PORT -s IP:PORT
 //! Emulated (no module), two terminals, as on real netmap (the pipe is shared through
 //! /dev/shm; a side alone says `no peer on <other end> yet` once, after a second):
 //!     cargo run --release --example pkt_gen -- -i 'pipe}1' -f rx -n 10000000
@@ -450,6 +453,22 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 stats.record(k as u64, (k * cfg.len) as u64);
                 pacer.pace(n);
             }
+            // As C pkt-gen does: sync until the kernel has sent everything (all slots free
+            // again), or closing the port could drop what is still queued (AF_XDP and
+            // AF_PACKET transmit from a sync, not on their own). Pipes drain only as their
+            // reader reads, which may never happen: not waited for.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !nm.spec().is_pipe() && tx.space() + 1 < tx.num_slots() {
+                if Instant::now() > deadline {
+                    eprintln!(
+                        "pkt_gen: {} packets still queued at exit",
+                        tx.num_slots() - 1 - tx.space()
+                    );
+                    break;
+                }
+                tx.sync()?;
+                std::thread::sleep(Duration::from_micros(100));
+            }
         }
         Func::Rx => {
             let mut rx = nm.rx_ring(0)?;
@@ -575,6 +594,16 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     left -= k as u64;
                     stats.record(k as u64, (k * cfg.len) as u64);
                     pacer.pace(n);
+                }
+                // Wait for the kernel to have sent everything (see run_sync).
+                let pipe = nm.netmap().spec().is_pipe();
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !pipe && tx.get_mut().space() + 1 < tx.get_ref().num_slots() {
+                    if Instant::now() > deadline {
+                        break;
+                    }
+                    tx.flush_ring().await?;
+                    tokio::time::sleep(Duration::from_micros(100)).await;
                 }
             }
             Func::Rx => {

@@ -201,6 +201,42 @@ pub(crate) fn poll_fds(
     }
 }
 
+/// Something a waiter arms before its last look at the rings (so that a delivery after that
+/// look signals it) and disarms when it stops waiting: a [`Notifier`], or a ring's waker.
+pub(crate) trait Arm {
+    /// Signals reach the waiter from now on.
+    fn arm(&self);
+    /// The waiter stopped waiting.
+    fn disarm(&self);
+}
+
+impl Arm for Notifier {
+    fn arm(&self) {
+        Notifier::arm(self)
+    }
+    fn disarm(&self) {
+        Notifier::disarm(self)
+    }
+}
+
+/// A waiter's arming, withdrawn on drop: on every return path of a blocking wait, and when an
+/// async wait's future completes or is dropped.
+pub(crate) struct Armed<'a, T: Arm>(&'a T);
+
+impl<'a, T: Arm> Armed<'a, T> {
+    /// Arms `t` until the guard is dropped.
+    pub(crate) fn new(t: &'a T) -> Self {
+        t.arm();
+        Armed(t)
+    }
+}
+
+impl<T: Arm> Drop for Armed<'_, T> {
+    fn drop(&mut self) {
+        self.0.disarm();
+    }
+}
+
 #[cfg(all(test, not(miri)))] // Miri has no poll(2)
 mod tests {
     use super::*;

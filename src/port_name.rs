@@ -1,7 +1,7 @@
 //! The netmap port-name grammar, parsed into a typed [`PortSpec`] before any system call.
 //!
 //! ```text
-//! [netmap:]<interface>[<rings>][/<flags>][@<mem>]
+//! [netmap: | xdp: | afpacket:]<interface>[<rings>][/<flags>][@<mem>]
 //!   interface: eth0 | vale<ID>:<port> | <parent>{<pipe-id> | <parent>}<pipe-id>
 //!   rings:     (none) all NIC rings | ^ host rings | ^N one host ring
 //!              | * NIC and host rings | -N one NIC ring
@@ -12,6 +12,12 @@
 //!
 //! The registration mode goes into `nr_mode` and the flags into `nr_flags`; a mode is never
 //! OR-ed into the flags.
+//!
+//! The prefix picks the packet engine ([`NamePrefix`]): `netmap:` the netmap module, `xdp:` an
+//! AF_XDP socket per queue (`xdp:eth0-2` is queue 2), `afpacket:` one AF_PACKET socket for the
+//! whole interface. A bare name lets the backend choice decide. The Linux sockets carry
+//! interfaces only: host rings, VALE ports, pipes, monitors and `@mem` are netmap features and
+//! are refused on `xdp:`/`afpacket:` names with the reason.
 
 use std::fmt;
 
@@ -57,6 +63,48 @@ impl PipeRole {
             PipeRole::Master => PipeRole::Slave,
             PipeRole::Slave => PipeRole::Master,
         }
+    }
+}
+
+/// The packet engine a name asks for by its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum NamePrefix {
+    /// No prefix: the backend choice decides (netmap when `/dev/netmap` exists, else AF_XDP,
+    /// else AF_PACKET for interfaces; see [`crate::BackendChoice`]).
+    #[default]
+    Bare,
+    /// `netmap:`: the netmap module (the emulated backend for pipes without it).
+    Netmap,
+    /// `xdp:`: AF_XDP sockets (Linux).
+    Xdp,
+    /// `afpacket:`: an AF_PACKET socket (Linux).
+    AfPacket,
+}
+
+impl NamePrefix {
+    /// The prefix text, with its colon (`""` for a bare name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NamePrefix::Bare => "",
+            NamePrefix::Netmap => "netmap:",
+            NamePrefix::Xdp => "xdp:",
+            NamePrefix::AfPacket => "afpacket:",
+        }
+    }
+
+    /// Splits a known prefix off `name`.
+    fn split(name: &str) -> (NamePrefix, &str) {
+        for p in [NamePrefix::Netmap, NamePrefix::Xdp, NamePrefix::AfPacket] {
+            if let Some(rest) = name.strip_prefix(p.as_str()) {
+                return (p, rest);
+            }
+        }
+        (NamePrefix::Bare, name)
+    }
+
+    /// Whether the prefix names a Linux socket engine (AF_XDP or AF_PACKET).
+    pub fn is_linux_socket(self) -> bool {
+        matches!(self, NamePrefix::Xdp | NamePrefix::AfPacket)
     }
 }
 
@@ -107,6 +155,9 @@ impl RingSelect {
 /// A parsed netmap port name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
+    /// The prefix the name was given with (`Bare` when none; an opened port reports the
+    /// engine it got).
+    pub prefix: NamePrefix,
     /// The interface part that goes into `nr_name` (`eth0`, `vale0:p1`, `x{1`).
     pub ifname: String,
     /// What kind of port it is.
@@ -159,7 +210,7 @@ impl PortSpec {
     /// ```
     pub fn parse(name: &str) -> Result<PortSpec, Error> {
         let full = name;
-        let rest = name.strip_prefix("netmap:").unwrap_or(name);
+        let (prefix, rest) = NamePrefix::split(name);
         if rest.is_empty() {
             return Err(bad(full, "the interface name is empty"));
         }
@@ -252,13 +303,78 @@ impl PortSpec {
                 "pipes have no host rings: use no suffix or -N with a pipe",
             ));
         }
+        if prefix.is_linux_socket() {
+            Self::check_socket_name(full, prefix, &kind, rings, flags, mem_id)?;
+        }
         Ok(PortSpec {
+            prefix,
             ifname: ifname.to_string(),
             kind,
             rings,
             flags,
             mem_id,
         })
+    }
+
+    /// What `xdp:` and `afpacket:` names may ask for: an interface, a queue (AF_XDP), TX- or
+    /// RX-only and exclusive.
+    fn check_socket_name(
+        full: &str,
+        prefix: NamePrefix,
+        kind: &PortKind,
+        rings: RingSelect,
+        flags: u64,
+        mem_id: u16,
+    ) -> Result<(), Error> {
+        let p = prefix.as_str();
+        let module = "which the netmap kernel module provides (modprobe netmap, then use a \
+                      netmap: name)";
+        match kind {
+            PortKind::Nic => {}
+            PortKind::Vale { .. } => {
+                return Err(bad(
+                    full,
+                    format!("{p} names an interface; VALE switches are netmap ports, {module}"),
+                ))
+            }
+            PortKind::Pipe { .. } => {
+                return Err(bad(
+                    full,
+                    format!("{p} names an interface; pipes are netmap ports, {module}"),
+                ))
+            }
+        }
+        if rings.includes_host() {
+            return Err(bad(
+                full,
+                format!(
+                    "{p} has no host-stack rings (^, ^N, *): they are a netmap feature, {module}"
+                ),
+            ));
+        }
+        if prefix == NamePrefix::AfPacket && matches!(rings, RingSelect::OneNic(_)) {
+            return Err(bad(
+                full,
+                "afpacket: sees every queue of the interface; drop the -N suffix, or use xdp:IF-N \
+                 for one queue",
+            ));
+        }
+        let monitors = abi::NR_ZCOPY_MON | abi::NR_MONITOR_TX | abi::NR_MONITOR_RX;
+        if flags & monitors != 0 {
+            return Err(bad(
+                full,
+                format!("{p} has no monitor ports (z t r), {module}"),
+            ));
+        }
+        if mem_id != 0 {
+            return Err(bad(
+                full,
+                format!(
+                    "{p} ports have memory of their own; @mem selects a netmap allocator, {module}"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn classify(full: &str, ifname: &str) -> Result<PortKind, Error> {
@@ -317,10 +433,10 @@ impl PortSpec {
 }
 
 impl fmt::Display for PortSpec {
-    /// Formats the spec back into the canonical name (with the `netmap:` prefix), which
-    /// parses back to an equal spec.
+    /// Formats the spec back into its name (with the prefix it has, none for a bare name),
+    /// which parses back to an equal spec.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "netmap:{}", self.ifname)?;
+        write!(f, "{}{}", self.prefix.as_str(), self.ifname)?;
         match self.rings {
             RingSelect::AllNic => {}
             RingSelect::Host => f.write_str("^")?,
@@ -420,6 +536,44 @@ mod tests {
                 role: PipeRole::Slave
             }
         );
+    }
+
+    #[test]
+    fn linux_socket_prefixes() {
+        let s = PortSpec::parse("xdp:eth0-2").unwrap();
+        assert_eq!(s.prefix, NamePrefix::Xdp);
+        assert_eq!(
+            (s.ifname.as_str(), s.rings),
+            ("eth0", RingSelect::OneNic(2))
+        );
+        assert_eq!(s.to_string(), "xdp:eth0-2");
+        let s = PortSpec::parse("afpacket:veth0/T").unwrap();
+        assert_eq!(s.prefix, NamePrefix::AfPacket);
+        assert_eq!(s.flags, NR_TX_RINGS_ONLY);
+        assert_eq!(PortSpec::parse(&s.to_string()).unwrap(), s);
+        let s = PortSpec::parse("eth0").unwrap();
+        assert_eq!(s.prefix, NamePrefix::Bare);
+        assert_eq!(s.to_string(), "eth0");
+        assert_eq!(
+            PortSpec::parse("netmap:eth0").unwrap().prefix,
+            NamePrefix::Netmap
+        );
+        // What only the netmap module provides is refused, naming it.
+        for name in [
+            "xdp:eth0^",
+            "xdp:eth0^1",
+            "afpacket:eth0*",
+            "xdp:vale0:p1",
+            "afpacket:x{1",
+            "xdp:eth0/z",
+            "xdp:eth0@2",
+        ] {
+            let e = PortSpec::parse(name).expect_err(name).to_string();
+            assert!(e.contains("netmap kernel module"), "{name}: {e}");
+        }
+        let e = PortSpec::parse("afpacket:eth0-1").unwrap_err().to_string();
+        assert!(e.contains("xdp:IF-N"), "{e}");
+        assert!(PortSpec::parse("xdp:").is_err());
     }
 
     #[test]

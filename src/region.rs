@@ -41,12 +41,35 @@ impl Region {
         allow(dead_code)
     )]
     pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Region> {
+        Self::map_fd(fd, len, 0, false)
+    }
+
+    /// Maps `len` bytes of `fd` at `offset` read-write and shared: the netmap memory, or a
+    /// packet socket's rings (AF_XDP, AF_PACKET), which `populate` pre-faults
+    /// (`MAP_POPULATE`, Linux).
+    #[cfg_attr(
+        not(any(target_os = "linux", all(feature = "sys", target_os = "freebsd"))),
+        allow(dead_code)
+    )]
+    pub(crate) fn map_fd(
+        fd: BorrowedFd<'_>,
+        len: usize,
+        offset: i64,
+        populate: bool,
+    ) -> io::Result<Region> {
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "netmap reported a memory region of size 0",
+                "a memory mapping of size 0 was asked for",
             ));
         }
+        #[cfg(target_os = "linux")]
+        let extra = if populate { libc::MAP_POPULATE } else { 0 };
+        #[cfg(not(target_os = "linux"))]
+        let extra = {
+            let _ = populate;
+            0
+        };
         // SAFETY: mmap with a null hint has no preconditions on our address space; we check
         // MAP_FAILED before using the result. The fd stays open for the duration of the call.
         let p = unsafe {
@@ -54,9 +77,9 @@ impl Region {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | extra,
                 fd.as_raw_fd(),
-                0,
+                offset as libc::off_t,
             )
         };
         if p == libc::MAP_FAILED {

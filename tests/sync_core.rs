@@ -191,12 +191,23 @@ fn bad_names_and_missing_ports_give_clear_errors() {
     let e = NetmapBuilder::new("").build().unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
     if !netmap_rs::backend::kernel_available() {
-        let e = NetmapBuilder::new("eth0")
+        // netmap: names need the module (a bare name would fall to AF_XDP or AF_PACKET on
+        // Linux, on an interface that does not exist here).
+        let e = NetmapBuilder::new("netmap:nmrsnone0")
             .backend(BackendChoice::Auto)
             .build()
             .unwrap_err();
         assert!(matches!(e, Error::ModuleNotLoaded), "{e}");
         assert!(e.to_string().contains("modprobe netmap"));
+        let e = NetmapBuilder::new("nmrsnone0")
+            .backend(BackendChoice::Auto)
+            .build()
+            .unwrap_err();
+        if cfg!(target_os = "linux") {
+            assert!(matches!(e, Error::InterfaceNotFound(_)), "{e}");
+        } else {
+            assert!(matches!(e, Error::ModuleNotLoaded), "{e}");
+        }
         let e = NetmapBuilder::new("vale0:p1")
             .backend(BackendChoice::Emulated)
             .build()

@@ -1,6 +1,7 @@
-//! Backends: the real kernel module (`/dev/netmap`) and the in-process emulated one.
+//! Backends: the real kernel module (`/dev/netmap`), the in-process emulated one, and on
+//! Linux the AF_XDP and AF_PACKET drivers (netmap rings over the kernel's packet sockets).
 //!
-//! Both lay out memory the same way (interface, rings, buffers at the same offsets), so the
+//! All lay out memory the same way (interface, rings, buffers at the same offsets), so the
 //! port, ring and frame code above them is shared. They differ only in how a registration is
 //! made, how a sync is done and which descriptors report readiness.
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::port_name::PortSpec;
+use crate::port_name::{NamePrefix, PortKind, PortSpec};
 use crate::region::Region;
 
 pub(crate) mod emulated;
@@ -32,20 +33,28 @@ pub enum BackendChoice {
     Kernel,
     /// Always the in-process emulated backend (pipes only).
     Emulated,
+    /// AF_XDP for interface names without a prefix (Linux); pipe and VALE names follow
+    /// `Auto`.
+    Xdp,
+    /// AF_PACKET for interface names without a prefix (Linux); pipe and VALE names follow
+    /// `Auto`.
+    AfPacket,
 }
 
 impl BackendChoice {
     /// Environment variable that overrides the default choice.
     pub const ENV: &'static str = "NETMAP_RS_BACKEND";
 
-    /// Parses `kernel`, `emulated` or `auto`.
+    /// Parses `kernel`, `emulated`, `xdp`, `afpacket` or `auto`.
     pub fn parse(s: &str) -> Result<BackendChoice, Error> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" | "" => Ok(BackendChoice::Auto),
-            "kernel" | "sys" => Ok(BackendChoice::Kernel),
+            "kernel" | "sys" | "netmap" => Ok(BackendChoice::Kernel),
             "emulated" | "emu" | "fallback" => Ok(BackendChoice::Emulated),
+            "xdp" | "af_xdp" => Ok(BackendChoice::Xdp),
+            "afpacket" | "af_packet" => Ok(BackendChoice::AfPacket),
             other => Err(Error::BindFail(format!(
-                "{}={other:?} is not one of kernel, emulated, auto",
+                "{}={other:?} is not one of kernel, emulated, xdp, afpacket, auto",
                 Self::ENV
             ))),
         }
@@ -67,6 +76,21 @@ pub enum BackendKind {
     Kernel,
     /// The in-process emulation.
     Emulated,
+    /// AF_XDP sockets, one per queue, behind netmap rings (Linux).
+    Xdp,
+    /// An AF_PACKET socket behind netmap rings (Linux).
+    AfPacket,
+}
+
+impl BackendKind {
+    /// The name prefix that opens a port on this backend.
+    pub fn prefix(self) -> NamePrefix {
+        match self {
+            BackendKind::Kernel | BackendKind::Emulated => NamePrefix::Netmap,
+            BackendKind::Xdp => NamePrefix::Xdp,
+            BackendKind::AfPacket => NamePrefix::AfPacket,
+        }
+    }
 }
 
 impl std::fmt::Display for BackendKind {
@@ -74,6 +98,8 @@ impl std::fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::Kernel => "kernel netmap",
             BackendKind::Emulated => "emulated netmap pipe",
+            BackendKind::Xdp => "AF_XDP",
+            BackendKind::AfPacket => "AF_PACKET",
         })
     }
 }
@@ -104,13 +130,18 @@ pub(crate) enum MemIdentity {
     /// An emulated region: its id (shown to users) and its address in this process, which
     /// no other live region can have.
     Emulated { mem_id: u16, base: usize },
+    /// The region of an AF_XDP or AF_PACKET port: an id shown to users and its address.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Linux { mem_id: u16, base: usize },
 }
 
 impl MemIdentity {
     /// The allocator id users see (`nr_mem_id`).
     pub(crate) fn mem_id(&self) -> u16 {
         match *self {
-            MemIdentity::Kernel { mem_id, .. } | MemIdentity::Emulated { mem_id, .. } => mem_id,
+            MemIdentity::Kernel { mem_id, .. }
+            | MemIdentity::Emulated { mem_id, .. }
+            | MemIdentity::Linux { mem_id, .. } => mem_id,
         }
     }
 }
@@ -121,6 +152,10 @@ pub(crate) enum Backend {
     #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
     Kernel(kernel::KernelPort),
     Emulated(emulated::EmuPort),
+    #[cfg(target_os = "linux")]
+    Xdp(linux::xdp_port::XdpPort),
+    #[cfg(target_os = "linux")]
+    AfPacket(linux::afpacket_port::PacketPort),
 }
 
 /// What opening a port yields.
@@ -149,40 +184,97 @@ pub fn kernel_available() -> bool {
     )) && std::path::Path::new("/dev/netmap").exists()
 }
 
+/// Which backend opens `spec`: the name's prefix first, then the choice (for interface
+/// names), then netmap's rules (kernel when the module is there, emulated pipes without it).
+fn resolve(spec: &PortSpec, choice: BackendChoice) -> Result<BackendKind, Error> {
+    match spec.prefix {
+        NamePrefix::Xdp => return Ok(BackendKind::Xdp),
+        NamePrefix::AfPacket => return Ok(BackendKind::AfPacket),
+        NamePrefix::Bare if spec.kind == PortKind::Nic && !spec.rings.includes_host() => {
+            match choice {
+                BackendChoice::Xdp => return Ok(BackendKind::Xdp),
+                BackendChoice::AfPacket => return Ok(BackendKind::AfPacket),
+                BackendChoice::Auto if !kernel_available() && cfg!(target_os = "linux") => {
+                    return Ok(if linux_xdp_available() {
+                        BackendKind::Xdp
+                    } else {
+                        BackendKind::AfPacket
+                    });
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    match choice {
+        BackendChoice::Kernel => Ok(BackendKind::Kernel),
+        BackendChoice::Emulated => Ok(BackendKind::Emulated),
+        _ if kernel_available() => Ok(BackendKind::Kernel),
+        _ if spec.is_pipe() => Ok(BackendKind::Emulated),
+        _ => Err(Error::ModuleNotLoaded),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn linux_xdp_available() -> bool {
+    linux::xdp_sockets_available()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn linux_xdp_available() -> bool {
+    false
+}
+
 pub(crate) fn open(
     spec: &PortSpec,
     opts: &OpenOptions,
     choice: BackendChoice,
 ) -> Result<Opened, Error> {
-    let use_kernel = match choice {
-        BackendChoice::Kernel => true,
-        BackendChoice::Emulated => false,
-        BackendChoice::Auto => {
-            if kernel_available() {
-                true
-            } else if spec.is_pipe() {
-                false
-            } else {
-                return Err(Error::ModuleNotLoaded);
+    let kind = resolve(spec, choice)?;
+    tracing::info!(port = %spec, ?choice, backend = %kind, "backend chosen");
+    match kind {
+        BackendKind::Kernel => {
+            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            {
+                kernel::open(spec, opts)
+            }
+            #[cfg(not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))))]
+            {
+                Err(Error::UnsupportedPlatform(
+                    "the kernel backend needs the `sys` feature on Linux or FreeBSD; \
+                     use a pipe name with the emulated backend"
+                        .into(),
+                ))
             }
         }
-    };
-    if use_kernel {
-        #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-        {
-            kernel::open(spec, opts)
-        }
-        #[cfg(not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))))]
-        {
-            Err(Error::UnsupportedPlatform(
-                "the kernel backend needs the `sys` feature on Linux or FreeBSD; \
-                 use a pipe name with the emulated backend"
-                    .into(),
-            ))
-        }
-    } else {
-        emulated::open(spec, opts)
+        BackendKind::Emulated => emulated::open(spec, opts),
+        BackendKind::Xdp | BackendKind::AfPacket => open_linux(kind, spec, opts),
     }
+}
+
+#[cfg(target_os = "linux")]
+fn open_linux(kind: BackendKind, spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
+    if kind == BackendKind::AfPacket {
+        return linux::afpacket_port::open(spec, opts);
+    }
+    match linux::xdp_port::open(spec, opts) {
+        // A bare name falls back to AF_PACKET where AF_XDP cannot work here.
+        Err(e @ (Error::KernelUnsupported(_) | Error::MissingPrivilege { .. }))
+            if spec.prefix == NamePrefix::Bare =>
+        {
+            tracing::info!(port = %spec, reason = %e, "AF_XDP unavailable; using AF_PACKET");
+            linux::afpacket_port::open(spec, opts)
+        }
+        r => r,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_linux(kind: BackendKind, spec: &PortSpec, _opts: &OpenOptions) -> Result<Opened, Error> {
+    Err(Error::UnsupportedPlatform(format!(
+        "{spec}: the {kind} backend exists on Linux only; use the netmap module (netmap:{})",
+        spec.ifname
+    )))
 }
 
 impl Backend {
@@ -191,6 +283,10 @@ impl Backend {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
             Backend::Kernel(_) => BackendKind::Kernel,
             Backend::Emulated(_) => BackendKind::Emulated,
+            #[cfg(target_os = "linux")]
+            Backend::Xdp(_) => BackendKind::Xdp,
+            #[cfg(target_os = "linux")]
+            Backend::AfPacket(_) => BackendKind::AfPacket,
         }
     }
 
@@ -200,6 +296,10 @@ impl Backend {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
             Backend::Kernel(k) => k.txsync(),
             Backend::Emulated(e) => e.txsync(),
+            #[cfg(target_os = "linux")]
+            Backend::Xdp(x) => x.txsync(),
+            #[cfg(target_os = "linux")]
+            Backend::AfPacket(p) => p.txsync(),
         }
     }
 
@@ -209,6 +309,10 @@ impl Backend {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
             Backend::Kernel(k) => k.rxsync(),
             Backend::Emulated(e) => e.rxsync(),
+            #[cfg(target_os = "linux")]
+            Backend::Xdp(x) => x.rxsync(),
+            #[cfg(target_os = "linux")]
+            Backend::AfPacket(p) => p.rxsync(),
         }
     }
 
@@ -220,6 +324,10 @@ impl Backend {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
             Backend::Kernel(k) => k.ring_waker(tx),
             Backend::Emulated(e) => e.ring_waker(tx, idx),
+            #[cfg(target_os = "linux")]
+            Backend::Xdp(x) => x.ring_waker(tx, idx),
+            #[cfg(target_os = "linux")]
+            Backend::AfPacket(p) => p.ring_waker(tx, idx),
         }
     }
 
@@ -238,6 +346,10 @@ impl Backend {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
             Backend::Kernel(k) => k.fd(),
             Backend::Emulated(e) => e.exposed_rx_fd(),
+            #[cfg(target_os = "linux")]
+            Backend::Xdp(x) => x.exposed_rx_fd(),
+            #[cfg(target_os = "linux")]
+            Backend::AfPacket(p) => p.exposed_rx_fd(),
         }
     }
 
@@ -254,6 +366,10 @@ impl Backend {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
             Backend::Kernel(k) => k.wait(want, timeout),
             Backend::Emulated(e) => e.wait(want, timeout, check),
+            #[cfg(target_os = "linux")]
+            Backend::Xdp(x) => x.wait(want, timeout, check),
+            #[cfg(target_os = "linux")]
+            Backend::AfPacket(p) => p.wait(want, timeout, check),
         }
     }
 }

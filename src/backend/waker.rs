@@ -9,6 +9,8 @@
 //!   its own, so it keeps its own readiness state, and the kernel wakes every registration
 //!   when a ring of the file changes; `poll` on it reports the rings' state, not a token that
 //!   a sync could take away.
+//! - AF_XDP / AF_PACKET: a duplicate of the ring's queue socket, which the kernel wakes when
+//!   packets arrive (POLLIN) or a transmission completes (POLLOUT).
 //! - emulated: a notifier of the ring alone, signalled when that ring gets packets (RX) or
 //!   room (TX) and cleared only by its owner before it syncs.
 
@@ -99,5 +101,14 @@ impl AsFd for RingWaker {
 impl AsRawFd for RingWaker {
     fn as_raw_fd(&self) -> RawFd {
         self.as_fd().as_raw_fd()
+    }
+}
+
+impl crate::notify::Arm for RingWaker {
+    fn arm(&self) {
+        RingWaker::arm(self)
+    }
+    fn disarm(&self) {
+        RingWaker::disarm(self)
     }
 }

@@ -8,7 +8,7 @@
 
 mod claim;
 mod frame;
-mod layout;
+pub(crate) mod layout;
 pub(crate) mod port;
 pub(crate) mod raw;
 mod ring;

@@ -259,11 +259,13 @@ impl Netmap {
     }
 
     fn open_spec(
-        spec: PortSpec,
+        mut spec: PortSpec,
         opts: &OpenOptions,
         choice: BackendChoice,
     ) -> Result<Netmap, Error> {
         let opened = backend::open(&spec, opts, choice)?;
+        // The name says which engine it got: `eth0` opened on AF_XDP is `xdp:eth0`.
+        spec.prefix = opened.backend.kind().prefix();
         let region = opened.region;
         let BoundRings { tx, rx, bufs_head } = bind_rings(&region, opened.if_off, &spec)?;
         let name = spec.to_string();
@@ -283,7 +285,8 @@ impl Netmap {
         })
     }
 
-    /// The canonical port name (`netmap:` prefix, suffixes normalised).
+    /// The canonical port name: the prefix of the backend the port was opened on (`netmap:`,
+    /// `xdp:`, `afpacket:`), suffixes normalised.
     pub fn name(&self) -> &str {
         &self.inner.name
     }

@@ -53,6 +53,7 @@ use tokio_util::sync::ReusableBoxFuture;
 
 use crate::backend::RingWaker;
 use crate::error::Error;
+use crate::notify::Armed;
 use crate::sync::raw::distance;
 use crate::sync::Netmap;
 
@@ -148,22 +149,6 @@ async fn wait_ready(
         // Still not enough after a sync: only now may readiness be cleared. If an edge came
         // in since the guard was taken, Tokio keeps the readiness and we loop at once.
         guard.clear_ready();
-    }
-}
-
-/// A waiter's arming of its ring's waker, withdrawn on drop.
-struct Armed<'a>(&'a RingWaker);
-
-impl<'a> Armed<'a> {
-    fn new(waker: &'a RingWaker) -> Self {
-        waker.arm();
-        Armed(waker)
-    }
-}
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        self.0.disarm();
     }
 }
 

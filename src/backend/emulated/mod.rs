@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
 use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
-use crate::notify::poll_fds;
+use crate::notify::{poll_fds, Armed};
 use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::sync::raw::{if_bytes, write_if};
 use memory::EmuMem;
@@ -463,8 +463,8 @@ impl EmuPort {
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let _rx_armed = want.readable.then(|| Armed::new(&self.rx_note));
-        let _tx_armed = want.writable.then(|| Armed::new(&self.tx_note));
+        let _rx_armed = want.readable.then(|| Armed::new(&*self.rx_note));
+        let _tx_armed = want.writable.then(|| Armed::new(&*self.tx_note));
         loop {
             // Each sync clears its notifier and signals it again if a ring has work, so a
             // wake-up below is never lost to another thread's sync.
@@ -494,22 +494,6 @@ impl EmuPort {
             }
             poll_fds(&fds, left)?;
         }
-    }
-}
-
-/// A waiter's arming of one notifier, undone on drop (on every return path).
-struct Armed<'a>(&'a Note);
-
-impl<'a> Armed<'a> {
-    fn new(note: &'a Note) -> Self {
-        note.arm();
-        Armed(note)
-    }
-}
-
-impl Drop for Armed<'_> {
-    fn drop(&mut self) {
-        self.0.disarm();
     }
 }
 

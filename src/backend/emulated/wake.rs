@@ -365,3 +365,12 @@ mod sock {
         }
     }
 }
+
+impl crate::notify::Arm for Note {
+    fn arm(&self) {
+        Note::arm(self)
+    }
+    fn disarm(&self) {
+        Note::disarm(self)
+    }
+}

@@ -135,6 +135,7 @@ fn redirect_insns(map_fd: i32) -> [BpfInsn; 6] {
 }
 
 /// `r0 = XDP_PASS; exit`: a do-nothing program (used by tests as "somebody else's" program).
+#[cfg(test)]
 pub(crate) fn pass_program() -> [BpfInsn; 2] {
     [
         BpfInsn::new(sys::OP_ALU64_MOV_K, 0, 0, 0, sys::XDP_PASS),

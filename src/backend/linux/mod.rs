@@ -1,5 +1,11 @@
-//! Linux kernel plumbing for the AF_XDP and AF_PACKET backends (issue 10), as standalone
-//! modules not yet wired behind the netmap rings:
+//! The AF_XDP and AF_PACKET backends: netmap rings in process memory ([`ringmem`]) driven
+//! by the kernel's packet sockets, the way the netmap module drives a NIC:
+//!
+//! - [`xdp_port`]: the AF_XDP driver (`xdp:IF`, `xdp:IF-N`).
+//! - [`afpacket_port`]: the AF_PACKET driver (`afpacket:IF`).
+//! - [`sockets`]: readiness of their queue sockets (ring wakers, `AsFd`, blocking waits).
+//!
+//! and the kernel plumbing under them:
 //!
 //! - [`sys`]: kernel constants and `#[repr(C)]` layouts `libc` lacks, with asserted sizes.
 //! - [`os`]: the socket/ioctl/mmap wrappers (most of the `unsafe`).
@@ -11,14 +17,16 @@
 //! - [`xsk_ring`]: the four mmapped AF_XDP rings with bounds-checked descriptors.
 //! - [`xsk`]: the UMEM and the AF_XDP socket.
 //! - [`afpacket`]: the AF_PACKET `TPACKET_V2` RX/TX rings.
-#![allow(dead_code)] // not wired into the port yet: integration comes with the backend seam
-
 pub(crate) mod afpacket;
+pub(crate) mod afpacket_port;
 pub(crate) mod bpf;
 pub(crate) mod iface;
 pub(crate) mod netlink;
 pub(crate) mod os;
+pub(crate) mod ringmem;
+pub(crate) mod sockets;
 pub(crate) mod sys;
+pub(crate) mod xdp_port;
 pub(crate) mod xdp_prog;
 pub(crate) mod xsk;
 pub(crate) mod xsk_ring;
@@ -28,11 +36,18 @@ mod testnet;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_port_errors;
+#[cfg(test)]
+mod tests_ports;
+#[cfg(test)]
 mod tests_rate;
+#[cfg(all(test, feature = "tokio-async"))]
+mod tests_tokio;
 
 use std::io;
 
 use crate::error::Error;
+use crate::port_name::PortSpec;
 
 /// Capabilities named in privilege errors.
 pub(crate) const CAPS_RAW: &str = "CAP_NET_RAW";
@@ -55,4 +70,27 @@ pub(crate) fn os_error(e: io::Error, what: &str, caps: &'static str, ifname: &st
         Some(libc::ENETDOWN) if !ifname.is_empty() => Error::InterfaceDown(ifname.to_string()),
         _ => iface::io_context(e, what),
     }
+}
+
+/// The error for host rings asked of a Linux socket backend (a bare `IF^` without the module).
+pub(crate) fn host_rings_error(spec: &PortSpec) -> Error {
+    Error::BindFail(format!(
+        "{}: host-stack rings (^, ^N, *) are a netmap feature: load the netmap kernel module \
+         (modprobe netmap) to open them; AF_XDP and AF_PACKET carry the interface's own traffic",
+        spec.ifname
+    ))
+}
+
+/// The error for extra buffers asked of a Linux socket backend.
+pub(crate) fn extra_bufs_error(spec: &PortSpec) -> Error {
+    Error::BindFail(format!(
+        "{}: extra buffers (nr_extra_bufs) come from the netmap kernel module's allocator; \
+         the AF_XDP and AF_PACKET backends have none",
+        spec.ifname
+    ))
+}
+
+/// Whether the kernel has AF_XDP sockets (a socket can be created; needs `CAP_NET_RAW`).
+pub(crate) fn xdp_sockets_available() -> bool {
+    os::socket(sys::AF_XDP, libc::SOCK_RAW, 0).is_ok()
 }

@@ -5,7 +5,6 @@
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
 
 /// Marker for plain-old-data structs the kernel may fill byte by byte: every bit pattern is a
 /// valid value and there are no pointers or references inside.
@@ -160,6 +159,7 @@ pub(crate) fn wake_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// `poll(2)` on one descriptor; returns the revents (0 on timeout).
+#[cfg(test)]
 pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::Result<i16> {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -175,74 +175,6 @@ pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
-        }
-    }
-}
-
-/// A shared, read-write mapping of a socket's rings; unmapped on drop.
-#[derive(Debug)]
-pub(crate) struct Mapping {
-    base: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain memory; all access to it goes through raw pointers under the
-// ring protocols (atomic producer/consumer indices or per-frame status words).
-unsafe impl Send for Mapping {}
-// SAFETY: as above; no references into the mapping are handed out by `Mapping` itself.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    /// `mmap(NULL, len, RW, MAP_SHARED | MAP_POPULATE, fd, offset)`.
-    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, offset: i64) -> io::Result<Mapping> {
-        if len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "mapping of length 0",
-            ));
-        }
-        // SAFETY: null hint, result checked against MAP_FAILED before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            base: NonNull::new(p.cast()).expect("mmap returned null without MAP_FAILED"),
-            len,
-        })
-    }
-
-    /// Pointer to `offset` if `offset + size <= len` and `offset` is aligned to `align`.
-    pub(crate) fn at(&self, offset: usize, size: usize, align: usize) -> Option<NonNull<u8>> {
-        let end = offset.checked_add(size)?;
-        if end > self.len || offset % align != 0 {
-            return None;
-        }
-        // SAFETY: offset + size <= len keeps the pointer inside the mapping.
-        Some(unsafe { self.base.add(offset) })
-    }
-
-    /// Length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: base/len are what mmap returned; the owner of the mapping is being dropped,
-        // and every pointer derived from it lives in that owner.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
         }
     }
 }
@@ -281,5 +213,52 @@ pub(crate) fn page_size() -> usize {
         p as usize
     } else {
         4096
+    }
+}
+
+/// An epoll instance (close-on-exec) watching each of `fds` for `events` (`EPOLLIN`,
+/// `EPOLLOUT`, `EPOLLET`, ...). It is itself pollable: readable while a watched descriptor
+/// has a pending event.
+pub(crate) fn epoll_of(fds: &[BorrowedFd<'_>], events: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with an integer flag.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: ep is a fresh descriptor we own.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    for (i, fd) in fds.iter().enumerate() {
+        let mut ev = libc::epoll_event {
+            events,
+            u64: i as u64,
+        };
+        // SAFETY: both descriptors are open; `ev` is a live epoll_event read during the call.
+        let r = unsafe {
+            libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev)
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(ep)
+}
+
+/// Takes every pending event off an epoll instance without waiting (for edge-triggered
+/// watches: the next event is then a new one).
+pub(crate) fn epoll_drain(ep: BorrowedFd<'_>) -> io::Result<()> {
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+    loop {
+        // SAFETY: evs is a live array of evs.len() events the kernel may write.
+        let r = unsafe { libc::epoll_wait(ep.as_raw_fd(), evs.as_mut_ptr(), evs.len() as i32, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if (r as usize) < evs.len() {
+            return Ok(());
+        }
     }
 }

@@ -28,6 +28,16 @@ pub(crate) fn unavailable() -> Option<String> {
             ));
         }
     }
+    // Root without bpf(2) (a container without CAP_BPF/CAP_SYS_ADMIN, or BPF disabled): the
+    // AF_XDP half of the tests cannot run.
+    if let Err(e) = super::bpf::create_xskmap(1) {
+        return Some(format!(
+            "bpf(2) is not available here ({e}): AF_XDP needs it"
+        ));
+    }
+    if !super::xdp_sockets_available() {
+        return Some("AF_XDP sockets are not available (kernel without CONFIG_XDP_SOCKETS)".into());
+    }
     None
 }
 

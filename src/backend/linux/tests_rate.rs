@@ -15,6 +15,7 @@ use super::{os, sys};
 #[test]
 fn tx_rate_xsk_vs_afpacket() {
     require_net!();
+    let _bulk = super::tests_ports::bulk_lock();
     let frames: usize = std::env::var("NETMAP_RS_TX_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())

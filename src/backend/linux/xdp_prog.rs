@@ -53,7 +53,8 @@ pub(crate) struct XdpAttachOptions {
 
 #[derive(Debug)]
 enum Attachment {
-    Link(OwnedFd),
+    /// Held, not read: closing it detaches the program.
+    Link(#[allow(dead_code)] OwnedFd),
     Netlink,
 }
 
@@ -230,18 +231,9 @@ impl XdpProgram {
     }
 
     /// The kernel's id of the program (as `ip link` shows it).
+    #[cfg(test)]
     pub(crate) fn prog_id(&self) -> u32 {
         self.prog_id
-    }
-
-    /// The interface index.
-    pub(crate) fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-
-    /// Number of XSKMAP slots (queues).
-    pub(crate) fn queues(&self) -> u32 {
-        self.map_entries
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(test)]
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -90,18 +91,15 @@ impl Umem {
     }
 
     /// Number of frames.
+    #[cfg(test)]
     pub(crate) fn frames(&self) -> u32 {
         (self.inner.len / self.inner.frame_size as usize) as u32
     }
 
     /// UMEM address of frame `index`.
+    #[cfg(test)]
     pub(crate) fn frame_addr(&self, index: u32) -> u64 {
         index as u64 * self.inner.frame_size as u64
-    }
-
-    /// Frame index of a UMEM address.
-    pub(crate) fn frame_index(&self, addr: u64) -> u32 {
-        (addr / self.inner.frame_size as u64) as u32
     }
 
     pub(crate) fn geometry(&self) -> UmemGeometry {
@@ -112,6 +110,7 @@ impl Umem {
     }
 
     /// Pointer to `len` bytes at UMEM address `addr`, if they lie within one frame.
+    #[cfg(test)]
     pub(crate) fn ptr(&self, addr: u64, len: usize) -> Option<NonNull<u8>> {
         let len32 = u32::try_from(len).ok()?;
         if !self.geometry().contains(addr, len32) {
@@ -124,6 +123,7 @@ impl Umem {
 
     /// Copies `data` into the UMEM at `addr` (within one frame). The caller must own the frame
     /// (not on a fill or TX ring).
+    #[cfg(test)]
     pub(crate) fn write(&self, addr: u64, data: &[u8]) -> Result<(), Error> {
         let p = self.ptr(addr, data.len()).ok_or_else(|| {
             invalid(format!(
@@ -140,6 +140,7 @@ impl Umem {
 
     /// Copies `out.len()` bytes from the UMEM at `addr` (within one frame). The caller must own
     /// the frame (taken from the RX or completion ring).
+    #[cfg(test)]
     pub(crate) fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Error> {
         let p = self.ptr(addr, out.len()).ok_or_else(|| {
             invalid(format!(
@@ -219,15 +220,119 @@ pub(crate) struct XskSocket {
     pub rx: XskRxRing,
     /// TX ring (descriptors to send → kernel).
     pub tx: XskTxRing,
-    umem: Umem,
-    ifname: String,
-    ifindex: u32,
-    queue: u32,
-    mode: XskBindMode,
-    need_wakeup: bool,
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests
     shared: bool,
     // Last, so the rings are unmapped before the socket closes.
+    link: Link,
+}
+
+/// What both halves of a socket need to wake the kernel: the descriptor (shared by the
+/// halves of a [split](XskSocket::split) socket; it closes with the last), the mode, and the
+/// UMEM (held while the socket is bound: it keeps the UMEM's memory alive).
+#[derive(Debug, Clone)]
+struct Link {
     fd: Arc<OwnedFd>,
+    ifname: String,
+    mode: XskBindMode,
+    need_wakeup: bool,
+    #[cfg_attr(not(test), allow(dead_code))] // held; read by the tests
+    umem: Umem,
+}
+
+impl Link {
+    /// Asks the kernel to send what is on the TX ring, when it needs asking (always in copy
+    /// mode). In copy mode the kernel sends a bounded batch per call and answers EAGAIN while
+    /// more is queued, so this repeats until the TX ring is empty or the device is busy
+    /// (ENOBUFS/EBUSY: kick again after reaping completions). Busy is not an error.
+    fn kick_tx(&self, tx: &mut XskTxRing) -> Result<(), Error> {
+        if self.mode == XskBindMode::ZeroCopy && self.need_wakeup && !tx.needs_wakeup() {
+            return Ok(());
+        }
+        // At least one call; at most enough 32-frame batches to drain a full ring, plus one.
+        let rounds = tx.pending()? / 32 + 2;
+        for _ in 0..rounds {
+            match os::kick(self.fd.as_fd()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOBUFS)) => {
+                    return Ok(())
+                }
+                Err(e) => {
+                    return Err(os_error(
+                        e,
+                        "AF_XDP TX kick (sendto)",
+                        CAPS_RAW,
+                        &self.ifname,
+                    ))
+                }
+            }
+            if tx.pending()? == 0 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Wakes the kernel's RX processing when the fill ring asks for it.
+    fn wake_rx(&self, fill: &XskFillRing) -> Result<(), Error> {
+        if self.need_wakeup && !fill.needs_wakeup() {
+            return Ok(());
+        }
+        match os::wake_rx(self.fd.as_fd()) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(os_error(
+                e,
+                "AF_XDP RX wakeup (recvfrom)",
+                CAPS_RAW,
+                &self.ifname,
+            )),
+        }
+    }
+}
+
+/// The sending half of a [split](XskSocket::split) socket: TX and completion rings.
+#[derive(Debug)]
+pub(crate) struct XskTx {
+    /// TX ring (descriptors to send → kernel).
+    pub tx: XskTxRing,
+    /// Completion ring (sent frames → user).
+    pub comp: XskCompRing,
+    link: Link,
+}
+
+/// The receiving half of a [split](XskSocket::split) socket: RX and fill rings.
+#[derive(Debug)]
+pub(crate) struct XskRx {
+    /// RX ring (received descriptors → user).
+    pub rx: XskRxRing,
+    /// Fill ring (free frames → kernel).
+    pub fill: XskFillRing,
+    link: Link,
+}
+
+impl XskTx {
+    /// See [`XskSocket::kick_tx`].
+    pub(crate) fn kick_tx(&mut self) -> Result<(), Error> {
+        self.link.kick_tx(&mut self.tx)
+    }
+
+    /// The socket descriptor.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.link.fd.as_fd()
+    }
+
+    /// Zero copy or copy.
+    pub(crate) fn mode(&self) -> XskBindMode {
+        self.link.mode
+    }
+}
+
+impl XskRx {
+    /// See [`XskSocket::wake_rx`].
+    pub(crate) fn wake_rx(&self) -> Result<(), Error> {
+        self.link.wake_rx(&self.fill)
+    }
 }
 
 fn umem_reg(fd: BorrowedFd<'_>, umem: &Umem) -> Result<(), Error> {
@@ -456,108 +561,86 @@ impl XskSocket {
             comp,
             rx,
             tx,
-            umem: umem.clone(),
-            ifname: iface.name,
-            ifindex: iface.index,
-            queue,
-            mode,
-            // Shared sockets inherit need-wakeup from the registering one; kicking whenever
-            // the flag is set (or always in copy mode) is right either way.
-            need_wakeup: flags & sys::XDP_USE_NEED_WAKEUP != 0 || shared.is_some(),
+            link: Link {
+                fd,
+                ifname: iface.name,
+                mode,
+                // Shared sockets inherit need-wakeup from the registering one; kicking
+                // whenever the flag is set (or always in copy mode) is right either way.
+                need_wakeup: flags & sys::XDP_USE_NEED_WAKEUP != 0 || shared.is_some(),
+                umem: umem.clone(),
+            },
             shared: shared.is_some(),
-            fd,
         })
     }
 
     /// The socket descriptor (pollable: `POLLIN` with RX descriptors, `POLLOUT` with TX room).
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.link.fd.as_fd()
     }
 
     /// Asks the kernel to send what is on the TX ring, when it needs asking (always in copy
-    /// mode). In copy mode the kernel sends a bounded batch per call and answers EAGAIN while
-    /// more is queued, so this repeats until the TX ring is empty or the device is busy
-    /// (ENOBUFS/EBUSY: kick again after reaping completions). Busy is not an error.
+    /// mode); repeats while the kernel answers EAGAIN, stops quietly when the device is busy.
+    #[cfg(test)]
     pub(crate) fn kick_tx(&mut self) -> Result<(), Error> {
-        if self.mode == XskBindMode::ZeroCopy && self.need_wakeup && !self.tx.needs_wakeup() {
-            return Ok(());
-        }
-        // At least one call; at most enough 32-frame batches to drain a full ring, plus one.
-        let rounds = self.tx.pending()? / 32 + 2;
-        for _ in 0..rounds {
-            match os::kick(self.fd.as_fd()) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOBUFS)) => {
-                    return Ok(())
-                }
-                Err(e) => {
-                    return Err(os_error(
-                        e,
-                        "AF_XDP TX kick (sendto)",
-                        CAPS_RAW,
-                        &self.ifname,
-                    ))
-                }
-            }
-            if self.tx.pending()? == 0 {
-                return Ok(());
-            }
-        }
-        Ok(())
+        self.link.kick_tx(&mut self.tx)
     }
 
     /// Wakes the kernel's RX processing when the fill ring asks for it.
+    #[cfg(test)]
     pub(crate) fn wake_rx(&self) -> Result<(), Error> {
-        if self.need_wakeup && !self.fill.needs_wakeup() {
-            return Ok(());
-        }
-        match os::wake_rx(self.fd.as_fd()) {
-            Ok(()) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EBUSY)) => Ok(()),
-            Err(e) => Err(os_error(
-                e,
-                "AF_XDP RX wakeup (recvfrom)",
-                CAPS_RAW,
-                &self.ifname,
-            )),
-        }
+        self.link.wake_rx(&self.fill)
+    }
+
+    /// Splits the socket into its sending and receiving halves, to be used under separate
+    /// locks (the kernel's rings are single-producer/single-consumer per ring, and the halves
+    /// touch disjoint rings). The descriptor closes when both halves are gone.
+    pub(crate) fn split(self) -> (XskTx, XskRx) {
+        let XskSocket {
+            fill,
+            comp,
+            rx,
+            tx,
+            link,
+            ..
+        } = self;
+        (
+            XskTx {
+                tx,
+                comp,
+                link: link.clone(),
+            },
+            XskRx { rx, fill, link },
+        )
     }
 
     /// The kernel's drop and error counters for this socket.
+    #[cfg(test)]
     pub(crate) fn statistics(&self) -> Result<libc::xdp_statistics, Error> {
-        os::getsockopt::<libc::xdp_statistics>(self.fd.as_fd(), sys::SOL_XDP, sys::XDP_STATISTICS)
-            .map(|(s, _)| s)
-            .map_err(|e| os_error(e, "reading AF_XDP statistics", CAPS_RAW, &self.ifname))
+        os::getsockopt::<libc::xdp_statistics>(
+            self.link.fd.as_fd(),
+            sys::SOL_XDP,
+            sys::XDP_STATISTICS,
+        )
+        .map(|(s, _)| s)
+        .map_err(|e| os_error(e, "reading AF_XDP statistics", CAPS_RAW, &self.link.ifname))
     }
 
     /// Zero copy or copy.
+    #[cfg(test)]
     pub(crate) fn mode(&self) -> XskBindMode {
-        self.mode
+        self.link.mode
     }
 
     /// Whether this socket shares the UMEM registration of another socket.
+    #[cfg(test)]
     pub(crate) fn is_shared(&self) -> bool {
         self.shared
     }
 
     /// The UMEM.
+    #[cfg(test)]
     pub(crate) fn umem(&self) -> &Umem {
-        &self.umem
-    }
-
-    /// Queue index.
-    pub(crate) fn queue(&self) -> u32 {
-        self.queue
-    }
-
-    /// Interface index.
-    pub(crate) fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-
-    /// Interface name.
-    pub(crate) fn ifname(&self) -> &str {
-        &self.ifname
+        &self.link.umem
     }
 }

@@ -11,9 +11,9 @@ use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::os::Mapping;
 use super::sys::{self, XdpDesc};
 use crate::error::Error;
+use crate::region::Region;
 
 /// UMEM geometry the rings validate addresses against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ struct Mapped<T> {
     descs: NonNull<T>,
     size: u32,
     // Last: the pointers above point into it.
-    _map: Mapping,
+    _map: Region,
 }
 
 // SAFETY: the pointers target the owned mapping; the ring protocol (one user-side owner,
@@ -94,7 +94,7 @@ impl<T: Copy> Mapped<T> {
             .checked_mul(size_of::<T>())
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ring too large"))?;
         let len = off.desc as usize + bytes;
-        let map = Mapping::new(fd, len, kind.pgoff())?;
+        let map = Region::map_fd(fd, len, kind.pgoff(), true)?;
         let bad = || {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -254,14 +254,6 @@ impl<T: Copy> ConsRing<T> {
         self.m.consumer().store(self.cached_cons, Ordering::Release);
         Ok(n)
     }
-
-    fn available(&self) -> u32 {
-        self.m
-            .producer()
-            .load(Ordering::Acquire)
-            .wrapping_sub(self.cached_cons)
-            .min(self.m.size)
-    }
 }
 
 fn bad_input(msg: String) -> Error {
@@ -323,16 +315,6 @@ impl XskFillRing {
         self.ring.push(addrs)
     }
 
-    /// Free entries.
-    pub(crate) fn free(&mut self) -> Result<u32, Error> {
-        self.ring.free()
-    }
-
-    /// Frames given to the kernel and not yet used by it.
-    pub(crate) fn pending(&mut self) -> Result<u32, Error> {
-        self.ring.pending()
-    }
-
     /// Whether the kernel asks for a wakeup (`poll`/`recvfrom`) to take frames from it.
     pub(crate) fn needs_wakeup(&self) -> bool {
         self.ring.m.flags() & sys::XDP_RING_NEED_WAKEUP != 0
@@ -358,11 +340,6 @@ impl XskCompRing {
         self.ring.pop(out, |&a| {
             (a >= len).then(|| format!("address {a:#x} outside the UMEM ({len} bytes)"))
         })
-    }
-
-    /// Entries ready.
-    pub(crate) fn available(&self) -> u32 {
-        self.ring.available()
     }
 }
 
@@ -391,11 +368,6 @@ impl XskRxRing {
                 )
             })
         })
-    }
-
-    /// Descriptors ready.
-    pub(crate) fn available(&self) -> u32 {
-        self.ring.available()
     }
 }
 
@@ -434,11 +406,6 @@ impl XskTxRing {
         self.ring.push(descs)
     }
 
-    /// Free entries.
-    pub(crate) fn free(&mut self) -> Result<u32, Error> {
-        self.ring.free()
-    }
-
     /// Descriptors queued and not yet taken by the kernel.
     pub(crate) fn pending(&mut self) -> Result<u32, Error> {
         self.ring.pending()
@@ -447,11 +414,6 @@ impl XskTxRing {
     /// Whether the kernel asks for a `sendto` kick to send what was queued.
     pub(crate) fn needs_wakeup(&self) -> bool {
         self.ring.m.flags() & sys::XDP_RING_NEED_WAKEUP != 0
-    }
-
-    /// Longest frame accepted.
-    pub(crate) fn max_frame(&self) -> usize {
-        self.max_frame
     }
 }
 

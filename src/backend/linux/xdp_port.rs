@@ -1,0 +1,603 @@
+//! The AF_XDP driver: netmap rings over AF_XDP sockets, one socket per queue, all on one
+//! UMEM that *is* the port's netmap buffer pool (see [`ringmem`](super::ringmem)). Buffer `i`
+//! is UMEM frame `i` shifted by the kernel's XDP headroom, so packets move between the rings
+//! and the kernel without being copied by us:
+//!
+//! - rxsync: the buffers of the slots the user released go to the fill ring; RX descriptors
+//!   become slots (`buf_idx` from the address, `len`), as many as the ring has room for.
+//! - txsync: completions are reaped first; slots `[hwcur, head)` become TX descriptors and
+//!   the socket is kicked; completions are reaped again, and each completed frame becomes the
+//!   buffer of the oldest in-flight slot, which is then the user's again. A slot whose buffer
+//!   is outside the pool or whose frame is longer than the interface takes is not sent: the
+//!   sync reports it ([`Error::CorruptSlot`] / [`Error::FrameOverMtu`]) after sending the rest.
+//! - Buffer swaps (`NS_BUF_CHANGED`) need nothing: a slot's buffer is read at every sync.
+//!
+//! Per queue, `tx_slots` frames circulate between the TX ring and the kernel, and
+//! `2 * rx_slots` between the RX ring, the fill ring and the kernel (the fill and RX rings hold
+//! them all, so a release never finds the fill ring full). Every index read from a kernel ring
+//! is checked before use ([`xsk_ring`](super::xsk_ring)). Each direction of a queue (the netmap
+//! ring's state and the socket's rings for that direction) is behind a mutex of its own, the
+//! equivalent of the module's kring lock: a kick that transmits a batch never holds up a
+//! receiver.
+//!
+//! The redirect program is attached once per interface and shared by the ports of this
+//! process; it is detached when the last of them closes (or the process dies: the BPF link
+//! closes with it). Each port unregisters its queues from the XSKMAP on close.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::iface::Interface;
+use super::ringmem::{slots, MemPlan, RingMem, BUF_SIZE};
+use super::sockets::SocketSet;
+use super::sys::XdpDesc;
+use super::xdp_prog::{XdpAttachOptions, XdpProgram};
+use super::xsk::{Umem, XskBindMode, XskConfig, XskRx, XskSocket, XskTx};
+use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED};
+use crate::backend::{Backend, OpenOptions, Opened, Readiness, RingWaker};
+use crate::error::Error;
+use crate::port_name::{PortSpec, RingSelect};
+use crate::sync::raw::{distance, in_cyclic_range, next, prev, RawRing};
+
+/// Where a received packet starts in its frame (`HEADROOM`), and so where netmap
+/// buffer `i` starts in UMEM frame `i`.
+const HEADROOM: u64 = super::sys::XDP_PACKET_HEADROOM as u64;
+
+/// How long an open waits for a queue released by a socket that just closed.
+const REBIND_GRACE: Duration = Duration::from_millis(500);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The redirect programs this process attached, by interface index.
+fn programs() -> &'static Mutex<HashMap<u32, Weak<XdpProgram>>> {
+    static P: OnceLock<Mutex<HashMap<u32, Weak<XdpProgram>>>> = OnceLock::new();
+    P.get_or_init(Default::default)
+}
+
+/// A port's share of its interface's redirect program. The last share detaches the program,
+/// under the registry lock, so a port opening meanwhile never finds it half gone.
+#[derive(Debug)]
+struct ProgShare(Option<Arc<XdpProgram>>);
+
+impl ProgShare {
+    fn get(iface: &Interface) -> Result<ProgShare, Error> {
+        let mut reg = lock(programs());
+        reg.retain(|_, w| w.strong_count() > 0);
+        if let Some(p) = reg.get(&iface.index).and_then(Weak::upgrade) {
+            return Ok(ProgShare(Some(p)));
+        }
+        let p = Arc::new(XdpProgram::attach(iface, &XdpAttachOptions::default())?);
+        reg.insert(iface.index, Arc::downgrade(&p));
+        Ok(ProgShare(Some(p)))
+    }
+
+    fn prog(&self) -> &XdpProgram {
+        self.0.as_ref().expect("present until drop")
+    }
+}
+
+impl Drop for ProgShare {
+    fn drop(&mut self) {
+        let _reg = lock(programs());
+        self.0.take();
+    }
+}
+
+/// Kernel-side TX state of one queue.
+#[derive(Debug)]
+struct TxState {
+    hwcur: u32,
+    /// Slots handed over and not yet the user's again, oldest first: `true` while the frame
+    /// is with the kernel, `false` for a slot that was refused (it keeps its buffer).
+    inflight: VecDeque<bool>,
+    /// Frames completed and not yet given to a slot.
+    done: Vec<u32>,
+    descs: Vec<XdpDesc>,
+    comp: Vec<u64>,
+}
+
+/// Kernel-side RX state of one queue.
+#[derive(Debug)]
+struct RxState {
+    hwcur: u32,
+    hwtail: u32,
+    descs: Vec<XdpDesc>,
+    /// Frames waiting for room on the fill ring (UMEM addresses).
+    refill: Vec<u64>,
+}
+
+/// The sending half of a queue: its socket's TX and completion rings and the state of the
+/// netmap TX ring. Locked apart from the receiving half, so a kick that transmits a batch
+/// (copy mode sends from the caller's context) never holds up a receiver.
+#[derive(Debug)]
+struct TxSide {
+    xsk: XskTx,
+    st: TxState,
+}
+
+/// The receiving half of a queue: RX and fill rings and the state of the netmap RX ring.
+#[derive(Debug)]
+struct RxSide {
+    xsk: XskRx,
+    st: RxState,
+}
+
+#[derive(Debug)]
+struct XdpQueue {
+    id: u32,
+    tx: RawRing,
+    rx: RawRing,
+    txs: Mutex<TxSide>,
+    rxs: Mutex<RxSide>,
+}
+
+/// An open `xdp:` port.
+#[derive(Debug)]
+pub(crate) struct XdpPort {
+    ifname: String,
+    max_frame: usize,
+    nbufs: u32,
+    socks: SocketSet,
+    queues: Vec<XdpQueue>,
+    // After the queues: their sockets leave the XSKMAP (in Drop) and close first.
+    prog: ProgShare,
+}
+
+/// UMEM address where buffer `idx` starts.
+fn buf_addr(idx: u32) -> u64 {
+    u64::from(idx) * u64::from(BUF_SIZE) + HEADROOM
+}
+
+/// UMEM address of frame `idx` (for the fill ring).
+fn frame_addr(idx: u32) -> u64 {
+    u64::from(idx) * u64::from(BUF_SIZE)
+}
+
+/// Opens `spec` (an `xdp:` name, or a bare one routed here) on AF_XDP.
+pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
+    let iface = Interface::lookup_up(&spec.ifname)?;
+    let bound: Vec<u32> = match spec.rings {
+        RingSelect::AllNic => (0..iface.queues).collect(),
+        RingSelect::OneNic(q) => {
+            iface.check_queue(u32::from(q))?;
+            vec![u32::from(q)]
+        }
+        _ => return Err(super::host_rings_error(spec)),
+    };
+    if opts.extra_bufs != 0 {
+        return Err(super::extra_bufs_error(spec));
+    }
+    let ntx = slots(opts.tx_slots, "tx")?;
+    let nrx = slots(opts.rx_slots, "rx")?;
+    let per_queue = ntx + 2 * nrx;
+    let nbufs = (per_queue as usize * bound.len()).next_multiple_of(2);
+    let nbufs = u32::try_from(nbufs).map_err(|_| Error::BindFail("too many buffers".into()))?;
+    let mem = RingMem::build(&MemPlan {
+        name: &spec.ifname,
+        queues: iface.queues,
+        bound: &bound,
+        tx_slots: ntx,
+        rx_slots: nrx,
+        nbufs,
+        buf_shift: HEADROOM as usize,
+        expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
+        expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
+    })?;
+    let umem = Umem::new(mem.region.clone(), mem.pool_off, mem.pool_len, BUF_SIZE)?;
+    // A foreign program fails the open here, before any socket exists.
+    let prog = ProgShare::get(&iface)?;
+    let cfg = XskConfig {
+        fill_size: (2 * nrx).next_power_of_two(),
+        rx_size: (2 * nrx).next_power_of_two(),
+        comp_size: ntx.next_power_of_two(),
+        tx_size: ntx.next_power_of_two(),
+        ..XskConfig::default()
+    };
+    let max_frame = iface.max_frame().min((BUF_SIZE as u64 - HEADROOM) as usize);
+    let mut queues: Vec<XdpQueue> = Vec::with_capacity(bound.len());
+    for (i, &q) in bound.iter().enumerate() {
+        let base = i as u32 * per_queue;
+        let (tx, rx) = (mem.tx[i].clone(), mem.rx[i].clone());
+        match open_queue(
+            &iface,
+            q,
+            &umem,
+            &cfg,
+            base,
+            ntx,
+            nrx,
+            &tx,
+            &rx,
+            prog.prog(),
+        ) {
+            Ok((txs, rxs)) => queues.push(XdpQueue {
+                id: q,
+                tx,
+                rx,
+                txs: Mutex::new(txs),
+                rxs: Mutex::new(rxs),
+            }),
+            Err(e) => {
+                for done in &queues {
+                    let _ = prog.prog().unregister(done.id);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let socks = {
+        let guards: Vec<_> = queues.iter().map(|q| lock(&q.txs)).collect();
+        let fds: Vec<BorrowedFd<'_>> = guards.iter().map(|g| g.xsk.fd()).collect();
+        SocketSet::new(&fds)
+    };
+    let socks = match socks {
+        Ok(s) => s,
+        Err(e) => {
+            for q in &queues {
+                let _ = prog.prog().unregister(q.id);
+            }
+            return Err(e);
+        }
+    };
+    let mode = lock(&queues[0].txs).xsk.mode();
+    tracing::info!(
+        interface = %iface.name,
+        queues = ?bound,
+        socket_mode = ?mode,
+        xdp_mode = ?prog.prog().mode(),
+        attach = ?prog.prog().method(),
+        "AF_XDP port open ({} copy)",
+        if mode == XskBindMode::ZeroCopy { "zero" } else { "kernel" }
+    );
+    let port = XdpPort {
+        ifname: iface.name,
+        max_frame,
+        nbufs,
+        socks,
+        queues,
+        prog,
+    };
+    Ok(Opened {
+        backend: Backend::Xdp(port),
+        region: mem.region,
+        if_off: 0,
+        mem: mem.identity,
+        extra_bufs: 0,
+    })
+}
+
+/// Binds queue `q`, gives its TX slots their buffers, fills the fill ring and puts the socket
+/// into the XSKMAP (last: nothing is redirected to it before it can receive).
+#[allow(clippy::too_many_arguments)]
+fn open_queue(
+    iface: &Interface,
+    q: u32,
+    umem: &Umem,
+    cfg: &XskConfig,
+    base: u32,
+    ntx: u32,
+    nrx: u32,
+    tx: &RawRing,
+    rx: &RawRing,
+    prog: &XdpProgram,
+) -> Result<(TxSide, RxSide), Error> {
+    // A queue whose previous socket just closed stays taken until the kernel's deferred
+    // release of that socket's buffer pool has run (a workqueue item): retry briefly before
+    // calling the queue busy.
+    let deadline = Instant::now() + REBIND_GRACE;
+    let mut xsk = loop {
+        match XskSocket::new(&iface.name, q, umem, cfg) {
+            Err(Error::PortBusy(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            r => break r?,
+        }
+    };
+    for k in 0..ntx {
+        // SAFETY: the rings were just built and no user can reach them yet.
+        unsafe { tx.set_buf_idx(k, base + k) };
+    }
+    for k in 0..nrx {
+        // SAFETY: as above. (RX slots get their buffers when packets arrive; these are
+        // placeholders inside the pool.)
+        unsafe { rx.set_buf_idx(k, base + ntx + k) };
+    }
+    let fill: Vec<u64> = (base + ntx..base + ntx + 2 * nrx).map(frame_addr).collect();
+    let n = xsk.fill.produce(&fill)?;
+    if n != fill.len() {
+        return Err(Error::BadLayout(format!(
+            "AF_XDP fill ring of {} entries took {n} of {} frames",
+            cfg.fill_size,
+            fill.len()
+        )));
+    }
+    prog.register(q, xsk.fd())?;
+    let (xtx, xrx) = xsk.split();
+    let tx = TxSide {
+        xsk: xtx,
+        st: TxState {
+            hwcur: 0,
+            inflight: VecDeque::with_capacity(ntx as usize),
+            done: Vec::with_capacity(ntx as usize),
+            descs: Vec::with_capacity(ntx as usize),
+            comp: vec![0; ntx as usize],
+        },
+    };
+    let rx = RxSide {
+        xsk: xrx,
+        st: RxState {
+            hwcur: 0,
+            hwtail: 0,
+            descs: vec![XdpDesc::default(); nrx as usize],
+            refill: Vec::with_capacity(2 * nrx as usize),
+        },
+    };
+    Ok((tx, rx))
+}
+
+impl XdpPort {
+    pub(crate) fn txsync(&self) -> Result<(), Error> {
+        let mut first = Ok(());
+        for (pos, q) in self.queues.iter().enumerate() {
+            let r = self.txsync_queue(pos, q);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    pub(crate) fn rxsync(&self) -> Result<(), Error> {
+        for q in &self.queues {
+            self.rxsync_queue(q)?;
+        }
+        Ok(())
+    }
+
+    fn txsync_queue(&self, pos: usize, q: &XdpQueue) -> Result<(), Error> {
+        let ring = &q.tx;
+        let n = ring.num_slots();
+        let mut guard = lock(&q.txs);
+        let side = &mut *guard;
+        let tail = tx_tail(&side.st, n);
+        let head = ring.load_head();
+        let cur = ring.load_cur();
+        if !in_cyclic_range(side.st.hwcur, head, tail, n) || !in_cyclic_range(head, cur, tail, n) {
+            return Err(Error::RingState(format!(
+                "xdp:{} tx ring {pos}: head {head} / cur {cur} outside [{}, {tail}]",
+                self.ifname, side.st.hwcur
+            )));
+        }
+        reap(side, ring, n)?;
+        let mut refused = None;
+        side.st.descs.clear();
+        let mut k = side.st.hwcur;
+        while k != head {
+            // SAFETY: slots [hwcur, head) were released by the user
+            // (Acquire load of head) and are the driver's until the tail passes them again;
+            // the queue lock is held.
+            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
+            if flags & NS_BUF_CHANGED != 0 {
+                // SAFETY: as above.
+                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+            }
+            let why = if idx >= self.nbufs {
+                Some(Error::CorruptSlot {
+                    ring: pos,
+                    slot: k,
+                    buf_idx: idx,
+                    len,
+                })
+            } else if usize::from(len) > self.max_frame {
+                Some(Error::FrameOverMtu {
+                    len: len.into(),
+                    max: self.max_frame,
+                })
+            } else {
+                None
+            };
+            side.st.inflight.push_back(why.is_none());
+            match why {
+                None => side.st.descs.push(XdpDesc {
+                    addr: buf_addr(idx),
+                    len: len.into(),
+                    options: 0,
+                }),
+                Some(e) => {
+                    tracing::warn!(interface = %self.ifname, slot = k, error = %e, "TX slot not sent");
+                    refused.get_or_insert(e);
+                }
+            }
+            k = next(k, n);
+        }
+        side.st.hwcur = head;
+        if !side.st.descs.is_empty() {
+            // In flight never exceeds n - 1 < the TX ring size, so every descriptor fits.
+            let put = side.xsk.tx.produce(&side.st.descs)?;
+            if put != side.st.descs.len() {
+                return Err(Error::BadLayout(format!(
+                    "xdp:{}: the AF_XDP TX ring took {put} of {} descriptors although the \
+                     slots in flight fit in it",
+                    self.ifname,
+                    side.st.descs.len()
+                )));
+            }
+        }
+        if !side.st.inflight.is_empty() {
+            side.xsk.kick_tx()?;
+            reap(side, ring, n)?;
+        }
+        ring.store_tail(tx_tail(&side.st, n));
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn rxsync_queue(&self, q: &XdpQueue) -> Result<(), Error> {
+        let ring = &q.rx;
+        let n = ring.num_slots();
+        let mut guard = lock(&q.rxs);
+        let side = &mut *guard;
+        let head = ring.load_head();
+        let cur = ring.load_cur();
+        let hwtail = side.st.hwtail;
+        if !in_cyclic_range(side.st.hwcur, head, hwtail, n)
+            || !in_cyclic_range(head, cur, hwtail, n)
+        {
+            return Err(Error::RingState(format!(
+                "xdp:{} rx ring of queue {}: head {head} / cur {cur} outside [{}, {hwtail}]",
+                self.ifname, q.id, side.st.hwcur
+            )));
+        }
+        // Released slots: their buffers (swapped in or not) go back to the fill ring.
+        let mut k = side.st.hwcur;
+        while k != head {
+            // SAFETY: slots [hwcur, head) were released by the user (Acquire load of head);
+            // the queue lock is held.
+            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
+            if flags & NS_BUF_CHANGED != 0 {
+                // SAFETY: as above.
+                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+            }
+            if idx < self.nbufs {
+                side.st.refill.push(frame_addr(idx));
+            } else {
+                tracing::warn!(
+                    interface = %self.ifname, slot = k, buf_idx = idx,
+                    "released RX slot holds a buffer outside the pool; not given to the kernel"
+                );
+            }
+            k = next(k, n);
+        }
+        side.st.hwcur = head;
+        refill(side)?;
+        let room = (n - 1 - distance(head, hwtail, n)) as usize;
+        let room = room.min(side.st.descs.len());
+        if room > 0 {
+            let got = side.xsk.rx.consume(&mut side.st.descs[..room])?;
+            let mut tail = hwtail;
+            for i in 0..got {
+                let d = side.st.descs[i];
+                let within = d.addr % u64::from(BUF_SIZE);
+                if within != HEADROOM {
+                    // Not where netmap buffer idx starts: cannot be shown without a copy.
+                    tracing::warn!(
+                        interface = %self.ifname, addr = d.addr,
+                        "AF_XDP RX packet not at the XDP headroom; dropped"
+                    );
+                    side.st.refill.push(d.addr - within);
+                    continue;
+                }
+                let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
+                // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not yet shown to the user;
+                // the queue lock is held. The descriptor was checked to lie in one frame.
+                unsafe {
+                    ring.set_buf_idx(tail, idx);
+                    ring.set_len_flags(tail, d.len as u16, 0);
+                }
+                tail = next(tail, n);
+            }
+            side.st.hwtail = tail;
+            refill(side)?;
+        }
+        side.xsk.wake_rx()?;
+        ring.store_tail(side.st.hwtail);
+        Ok(())
+    }
+
+    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
+        self.socks.ring_waker(tx, idx)
+    }
+
+    pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
+        self.socks.exposed_rx_fd()
+    }
+
+    pub(crate) fn wait(
+        &self,
+        want: Readiness,
+        timeout: Option<Duration>,
+        check: &dyn Fn() -> Readiness,
+    ) -> Result<Readiness, Error> {
+        self.socks
+            .wait(want, timeout, &|| self.rxsync(), &|| self.txsync(), check)
+    }
+}
+
+/// The user's TX tail: the slot before the oldest one in flight.
+fn tx_tail(tx: &TxState, n: u32) -> u32 {
+    let oldest = distance(tx.inflight.len() as u32, tx.hwcur, n);
+    prev(oldest, n)
+}
+
+/// Takes completed frames and gives them to the oldest in-flight slots, in order.
+fn reap(side: &mut TxSide, ring: &RawRing, n: u32) -> Result<(), Error> {
+    loop {
+        let got = side.xsk.comp.consume(&mut side.st.comp)?;
+        side.st.done.extend(
+            side.st.comp[..got]
+                .iter()
+                .map(|&a| (a / u64::from(BUF_SIZE)) as u32),
+        );
+        if got < side.st.comp.len() {
+            break;
+        }
+    }
+    while let Some(&sent) = side.st.inflight.front() {
+        let oldest = distance(side.st.inflight.len() as u32, side.st.hwcur, n);
+        if sent {
+            let Some(frame) = side.st.done.pop() else {
+                break;
+            };
+            // SAFETY: the oldest in-flight slot is outside the user's [head, tail); the
+            // queue lock is held.
+            unsafe { ring.set_buf_idx(oldest, frame) };
+        }
+        side.st.inflight.pop_front();
+    }
+    if !side.st.done.is_empty() {
+        let extra = side.st.done.len();
+        side.st.done.clear();
+        return Err(Error::BadLayout(format!(
+            "the AF_XDP completion ring returned {extra} frame(s) more than were in flight"
+        )));
+    }
+    Ok(())
+}
+
+/// Puts waiting frames on the fill ring (all fit in normal operation).
+fn refill(side: &mut RxSide) -> Result<(), Error> {
+    if side.st.refill.is_empty() {
+        return Ok(());
+    }
+    let put = side.xsk.fill.produce(&side.st.refill)?;
+    side.st.refill.drain(..put);
+    Ok(())
+}
+
+impl Drop for XdpPort {
+    /// Sends what is still on the AF_XDP TX rings (copy mode transmits only when kicked),
+    /// waiting at most `FLUSH_AT_CLOSE`, then takes the sockets out of the XSKMAP.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + super::afpacket_port::FLUSH_AT_CLOSE;
+        for q in &mut self.queues {
+            let side = q.txs.get_mut().unwrap_or_else(|e| e.into_inner());
+            while matches!(side.xsk.tx.pending(), Ok(p) if p > 0) && Instant::now() < deadline {
+                if side.xsk.kick_tx().is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        for q in &self.queues {
+            if let Err(e) = self.prog.prog().unregister(q.id) {
+                tracing::warn!(interface = %self.ifname, queue = q.id, "XSKMAP removal failed: {e}");
+            }
+        }
+    }
+}
