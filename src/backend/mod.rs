@@ -18,6 +18,7 @@ pub(crate) mod emulated;
 pub(crate) mod kernel;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
+pub(crate) mod wait;
 mod waker;
 
 pub(crate) use waker::RingWaker;

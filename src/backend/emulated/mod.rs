@@ -49,12 +49,13 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
+use crate::backend::wait::{wait_loop, WaitParts};
 use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
-use crate::notify::{poll_fds, Armed};
+use crate::notify::Armed;
 use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::sync::raw::{if_bytes, write_if};
 use memory::EmuMem;
@@ -462,38 +463,27 @@ impl EmuPort {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
         let _rx_armed = want.readable.then(|| Armed::new(&*self.rx_note));
         let _tx_armed = want.writable.then(|| Armed::new(&*self.tx_note));
-        loop {
-            // Each sync clears its notifier and signals it again if a ring has work, so a
-            // wake-up below is never lost to another thread's sync.
+        // Each sync clears its notifier and signals it again if a ring has work, so a
+        // wake-up in the poll is never lost to another thread's sync.
+        let sync = || {
             if want.readable {
                 self.rxsync()?;
             }
             if want.writable {
                 self.txsync()?;
             }
-            let r = check();
-            if (want.readable && r.readable) || (want.writable && r.writable) {
-                return Ok(r);
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(r),
-                },
-                None => None,
-            };
-            let mut fds = Vec::with_capacity(2);
-            if want.readable {
-                fds.push((self.rx_note.as_fd(), libc::POLLIN));
-            }
-            if want.writable {
-                fds.push((self.tx_note.as_fd(), libc::POLLIN));
-            }
-            poll_fds(&fds, left)?;
-        }
+            Ok(())
+        };
+        let parts = WaitParts {
+            sync: &sync,
+            check,
+            rx_fd: self.rx_note.as_fd(),
+            tx_fd: self.tx_note.as_fd(),
+            poll_error: &|e| Error::from(e),
+        };
+        wait_loop(want, timeout, parts)
     }
 }
 

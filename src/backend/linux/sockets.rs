@@ -13,12 +13,12 @@
 //!   new wake-ups end a wait for room.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::os;
+use crate::backend::wait::{wait_loop, WaitParts};
 use crate::backend::{Readiness, RingWaker};
 use crate::error::Error;
-use crate::notify::poll_fds;
 
 /// The sockets of a port's queues and the epoll instances over them.
 #[derive(Debug)]
@@ -77,8 +77,7 @@ impl SocketSet {
         txsync: &dyn Fn() -> Result<(), Error>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
+        let sync = || {
             if want.writable {
                 // Events before this sync are covered by it; only later ones should wake us.
                 os::epoll_drain(self.tx_ep.as_fd()).map_err(|e| ctx(e, "epoll_wait"))?;
@@ -87,25 +86,15 @@ impl SocketSet {
             if want.readable {
                 rxsync()?;
             }
-            let r = check();
-            if (want.readable && r.readable) || (want.writable && r.writable) {
-                return Ok(r);
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(r),
-                },
-                None => None,
-            };
-            let mut fds = Vec::with_capacity(2);
-            if want.readable {
-                fds.push((self.rx_ep.as_fd(), libc::POLLIN));
-            }
-            if want.writable {
-                fds.push((self.tx_ep.as_fd(), libc::POLLIN));
-            }
-            poll_fds(&fds, left).map_err(|e| ctx(e, "poll on the queue sockets"))?;
-        }
+            Ok(())
+        };
+        let parts = WaitParts {
+            sync: &sync,
+            check,
+            rx_fd: self.rx_ep.as_fd(),
+            tx_fd: self.tx_ep.as_fd(),
+            poll_error: &|e| ctx(e, "poll on the queue sockets"),
+        };
+        wait_loop(want, timeout, parts)
     }
 }

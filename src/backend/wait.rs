@@ -1,0 +1,56 @@
+//! The shape of `poll(2)` on a netmap descriptor, for the backends that build it themselves
+//! (emulated, AF_XDP, AF_PACKET): sync the wanted directions, look at the rings, and sleep
+//! on the backend's descriptors until something may have changed or the timeout passes.
+
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use super::Readiness;
+use crate::error::Error;
+use crate::notify::poll_fds;
+
+/// What a backend's wait is made of.
+pub(crate) struct WaitParts<'a> {
+    /// Syncs the wanted directions (the kernel's poll handler does the same).
+    pub sync: &'a dyn Fn() -> Result<(), Error>,
+    /// Readiness of the rings after the sync.
+    pub check: &'a dyn Fn() -> Readiness,
+    /// The descriptors that become readable when RX (`rx_fd`) or TX (`tx_fd`) may have
+    /// work.
+    pub rx_fd: BorrowedFd<'a>,
+    pub tx_fd: BorrowedFd<'a>,
+    /// Turns an error of `poll` into the backend's error.
+    pub poll_error: &'a dyn Fn(std::io::Error) -> Error,
+}
+
+/// Loops sync → check → poll until a wanted direction is ready or `timeout` passes; returns
+/// the last readiness seen.
+pub(crate) fn wait_loop(
+    want: Readiness,
+    timeout: Option<Duration>,
+    parts: WaitParts<'_>,
+) -> Result<Readiness, Error> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        (parts.sync)()?;
+        let r = (parts.check)();
+        if (want.readable && r.readable) || (want.writable && r.writable) {
+            return Ok(r);
+        }
+        let left = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Ok(r),
+            },
+            None => None,
+        };
+        let mut fds = Vec::with_capacity(2);
+        if want.readable {
+            fds.push((parts.rx_fd, libc::POLLIN));
+        }
+        if want.writable {
+            fds.push((parts.tx_fd, libc::POLLIN));
+        }
+        poll_fds(&fds, left).map_err(parts.poll_error)?;
+    }
+}
