@@ -425,7 +425,11 @@ fn pkt_gen_over_xdp_and_afpacket_on_veth() {
         let tx_port = format!("{prefix}:{}", v.a);
         let rx = spawn_pkt_gen(
             Some(&v.ns),
-            &["-i", &rx_port, "-f", "rx", "-n", n, "--async"],
+            // Rings that hold every packet of the run: a receiver starved of CPU for the
+            // whole run (2 shared cores) still loses nothing.
+            &[
+                "-i", &rx_port, "-f", "rx", "-n", n, "--async", "--slots", "8192",
+            ],
         );
         // The receiver is ready once it printed its banner (its port is open).
         let mut rx = rx;
@@ -506,9 +510,16 @@ fn bridge_between_two_veth_pairs_over_xdp() {
         banner.contains("AF_XDP") && banner.contains("copying"),
         "{banner}"
     );
-    let n = "5000";
+    // Fewer packets than the bridge's AF_XDP port has receive buffers (2048), so a bridge
+    // starved of CPU for the whole run loses nothing either.
+    let n = "2000";
     let rx_port = format!("afpacket:{}", v2.b);
-    let mut rx = spawn_pkt_gen(Some(&v2.ns), &["-i", &rx_port, "-f", "rx", "-n", n]);
+    // The receiver's kernel ring holds every packet of the run, so a receiver starved of
+    // CPU for the whole run loses nothing (with 1024 slots it held 2048 and dropped the rest).
+    let mut rx = spawn_pkt_gen(
+        Some(&v2.ns),
+        &["-i", &rx_port, "-f", "rx", "-n", n, "--slots", "4096"],
+    );
     let mut rx_out = BufReader::new(rx.stdout.take().unwrap());
     let mut rx_banner = String::new();
     rx_out.read_line(&mut rx_banner).unwrap();
