@@ -277,13 +277,11 @@ fn rounds() -> usize {
     }
 }
 
-/// Worker threads of the stress runtimes: 2, except on the kernel module, where the tasks of
-/// one registration share a thread. netmap's rule is one registration per thread: a sync
-/// through the port's descriptor (an ioctl, or the reactor's `poll`) runs the kernel's
-/// prologue on every ring of the registration, reading `cur` and then `head` of a ring
-/// another thread may be publishing at that moment, and a pair read across that store is
-/// taken for a corrupt ring (`netmap_ring_reinit`). Seen once in the guest; rings used from
-/// several threads at once want `build_per_ring` on the kernel (README, Tokio layer).
+/// Worker threads of the stress runtimes: 2, except on the kernel module, where each
+/// registration is driven from one thread, as netmap requires (the kernel's RX sync, also run
+/// by the reactor's `epoll_wait`, reads `cur` then `head` of every ring of the registration; a
+/// store pair from another thread in between makes it reset the ring: `netmap_ring_reinit`,
+/// seen once in the guest). See the module docs of `netmap_rs::tokio_async`.
 fn workers() -> usize {
     match std::env::var("NETMAP_RS_BACKEND").as_deref() {
         Ok("kernel") => 0,

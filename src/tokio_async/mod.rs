@@ -14,18 +14,20 @@
 //! of the registration) therefore never consumes a wake-up that a waiter on another ring
 //! needs, and handles of several rings may live in different tasks and threads.
 //!
-//! On the netmap kernel module, rings of one registration used from several *threads* at
-//! once break a rule of netmap's, not of this crate's memory safety: a sync through the
-//! port's descriptor (an ioctl, or the reactor's `poll`) runs the kernel's check on every ring
-//! of the registration, reading `cur` and then `head` of a ring another thread may be
-//! publishing at that instant; a pair read across that store looks corrupt to the kernel,
-//! which resets the ring (`netmap_ring_reinit` in `dmesg`; packets in flight on it are lost).
-//! netmap's own tools open one registration per thread. Do the same: open the port with
-//! [`NetmapBuilder::build_per_ring`](crate::NetmapBuilder::build_per_ring) and wrap each
-//! registration in its own [`TokioNetmap`], or keep the tasks of one registration on one
-//! thread (a current-thread runtime or a `LocalSet`). The emulated, AF_XDP and AF_PACKET
-//! backends read `head` before `cur`, matching the order in which a ring publishes them
-//! (`cur` first), so they see a valid pair at any instant and have no such limit.
+//! On the netmap kernel module, one limit remains, from netmap's model (one thread per
+//! registration, which also calls `poll`): the kernel's RX sync reads a ring's `cur` and
+//! then its `head`, and it runs not only for the owner's ioctl but for any sync or `poll` of
+//! the registration — with a multi-thread runtime, from the worker thread that runs the
+//! reactor (`epoll_wait` calls netmap's poll). If the ring's owner publishes `cur` and `head`
+//! on another thread between those two loads, the kernel sees `cur < head`, resets the ring
+//! (`netmap_ring_reinit` in `dmesg`) and packets in flight on it are lost. Memory safety is
+//! not at stake (every index read back stays checked). The window is two adjacent loads, so
+//! it is rare (seen once, in a software-emulated guest under load); to exclude it, drive
+//! each kernel registration from one thread: a current-thread runtime per registration
+//! (with [`NetmapBuilder::build_per_ring`](crate::NetmapBuilder::build_per_ring) for one
+//! registration per ring). The emulated, AF_XDP and AF_PACKET backends read `head` before
+//! `cur`, matching the order in which a ring publishes them (`cur` first), so they see a
+//! valid pair at any instant and have no such limit.
 //!
 //! Epoll in Tokio is edge-triggered, and netmap's poll handler syncs rings as a side effect.
 //! Every wait therefore follows the same order: arm, sync the ring and look for work first;
