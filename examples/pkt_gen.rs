@@ -71,6 +71,8 @@ struct Cfg {
     async_mode: bool,
     both: bool,
     slots: u32,
+    /// `-W`: a receiver exits after 1 s without traffic (once the first packet came).
+    idle_exit: bool,
 }
 
 fn die(msg: &str) -> ! {
@@ -134,6 +136,7 @@ fn parse_args() -> Cfg {
         async_mode: false,
         both: false,
         slots: 0,
+        idle_exit: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -170,6 +173,7 @@ fn parse_args() -> Cfg {
             "--async" => c.async_mode = true,
             "--both" => c.both = true,
             "--slots" => c.slots = num(val()) as u32,
+            "-W" => c.idle_exit = true,
             _ => die(&format!("unknown option {a}")),
         }
     }
@@ -292,13 +296,18 @@ struct Stats {
     /// When the first packet was counted: a receiver's rate runs from there, as C pkt-gen's
     /// does, so time spent waiting for a sender to start is not counted.
     first: OnceLock<Instant>,
+    /// When the last packet was counted (nanoseconds after `first`): a receiver's rate ends
+    /// there.
+    last_ns: AtomicU64,
 }
 
 impl Stats {
     /// Counts one burst.
     fn record(&self, pkts: u64, bytes: u64) {
         if pkts > 0 {
-            self.first.get_or_init(Instant::now);
+            let first = *self.first.get_or_init(Instant::now);
+            self.last_ns
+                .fetch_max(first.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         self.pkts.fetch_add(pkts, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -454,7 +463,14 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), &mut check);
                 if k == 0 {
                     rx.sync()?;
-                    nm.wait_readable(Some(Duration::from_millis(100)))?;
+                    let idle = Some(Duration::from_millis(if cfg.idle_exit {
+                        1000
+                    } else {
+                        100
+                    }));
+                    if !nm.wait_readable(idle)? && cfg.idle_exit && stats.first.get().is_some() {
+                        break;
+                    }
                     continue;
                 }
                 left -= k;
@@ -569,7 +585,17 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                 let mut rx = nm.rx_ring(0)?;
                 let mut check = SeqCheck::new();
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                    let batch = rx.recv_batch(cfg.burst.min(left as usize)).await?;
+                    let want = cfg.burst.min(left as usize);
+                    let batch = if cfg.idle_exit && stats.first.get().is_some() {
+                        match tokio::time::timeout(Duration::from_secs(1), rx.recv_batch(want))
+                            .await
+                        {
+                            Ok(b) => b?,
+                            Err(_) => break,
+                        }
+                    } else {
+                        rx.recv_batch(want).await?
+                    };
                     let (k, b) = account_rx(batch, &mut check);
                     left -= k;
                     stats.record(k, b);
@@ -760,7 +786,7 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
         }
     }
     let elapsed = match (cfg.func, stats.first.get()) {
-        (Func::Rx, Some(first)) => first.elapsed(),
+        (Func::Rx, Some(_)) => Duration::from_nanos(stats.last_ns.load(Ordering::Relaxed)),
         _ => start.elapsed(),
     };
     let mut rtts = Vec::new();
@@ -863,6 +889,7 @@ mod tests {
             async_mode: false,
             both: false,
             slots: 0,
+            idle_exit: false,
         }
     }
 
