@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::sync::frame::Frame;
-use crate::sync::raw::{advance, next, RawRing};
+use crate::sync::raw::{advance, distance, next, RawRing};
 use crate::sync::ring::{read_slot, Handle, RxRing, TxRing};
 
 /// Slots reserved on a [`TxRing`] to be filled in place and published together.
@@ -67,6 +67,63 @@ impl<'a> BatchReservation<'a> {
         Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
     }
 
+    /// Fills the reserved slots in order, from the first one no `packet` or `fill` call has
+    /// reached yet: `f(index, buf)` writes packet `index` into `buf`, the slot's whole buffer
+    /// ([`max_payload_size`](TxRing::max_payload_size) bytes), and returns the packet's
+    /// length. Returns how many packets this call filled.
+    ///
+    /// The cheapest way to fill a batch: per packet, one check of the slot's buffer index
+    /// and one of the returned length. It stops at a length larger than the buffer
+    /// ([`Error::PacketTooLarge`]) or a slot with an out-of-range buffer
+    /// ([`Error::CorruptSlot`]), leaving that slot and the following ones unfilled (the
+    /// packets before it are filled and go out at `commit`).
+    ///
+    /// ```no_run
+    /// # let nm = netmap_rs::NetmapBuilder::new("x{1").build()?;
+    /// # let mut tx = nm.tx_ring(0)?;
+    /// let frame = [0u8; 60];
+    /// let mut r = tx.reserve_batch(64)?;
+    /// r.fill(|_, buf| {
+    ///     buf[..frame.len()].copy_from_slice(&frame);
+    ///     frame.len()
+    /// })?;
+    /// r.commit();
+    /// tx.sync()?;
+    /// # Ok::<(), netmap_rs::Error>(())
+    /// ```
+    #[inline]
+    pub fn fill(&mut self, mut f: impl FnMut(usize, &mut [u8]) -> usize) -> Result<usize, Error> {
+        let raw = &self.raw;
+        let (n, max) = (raw.num_slots(), self.max_len);
+        let first = self.filled;
+        let mut k = advance(self.start, first as u32, n);
+        for i in first..self.count {
+            // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
+            let p = match unsafe { raw.slot_buf(k) } {
+                Ok(p) => p,
+                Err(idx) => {
+                    self.filled = i;
+                    return Err(self.ring.h.corrupt(k, idx, 0));
+                }
+            };
+            // SAFETY: p is valid for buf_size >= max bytes (buf_ptr); the buffer belongs to a
+            // slot the user owns, and the slice lives only during this call of `f` (a second
+            // slot naming the same buffer gets its slice after this one is gone).
+            let len = f(i, unsafe {
+                std::slice::from_raw_parts_mut(p.as_ptr(), max)
+            });
+            if len > max {
+                self.filled = i;
+                return Err(Error::PacketTooLarge(len));
+            }
+            // SAFETY: as above, the slot is the user's.
+            unsafe { raw.set_len_flags(k, len as u16, 0) };
+            k = next(k, n);
+        }
+        self.filled = self.count;
+        Ok(self.count - first)
+    }
+
     /// Publishes the filled packets (up to the highest index asked for) to the ring's
     /// cursor; they reach the kernel at the next sync. Returns how many were published.
     pub fn commit(self) -> usize {
@@ -111,18 +168,23 @@ pub struct RxBatch<'a> {
     /// every `memcpy` the caller does out of a frame). The cursor is written back on drop.
     raw: RawRing,
     head: u32,
-    tail: u32,
+    /// Packets in view (between `head` and the last tail seen) still to be yielded; the
+    /// per-packet path counts this down and never compares against the tail.
+    ready: u32,
+    /// How many more the caller allows beyond `ready`.
     left: usize,
     ring_index: u16,
 }
 
 impl<'a> RxBatch<'a> {
     pub(super) fn new(ring: &'a mut RxRing, max: usize) -> Self {
+        let n = ring.h.raw.num_slots();
+        let ready = (distance(ring.h.head, ring.h.tail, n) as usize).min(max);
         RxBatch {
             raw: ring.h.raw.clone(),
             head: ring.h.head,
-            tail: ring.h.tail,
-            left: max,
+            ready: ready as u32,
+            left: max - ready,
             ring_index: ring.h.index as u16,
             ring,
         }
@@ -143,18 +205,26 @@ impl<'a> Iterator for RxBatch<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Frame<'a>> {
-        while self.left > 0 {
-            if self.head == self.tail {
-                self.tail = refill(&mut self.ring.h);
-                if self.head == self.tail {
+        loop {
+            if self.ready == 0 {
+                // The view is used up: look at the ring's tail once more (no system call).
+                if self.left == 0 {
                     return None;
                 }
+                let tail = refill(&mut self.ring.h);
+                let r = (distance(self.head, tail, self.raw.num_slots()) as usize).min(self.left);
+                if r == 0 {
+                    return None;
+                }
+                self.ready = r as u32;
+                self.left -= r;
             }
-            self.left -= 1;
+            self.ready -= 1;
             let k = self.head;
             // A corrupt slot is consumed too (so it cannot stall the ring) and reported.
             self.head = next(k, self.raw.num_slots());
-            // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
+            // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh;
+            // `ready` never exceeds the distance from the cursor to that tail).
             match unsafe { read_slot(&self.raw, k) } {
                 Ok(r) => {
                     // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size).
@@ -165,11 +235,10 @@ impl<'a> Iterator for RxBatch<'a> {
                     return Some(Frame::from_slot(data, r.flags, self.ring_index, k));
                 }
                 Err(c) => {
-                    self.ring.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                    self.ring.h.log_corrupt(c.slot, c.buf_idx, c.len);
                 }
             }
         }
-        None
     }
 }
 

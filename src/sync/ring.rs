@@ -120,6 +120,14 @@ impl Handle {
         r
     }
 
+    /// Logs a corrupt slot that is skipped (the error value is built and dropped out of line,
+    /// so a per-packet loop carries no drop code for it).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn log_corrupt(&self, slot: u32, buf_idx: u32, len: u16) {
+        drop(self.corrupt(slot, buf_idx, len));
+    }
+
     #[cold]
     #[inline(never)]
     pub(super) fn corrupt(&self, slot: u32, buf_idx: u32, len: u16) -> Error {
@@ -420,7 +428,7 @@ impl RxRing {
             match self.next_raw()? {
                 Ok(r) => return Some(self.frame(r)),
                 Err(c) => {
-                    self.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                    self.h.log_corrupt(c.slot, c.buf_idx, c.len);
                 }
             }
         }
@@ -448,7 +456,7 @@ impl RxRing {
                     n += 1;
                 }
                 Some(Err(c)) => {
-                    self.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                    self.h.log_corrupt(c.slot, c.buf_idx, c.len);
                 }
             }
         }
@@ -481,7 +489,7 @@ impl RxRing {
         match self.next_raw() {
             Some(Ok(_)) => true,
             Some(Err(c)) => {
-                self.h.corrupt(c.slot, c.buf_idx, c.len); // logs it
+                self.h.log_corrupt(c.slot, c.buf_idx, c.len);
                 self.consume()
             }
             None => false,

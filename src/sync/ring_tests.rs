@@ -136,6 +136,45 @@ fn reservations_and_batches_in_place() {
     assert_eq!(tx.space(), 7, "all three slots came back");
 }
 
+/// `fill` writes every reserved slot from the first unfilled one, and stops at an oversize
+/// length or a corrupt slot, keeping the packets before it.
+#[test]
+fn fill_writes_in_order_and_stops_at_bad_slots() {
+    let (a, _b, mut tx, mut rx) = pipe_rings("fill");
+    let mut r = tx.reserve_batch(3).unwrap();
+    r.packet(0, 1).unwrap().copy_from_slice(b"a");
+    let n = r
+        .fill(|i, buf| {
+            buf[..2].copy_from_slice(&[b'0' + i as u8; 2]);
+            2
+        })
+        .unwrap();
+    assert_eq!((n, r.commit()), (2, 3));
+    let mut r = tx.reserve_batch(2).unwrap();
+    assert!(matches!(
+        r.fill(|_, buf| buf.len() + 1),
+        Err(Error::PacketTooLarge(_))
+    ));
+    // A corrupt buffer index in the second slot: the first packet is kept.
+    let traw = &a.inner.tx[0].raw;
+    let k = advance(tx.h.head, 1, traw.num_slots());
+    // SAFETY (test acting as the kernel): the slot is reserved by this thread, alone on the ring.
+    let good = unsafe { traw.slot(k) }.buf_idx;
+    unsafe { traw.set_buf_idx(k, u32::MAX) };
+    let mut r = tx.reserve_batch(2).unwrap();
+    let err = r.fill(|_, buf| {
+        buf[0] = b'z';
+        1
+    });
+    assert!(matches!(err, Err(Error::CorruptSlot { .. })));
+    assert_eq!(r.commit(), 1);
+    unsafe { traw.set_buf_idx(k, good) };
+    tx.sync().unwrap();
+    rx.sync().unwrap();
+    let got: Vec<Vec<u8>> = rx.batch(8).map(|f| f.payload().to_vec()).collect();
+    assert_eq!(got, [&b"a"[..], b"11", b"22", b"z"]);
+}
+
 /// The owned-frame paths of the async Stream: short packets inline, longer ones through
 /// the spill copy, corrupt slots left for (and reported by) the general path.
 #[test]
