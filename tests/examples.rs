@@ -114,7 +114,7 @@ fn sync_examples() {
 fn pkt_gen_modes() {
     ok(
         "pkt_gen",
-        &["-i", "pgt{1", "-f", "tx", "-n", "200000", "--both"],
+        &["-i", "pgt{1", "-f", "tx", "-n", "200000", "--both", "--seq"],
         &[
             "Sent 200000 packets",
             "Mpps",
@@ -124,7 +124,7 @@ fn pkt_gen_modes() {
     ok(
         "pkt_gen",
         &[
-            "-i", "pgt{2", "-f", "tx", "-n", "200000", "--both", "--async", "-l", "1500",
+            "-i", "pgt{2", "-f", "tx", "-n", "200000", "--both", "--async", "-l", "1500", "--seq",
         ],
         &[
             "async (Tokio)",
@@ -146,6 +146,7 @@ fn pkt_gen_modes() {
             "2",
             "-d",
             "10.0.0.2-10.0.0.9:1000-1003",
+            "--seq",
         ],
         &["2 thread(s)", "Received 100000 packets: lost 0 reordered 0"],
     );
@@ -154,7 +155,21 @@ fn pkt_gen_modes() {
         &["-i", "pgt{4", "-f", "ping", "-n", "2000", "--both"],
         &["RTT usec: min", "p99", "(2000 samples)"],
     );
+    // C pkt-gen's default work (no sequence numbers), random lengths and addresses.
+    ok(
+        "pkt_gen",
+        &[
+            "-i", "pgt{6", "-f", "tx", "-n", "100000", "--both", "-l", "1000", "-l", "64", "-z",
+            "-Z",
+        ],
+        &["Sent 100000 packets", "Mpps"],
+    );
     let (success, text) = run("pkt_gen", &["-i", "pgt{5", "-f", "tx", "-l", "20"]);
+    assert!(
+        !success && text.contains("-l must be at least 42"),
+        "{text}"
+    );
+    let (success, text) = run("pkt_gen", &["-i", "pgt{5", "-f", "tx", "-l", "50", "--seq"]);
     assert!(
         !success && text.contains("-l must be at least 60"),
         "{text}"
