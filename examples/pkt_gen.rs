@@ -303,12 +303,14 @@ fn template(c: &Cfg, sip: Ipv4Addr, dip: Ipv4Addr, sp: u16, dp: u16) -> Template
 
 /// Fills `buf` (exactly `len` bytes) from the template with this sequence number and
 /// timestamp, fixing the UDP checksum incrementally. No allocation, no system call.
-#[inline]
+#[inline(always)]
 fn fill(buf: &mut [u8], t: &Template, seq: u64, ts: u64) {
-    buf.copy_from_slice(&t.bytes);
+    buf.copy_from_slice(&t.bytes[..buf.len()]);
     buf[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_be_bytes());
     buf[OFF_TS..OFF_TS + 8].copy_from_slice(&ts.to_be_bytes());
-    let s = t.udp_sum + sum16(&buf[OFF_SEQ..OFF_TS + 8]);
+    // The 16-bit words of the two big-endian numbers, summed straight from the values.
+    let words = |v: u64| (v >> 48) + ((v >> 32) & 0xffff) + ((v >> 16) & 0xffff) + (v & 0xffff);
+    let s = t.udp_sum + (words(seq) + words(ts)) as u32;
     let mut ck = !fold(s);
     if ck == 0 {
         ck = 0xffff;
@@ -426,7 +428,10 @@ fn fill_burst(
     }
     let ts = if cfg.seq { now_ns(t0) } else { 0 };
     r.fill(|i, buf| {
-        let t = &tpl[(n as usize + i) % tpl.len()];
+        let t = match tpl.len() {
+            1 => &tpl[0],
+            m => &tpl[(n as usize + i) % m],
+        };
         let buf = &mut buf[..len];
         if cfg.seq {
             fill(buf, t, base | (n + i as u64), ts);

@@ -223,7 +223,7 @@ impl TxRing {
     /// Copies `buf` into the next free slot. The packet reaches the kernel at the next
     /// [`sync`](TxRing::sync). A full ring is an error ([`Error::InsufficientSpace`]), never an
     /// overwrite; an oversize packet is [`Error::PacketTooLarge`]. Nothing is written on error.
-    #[inline]
+    #[inline(always)]
     pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
         if buf.len() > self.max_payload_size() {
             return Err(Error::PacketTooLarge(buf.len()));
@@ -431,7 +431,7 @@ impl RxRing {
     /// The next received packet, or `None` when the ring is empty (call
     /// [`sync`](RxRing::sync) to see new packets and release consumed ones). A corrupt slot
     /// is logged and skipped; use [`try_recv`](RxRing::try_recv) to see the error.
-    #[inline]
+    #[inline(always)]
     pub fn recv(&mut self) -> Option<Frame<'_>> {
         loop {
             match self.next_raw()? {
