@@ -7,8 +7,9 @@
 //! ```
 //!
 //! - By default the work per packet is C `pkt-gen`'s: `tx` copies a prepared Ethernet/IPv4/UDP
-//!   frame (checksums right) into the slot, `rx` counts packets and bytes without reading
-//!   the payload. `--seq` adds what C `pkt-gen` cannot do: `tx` stamps a sequence number and a
+//!   frame (checksums right) into the slot when the slot's buffer may hold something else
+//!   (`BatchReservation::fill_reused`: first lap, or `NS_BUF_CHANGED`), else only sets the
+//!   length; `rx` counts packets and bytes without reading the payload. `--seq` adds what C `pkt-gen` cannot do: `tx` stamps a sequence number and a
 //!   timestamp into every frame (UDP checksum updated incrementally) and `rx` counts lost and
 //!   reordered packets (it cannot tell a loss from a reorder otherwise); see README for its
 //!   cost per packet. `ping`/`pong` measure round-trip latency (min/avg/max and percentiles).
@@ -419,9 +420,13 @@ fn fill_burst(
         cfg.len
     };
     if tpl.len() == 1 && !cfg.seq && !cfg.rand_src && !cfg.rand_dst {
+        // As C pkt-gen: the frame is copied into a slot only when its buffer may hold
+        // something else (first lap, or NS_BUF_CHANGED); otherwise only the length is set.
         let frame = &tpl[0].bytes[..len];
-        r.fill(|_, buf| {
-            buf[..len].copy_from_slice(frame);
+        r.fill_reused(|_, buf, changed| {
+            if changed {
+                buf[..len].copy_from_slice(frame);
+            }
             len
         })?;
         return Ok(len);

@@ -1,6 +1,7 @@
 //! Batch paths: [`BatchReservation`] (TX slots filled in place) and [`RxBatch`] (RX frames
 //! borrowed from the ring).
 
+use crate::abi::NS_BUF_CHANGED;
 use crate::error::Error;
 use crate::sync::frame::Frame;
 use crate::sync::raw::{advance, distance, next, RawRing};
@@ -124,11 +125,59 @@ impl<'a> BatchReservation<'a> {
         Ok(self.count - first)
     }
 
+    /// Like [`fill`](BatchReservation::fill), for a sender that writes the same bytes again
+    /// and again (C `pkt-gen`'s default): `f(index, buf, changed)` also learns whether the
+    /// buffer may hold anything other than what this handle last wrote into that slot:
+    /// `changed` is true until this handle has filled every slot of the ring once through
+    /// reservations, and whenever the slot carries `NS_BUF_CHANGED` (the kernel, e.g. a netmap
+    /// pipe or a NIC driver, put another buffer there). When it is false, `f` may leave the
+    /// bytes as they are and return only the length. A hint for speed, not for safety: `buf`
+    /// is always a valid buffer of the slot.
+    #[inline]
+    pub fn fill_reused(
+        &mut self,
+        mut f: impl FnMut(usize, &mut [u8], bool) -> usize,
+    ) -> Result<usize, Error> {
+        let raw = &self.raw;
+        let (n, max) = (raw.num_slots(), self.max_len);
+        let first = self.filled;
+        let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
+        let mut k = advance(self.start, first as u32, n);
+        for i in first..self.count {
+            // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
+            let (idx, _, flags) = unsafe { raw.slot_meta(k) };
+            let p = match raw.buf_ptr(idx) {
+                Some(p) => p,
+                None => {
+                    self.filled = i;
+                    return Err(self.ring.h.corrupt(k, idx, 0));
+                }
+            };
+            let changed = i < fresh_until || flags & NS_BUF_CHANGED != 0;
+            // SAFETY: as in `fill`: a valid buffer of a slot the user owns, lent for this call.
+            let len = f(
+                i,
+                unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), max) },
+                changed,
+            );
+            if len > max {
+                self.filled = i;
+                return Err(Error::PacketTooLarge(len));
+            }
+            // SAFETY: as above, the slot is the user's.
+            unsafe { raw.set_len_flags(k, len as u16, 0) };
+            k = next(k, n);
+        }
+        self.filled = self.count;
+        Ok(self.count - first)
+    }
+
     /// Publishes the filled packets (up to the highest index asked for) to the ring's
     /// cursor; they reach the kernel at the next sync. Returns how many were published.
     pub fn commit(self) -> usize {
         let n = self.ring.h.raw.num_slots();
         self.ring.h.head = advance(self.start, self.filled as u32, n);
+        self.ring.written += self.filled as u64;
         self.filled
     }
 }

@@ -186,12 +186,17 @@ macro_rules! common_ring_methods {
 #[derive(Debug)]
 pub struct TxRing {
     pub(super) h: Handle,
+    /// Packets committed through reservations since the handle was taken (from its first
+    /// cursor on, in ring order): once this reaches `num_slots`, every slot's buffer holds
+    /// something this handle wrote.
+    pub(super) written: u64,
 }
 
 impl TxRing {
     pub(crate) fn new(port: Arc<PortInner>, index: usize) -> Result<TxRing, Error> {
         Ok(TxRing {
             h: Handle::new(port, index, Dir::Tx)?,
+            written: 0,
         })
     }
 

@@ -175,6 +175,42 @@ fn fill_writes_in_order_and_stops_at_bad_slots() {
     assert_eq!(got, [&b"a"[..], b"11", b"22", b"z"]);
 }
 
+/// `fill_reused` reports every slot as changed until the handle has filled the whole ring
+/// once, then only slots the kernel flagged with `NS_BUF_CHANGED`.
+#[test]
+fn fill_reused_reports_fresh_and_changed_buffers() {
+    let (a, _b, mut tx, mut rx) = pipe_rings("reuse");
+    let n = tx.num_slots();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let mut r = tx.reserve_batch(n / 2).unwrap();
+        r.fill_reused(|_, buf, changed| {
+            seen.push(changed);
+            if changed {
+                buf[..3].copy_from_slice(b"abc");
+            }
+            3
+        })
+        .unwrap();
+        r.commit();
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        for f in rx.batch(n) {
+            assert_eq!(f.payload(), b"abc");
+        }
+        rx.sync().unwrap();
+        tx.sync().unwrap();
+    }
+    assert!(seen[..n].iter().all(|c| *c), "the first lap is all fresh");
+    // The emulated pipe swaps buffers and flags them: still changed after the first lap.
+    let flagged = {
+        let traw = &a.inner.tx[0].raw;
+        // SAFETY (test): reading the flags of a slot this thread owns, alone on the ring.
+        unsafe { traw.slot(tx.h.head) }.flags & crate::abi::NS_BUF_CHANGED != 0
+    };
+    assert_eq!(seen[n..].iter().all(|c| *c), flagged);
+}
+
 /// The owned-frame paths of the async Stream: short packets inline, longer ones through
 /// the spill copy, corrupt slots left for (and reported by) the general path.
 #[test]
