@@ -264,15 +264,6 @@ impl TxRing {
     pub fn sync(&mut self) -> Result<(), Error> {
         self.h.sync()
     }
-
-    /// Writes the cursor to the shared ring without a system call, so that the next sync of
-    /// the port's descriptor (or its poll handler) sends the written packets. They still
-    /// count as [`pending`](TxRing::pending) until this handle's own next sync, so dropping
-    /// the handle flushes them.
-    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
-    pub(crate) fn publish(&self) {
-        self.h.raw.publish_head(self.h.head);
-    }
 }
 
 impl Drop for TxRing {
@@ -485,14 +476,6 @@ impl RxRing {
     /// Hands consumed slots back to the kernel (`NIOCRXSYNC`) and looks for new packets.
     pub fn sync(&mut self) -> Result<(), Error> {
         self.h.sync()
-    }
-
-    /// Writes the cursor to the shared ring without a system call: the consumed slots go
-    /// back to the kernel at the next sync of the port's descriptor (or its poll handler).
-    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
-    pub(crate) fn publish(&mut self) {
-        self.h.raw.publish_head(self.h.head);
-        self.h.published = self.h.head;
     }
 
     /// The packet at the cursor without consuming it (the next `recv` returns it again).

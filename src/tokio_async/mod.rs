@@ -15,15 +15,9 @@
 //! needs, and handles of several rings may live in different tasks and threads.
 //!
 //! Epoll in Tokio is edge-triggered, and netmap's poll handler syncs rings as a side effect.
-//! Every wait therefore follows the same order: publish the handle's cursor (no system call),
-//! arm, sync the ring once and look for work; only if there is none, sleep; after a wake-up
-//! look (the poll handler may have synced already), sync only if there is still no work, and
-//! clear readiness *only* when the ring still lacks work after that sync.
-//!
-//! System calls: a handle that finds work in its cached view or after a refresh of the tail
-//! makes none; a wait makes one sync before sleeping (the sync path's `poll` does the same
-//! in one call) and at most one after each wake-up, and the handle never syncs right before
-//! the wait's own sync. A packet that arrives between the
+//! Every wait therefore follows the same order: arm, sync the ring and look for work first;
+//! only if there is none, sleep; after a wake-up sync and look again, and clear readiness
+//! *only* when the ring still lacks work after that sync. A packet that arrives between the
 //! check and the clear produces a new edge that Tokio keeps (the clear is tick-checked), so
 //! no wake-up is lost, including for traffic that was already flowing when the port was
 //! opened. A wait knows how much it waits for (one packet, or `n` free slots for
@@ -147,11 +141,6 @@ async fn wait_ready(
             fd.readable().await?
         };
         waker.clear();
-        // On the kernel backend the poll handler that reported the edge has synced the ring
-        // already: look before paying for another system call.
-        if port.ring_ready(dir, idx, need) {
-            return Ok(());
-        }
         port.sync(dir)?;
         if port.ring_ready(dir, idx, need) {
             return Ok(());

@@ -76,20 +76,21 @@ impl AsyncNetmapRxRing {
 
     /// Polls until at least one packet is waiting in the ring. Cancel-safe.
     pub fn poll_recv_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Hand back half a ring's worth of consumed slots even while packets remain, so the
+        // sender is not starved while this task works through a full ring.
+        if self.release_due() {
+            self.ring.sync()?;
+        }
         loop {
             if self.ring.has_cached() || self.ring.available() > 0 {
-                // Hand back half a ring's worth of consumed slots even while packets remain,
-                // so the sender is not starved while this task works through a full ring.
-                // (With the ring empty, the wait below releases them with its own sync.)
-                if self.release_due() {
-                    self.ring.sync()?;
-                }
                 return Poll::Ready(Ok(()));
             }
             if !self.waiter.is_active() {
-                // Hand back what was consumed (the wait's first sync releases it) and wait;
-                // the wait syncs once and returns at once if packets came meanwhile.
-                self.ring.publish();
+                // Release what was consumed and look for new packets before sleeping.
+                self.ring.sync()?;
+                if self.ring.available() > 0 {
+                    return Poll::Ready(Ok(()));
+                }
                 tracing::trace!(
                     ring = self.ring.index(),
                     "rx ring empty: waiting for readiness"

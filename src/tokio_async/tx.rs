@@ -89,8 +89,10 @@ impl AsyncNetmapTxRing {
                 return Poll::Ready(Ok(()));
             }
             if !self.waiter.is_active() {
-                // The wait's first sync sends what is queued and refreshes the free space.
-                self.ring.publish();
+                self.ring.sync()?;
+                if self.ring.space() >= n {
+                    return Poll::Ready(Ok(()));
+                }
                 tracing::debug!(
                     ring = self.ring.index(),
                     want = n,
