@@ -5,6 +5,7 @@
 #
 #   ci/kernel-bench.sh      # ROUNDS=3 N=300000 by default (about 8 minutes on a busy 2-core host)
 #   BENCH_LOG=/tmp/b.log ROUNDS=1 N=100000 ci/kernel-bench.sh   # quick check, keeps the raw log
+#   PARTS="loops pktgen" ci/kernel-bench.sh   # only some parts: loops, pktgen, strace
 #
 # In each of ROUNDS interleaved rounds, on a netmap pipe and on a VALE switch, 60 and 1500 B:
 #   - the library's batch path (benches/kernel_loop.rs) against a minimal C loop on the same
@@ -23,6 +24,7 @@ RUN=${NETMAP_GUEST_RUN:-../shared/netmap-guest/run}
 NG=$(dirname "$RUN")
 ROUNDS=${ROUNDS:-3}
 N=${N:-300000}
+PARTS=${PARTS:-loops pktgen strace}
 export CARGO_TERM_COLOR=never
 target=${CARGO_TARGET_DIR:-target}
 
@@ -66,16 +68,17 @@ loops() { # round port len impl tx-port rx-sink-port rx-port tx-source-port
   timeout 60 ./cpg -i "$8" -f tx -l $len -n $N >/dev/null 2>&1; wait $pid
   echo "L $r $port $len rx $impl $(awk '{print $(NF-4), $(NF-2), $3}' rx.out)"
 }
+want() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$ROUNDS"); do
   # Alternate which side runs first from round to round.
   if [ $((r % 2)) = 1 ]; then impls="nmloop kernel_loop"; else impls="kernel_loop nmloop"; fi
-  for len in 60 1500; do
+  want loops && for len in 60 1500; do
     for impl in $impls; do
       loops $r pipe $len $impl 'netmap:lp{1' 'netmap:lp}1' 'netmap:lq}1' 'netmap:lq{1'
       loops $r vale $len $impl 'vale2:a' 'vale2:b' 'vale3:b' 'vale3:a'
     done
   done
-  for port in pipe vale; do
+  want pktgen && for port in pipe vale; do
     if [ $port = pipe ]; then T='netmap:bp{1'; X='netmap:bp}1'
     else T='vale1:a'; X='vale1:b'; fi
     for len in 60 1500; do
@@ -89,7 +92,7 @@ for r in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-if [ -x ./strace ]; then
+if [ -x ./strace ] && want strace; then
   S=200000
   trace="-f -c -e trace=ioctl,poll,ppoll,epoll_wait,epoll_pwait,epoll_ctl,futex,sched_yield,read,write"
   st() { # who dir: the strace -c table as "S who dir syscall calls packets" lines
@@ -120,7 +123,7 @@ fi
 GUEST
 
 echo "== one guest boot: $ROUNDS rounds, $N packets per run (takes a while under TCG)" >&2
-NMVM_TIMEOUT=${NMVM_TIMEOUT:-3000} NMVM_ENV_ROUNDS=$ROUNDS NMVM_ENV_N=$N \
+NMVM_TIMEOUT=${NMVM_TIMEOUT:-3000} NMVM_ENV_ROUNDS=$ROUNDS NMVM_ENV_N=$N NMVM_ENV_PARTS="$PARTS" \
   "$RUN" "$payload" 'bash bench.sh' >"$log" 2>&1 || true
 if [ -n "${BENCH_LOG:-}" ]; then cp "$log" "$BENCH_LOG"; fi   # the guest's whole output
 grep -E '^[RLS] ' "$log" >"$log.lines" || { cat "$log"; exit 1; }
