@@ -26,6 +26,11 @@ fn main() {
         "safe_batch" => safe_batch(&a, &b, len, iters, &src, &mut dst),
         "raw_pointers" => raw_batch(&a, &b, len, iters, &src, &mut dst),
         "send_recv_single" => single(&a, &b, len, iters, &src, &mut dst),
+        "sync_items" => sync_items(&a, &b, &Bytes::copy_from_slice(&src[..len]), iters),
+        "sync_items_static" => {
+            let fixed: &'static [u8] = src[..len].to_vec().leak();
+            sync_items(&a, &b, &Bytes::from_static(fixed), iters)
+        }
         "crossbeam_vec" => {
             let (tx, rx) = crossbeam_channel::bounded::<Vec<u8>>(1024);
             crossbeam_batch(&tx, &rx, len, iters, &src, |p| copy_out(&mut dst, p));

@@ -18,6 +18,8 @@ WORKLOADS = [
     "safe_batch",
     "raw_pointers",
     "send_recv_single",
+    "sync_items",
+    "sync_items_static",
     "sink_stream",
     "sink_stream_static",
     "async_zero_copy_batch",
@@ -26,8 +28,11 @@ WORKLOADS = [
 COMPARE = [
     ("safe batch vs raw-pointer loop", "safe_batch", "raw_pointers", ">= 0.95"),
     ("send/recv one at a time vs batch", "send_recv_single", "safe_batch", "(info)"),
-    ("async Sink/Stream (shared Bytes) vs sync batch", "sink_stream", "safe_batch", ">= 0.7"),
-    ("async Sink/Stream (static Bytes) vs sync batch", "sink_stream_static", "safe_batch", ">= 0.7"),
+    ("async Sink/Stream vs sync send/recv, same items (shared Bytes)", "sink_stream", "sync_items", ">= 0.8"),
+    ("async Sink/Stream vs sync send/recv, same items (static Bytes)", "sink_stream_static", "sync_items_static", ">= 0.8"),
+    ("sync per item (shared Bytes) vs sync batch", "sync_items", "safe_batch", "(info)"),
+    ("async Sink/Stream (shared Bytes) vs sync batch", "sink_stream", "safe_batch", "(info)"),
+    ("async Sink/Stream (static Bytes) vs sync batch", "sink_stream_static", "safe_batch", "(info)"),
     ("async zero-copy batch vs sync batch", "async_zero_copy_batch", "safe_batch", ">= 0.7"),
     ("netmap pipe vs crossbeam Vec<u8>", "safe_batch", "crossbeam_vec", ">= 5"),
 ]

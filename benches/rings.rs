@@ -17,8 +17,10 @@
 //! - `zero_cost`: the safe batch path (`reserve_batch` + `RxRing::batch`) against a raw-pointer
 //!   loop doing the same ring work on the same rings, as C would (target >= 0.95x).
 //! - `single_vs_batch`: `send`/`recv` one packet at a time against the batch path.
-//! - `async`: the Tokio `Sink`/`Stream` path and the zero-copy async batch path against the
-//!   sync batch path (target >= 0.7x).
+//! - `async`: the Tokio `Sink`/`Stream` path against the sync path with the same item types
+//!   (`send(&Bytes)`, `recv()` + `into_owned()`: the price of async itself, target >= 0.8x),
+//!   and both, and the zero-copy async batch path, against the sync batch path (information:
+//!   the price of owning each packet).
 //! - `alternatives`: a crossbeam channel of `Vec<u8>` and tokio `UdpSocket` over loopback.
 
 use std::hint::black_box;
@@ -98,6 +100,10 @@ fn bench_async(c: &mut Criterion) {
             ("sink_stream", shared),
             ("sink_stream_static", Bytes::from_static(fixed)),
         ] {
+            let sync_name = name.replace("sink_stream", "sync_items");
+            g.bench_with_input(BenchmarkId::new(sync_name, len), &len, |bch, _| {
+                bch.iter_custom(timed(|iters| sync_items(&sa, &sb, &payload, iters)))
+            });
             g.bench_with_input(BenchmarkId::new(name, len), &len, |bch, _| {
                 bch.iter_custom(|iters| {
                     rt.block_on(async {
@@ -267,6 +273,45 @@ fn ab_report() {
                 crossbeam_batch(&tx, &rx, len, it, &src, |p| copy_out(&mut d2, p));
                 black_box(&d2);
             },
+            BATCH as u64,
+        );
+    }
+    // The price of async itself: the same items (`Bytes` clones in, owned frames out) through
+    // Sink/Stream (A) and through send/recv (B); and per item against batch, sync and async.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_pair = |name: &str| {
+        let (c, d) = pipe(name);
+        rt.block_on(async {
+            let (tc, td) = (TokioNetmap::new(c).unwrap(), TokioNetmap::new(d).unwrap());
+            (tc.tx_ring(0).unwrap(), td.rx_ring(0).unwrap())
+        })
+    };
+    let (mut atx, mut arx) = async_pair("bench_ab_async");
+    let (mut btx, mut brx) = async_pair("bench_ab_async_batch");
+    for len in SIZES {
+        let payload = Bytes::copy_from_slice(&src[..len]);
+        ab_rounds(
+            &format!("async Sink/Stream (A) vs sync send/recv+into_owned (B), same items, {len} B"),
+            |it| rt.block_on(sink_stream(&mut atx, &mut arx, &payload, it)),
+            |it| sync_items(&a, &b, &payload, it),
+            BATCH as u64,
+        );
+    }
+    for len in SIZES {
+        let payload = Bytes::copy_from_slice(&src[..len]);
+        ab_rounds(
+            &format!("sync per item (A) vs sync batch (B), {len} B"),
+            |it| sync_items(&a, &b, &payload, it),
+            |it| safe_batch(&a, &b, len, it, &src, &mut d1),
+            BATCH as u64,
+        );
+        ab_rounds(
+            &format!("async per item (A) vs async zero-copy batch (B), {len} B"),
+            |it| rt.block_on(sink_stream(&mut atx, &mut arx, &payload, it)),
+            |it| rt.block_on(async_batch(&mut btx, &mut brx, len, it, &src, &mut d2)),
             BATCH as u64,
         );
     }

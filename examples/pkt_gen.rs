@@ -3,15 +3,23 @@
 //! ```text
 //! pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] [-T MS]
 //!         [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC]
-//!         [--async] [--both] [--slots N]
+//!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N]
 //! ```
 //!
-//! - `tx` sends valid Ethernet/IPv4/UDP frames (IP and UDP checksums right) carrying a
-//!   sequence number; `rx` counts packets and bytes and, when the payload carries sequence
-//!   numbers, lost and reordered packets; `ping`/`pong` measure round-trip latency
-//!   (min/avg/max and percentiles).
-//! - `-b` slots per sync, `-R` a packets-per-second limit, `-p` one fd per ring and one thread
-//!   each, `--async` the same work through the Tokio layer (to compare both paths).
+//! - By default the work per packet is C `pkt-gen`'s: `tx` copies a prepared Ethernet/IPv4/UDP
+//!   frame (checksums right) into the slot when the slot's buffer may hold something else
+//!   (`BatchReservation::fill_reused`: first lap, or `NS_BUF_CHANGED`), else only sets the
+//!   length; `rx` counts packets and bytes without reading the payload. `--seq` adds what C `pkt-gen` cannot do: `tx` stamps a sequence number and a
+//!   timestamp into every frame (UDP checksum updated incrementally) and `rx` counts lost and
+//!   reordered packets (it cannot tell a loss from a reorder otherwise); see README for its
+//!   cost per packet. `ping`/`pong` measure round-trip latency (min/avg/max and percentiles).
+//! - Options as in C `pkt-gen`: `-l` frame length (given twice, `-l MAX -l MIN`: a random
+//!   length in `[MIN, MAX)` per burst, headers as for MAX), `-n` packets (0: forever), `-b`
+//!   slots per sync (default 512), `-w` seconds to wait before starting (default 2 on a NIC,
+//!   0 on VALE and pipes), `-W` a receiver exits after 1 s without traffic, `-R` packets per
+//!   second (bursts cut to rate/300, as C does), `-p` one fd per ring and one thread each,
+//!   `-z`/`-Z` random source/destination address and port per packet, `-d`/`-s`/`-D`/`-S`
+//!   addresses. `--async` does the same work through the Tokio layer (to compare both paths).
 //! - `--both` (pipes only) also runs the opposite function on the other end of the pipe in
 //!   this process, so the tool is self-contained on the emulated backend.
 //!
@@ -30,7 +38,8 @@
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f ping -n 100000 --both
 //!
 //! The per-packet path does no allocation, formatting or system call: frames are filled in
-//! place from precomputed templates, with checksums updated incrementally, one sync per burst.
+//! place from precomputed templates (`BatchReservation::fill`), one sync per burst, and a wait
+//! for room or packets is one `poll` (the sync path) as in C `pkt-gen`.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +87,15 @@ struct Cfg {
     async_mode: bool,
     both: bool,
     slots: u32,
+    /// `-W`: a receiver exits after 1 s without traffic (once the first packet came).
+    idle_exit: bool,
+    /// Second `-l`: random lengths in `[len_min, len)` (0: fixed length).
+    len_min: usize,
+    /// `--seq`: sequence numbers and timestamps, checked by the receiver.
+    seq: bool,
+    /// `-z` / `-Z`: random source / destination address and port per packet.
+    rand_src: bool,
+    rand_dst: bool,
 }
 
 fn die(msg: &str) -> ! {
@@ -85,7 +103,7 @@ fn die(msg: &str) -> ! {
     eprintln!(
         "usage: pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] \
          [-T MS] [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC] \
-         [--async] [--both] [--slots N]"
+         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N]"
     );
     std::process::exit(2)
 }
@@ -141,7 +159,13 @@ fn parse_args() -> Cfg {
         async_mode: false,
         both: false,
         slots: 0,
+        idle_exit: false,
+        len_min: 0,
+        seq: false,
+        rand_src: false,
+        rand_dst: false,
     };
+    let (mut len_seen, mut wait_seen) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -163,10 +187,17 @@ fn parse_args() -> Cfg {
                     f => die(&format!("unknown function {f}")),
                 }
             }
-            "-l" => c.len = num(val()) as usize,
+            "-l" if len_seen => c.len_min = num(val()) as usize,
+            "-l" => {
+                c.len = num(val()) as usize;
+                len_seen = true;
+            }
             "-n" => c.count = num(val()),
             "-b" => c.burst = num(val()).max(1) as usize,
-            "-w" => c.wait = val().parse().unwrap_or_else(|_| die("bad -w")),
+            "-w" => {
+                c.wait = val().parse().unwrap_or_else(|_| die("bad -w"));
+                wait_seen = true;
+            }
             "-T" => c.report_ms = num(val()).max(10),
             "-R" => c.rate = num(val()),
             "-p" => c.threads = num(val()).max(1) as usize,
@@ -177,16 +208,31 @@ fn parse_args() -> Cfg {
             "--async" => c.async_mode = true,
             "--both" => c.both = true,
             "--slots" => c.slots = num(val()) as u32,
+            "-W" => c.idle_exit = true,
+            "-z" => c.rand_src = true,
+            "-Z" => c.rand_dst = true,
+            "--seq" => c.seq = true,
             _ => die(&format!("unknown option {a}")),
         }
     }
     if c.port.is_empty() {
         die("-i PORT is required");
     }
-    if c.len < MIN_LEN {
+    // ping and pong carry a sequence number and a timestamp in every frame.
+    let stamped = c.seq || matches!(c.func, Func::Ping | Func::Pong);
+    let min = if stamped { MIN_LEN } else { HDR };
+    if c.len < min || (c.len_min > 0 && (c.len_min < min || c.len_min >= c.len)) {
         die(&format!(
-            "-l must be at least {MIN_LEN} (headers and sequence number)"
+            "-l must be at least {min} (headers{}), a second -l below the first",
+            if stamped { " and sequence number" } else { "" }
         ));
+    }
+    // C pkt-gen waits 2 s for the link unless told otherwise, 0 on VALE; pipes have no link.
+    if !wait_seen && !c.port.contains(['{', '}']) && !c.port.starts_with("vale") {
+        c.wait = 2.0;
+    }
+    if c.rate > 0 {
+        c.burst = c.burst.min((c.rate / 300).max(1) as usize);
     }
     c
 }
@@ -265,12 +311,14 @@ fn template(c: &Cfg, sip: Ipv4Addr, dip: Ipv4Addr, sp: u16, dp: u16) -> Template
 
 /// Fills `buf` (exactly `len` bytes) from the template with this sequence number and
 /// timestamp, fixing the UDP checksum incrementally. No allocation, no system call.
-#[inline]
+#[inline(always)]
 fn fill(buf: &mut [u8], t: &Template, seq: u64, ts: u64) {
-    buf.copy_from_slice(&t.bytes);
+    buf.copy_from_slice(&t.bytes[..buf.len()]);
     buf[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_be_bytes());
     buf[OFF_TS..OFF_TS + 8].copy_from_slice(&ts.to_be_bytes());
-    let s = t.udp_sum + sum16(&buf[OFF_SEQ..OFF_TS + 8]);
+    // The 16-bit words of the two big-endian numbers, summed straight from the values.
+    let words = |v: u64| (v >> 48) + ((v >> 32) & 0xffff) + ((v >> 16) & 0xffff) + (v & 0xffff);
+    let s = t.udp_sum + (words(seq) + words(ts)) as u32;
     let mut ck = !fold(s);
     if ck == 0 {
         ck = 0xffff;
@@ -287,6 +335,48 @@ fn parse_seq(p: &[u8]) -> Option<(u64, u64)> {
     Some((seq, ts))
 }
 
+/// xorshift64: the random addresses of `-z`/`-Z` and lengths of a second `-l`.
+struct Rng(u64);
+
+impl Rng {
+    #[inline]
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Writes a random source (`src`) and/or destination address and port into a filled frame,
+/// fixing the IPv4 header checksum and, incrementally, the UDP checksum.
+fn randomize(buf: &mut [u8], rng: &mut Rng, src: bool, dst: bool) {
+    fn word(b: &[u8], off: usize) -> u32 {
+        u16::from_be_bytes([b[off], b[off + 1]]) as u32
+    }
+    let mut s = word(buf, 40) ^ 0xffff; // the sum the checksum stands for
+    for (on, ip, port) in [(src, 26, 34), (dst, 30, 36)] {
+        if !on {
+            continue;
+        }
+        for off in [ip, ip + 2, port] {
+            s += word(buf, off) ^ 0xffff; // minus the old words (ones' complement)
+        }
+        let v = rng.next();
+        buf[ip..ip + 4].copy_from_slice(&(v as u32).to_be_bytes());
+        buf[port..port + 2].copy_from_slice(&((v >> 32) as u16).to_be_bytes());
+        s += word(buf, ip) + word(buf, ip + 2) + word(buf, port);
+    }
+    let mut ck = !fold(s);
+    if ck == 0 {
+        ck = 0xffff;
+    }
+    buf[40..42].copy_from_slice(&ck.to_be_bytes());
+    buf[24..26].fill(0);
+    let ip = !fold(sum16(&buf[14..34]));
+    buf[24..26].copy_from_slice(&ip.to_be_bytes());
+}
+
 // ---- counters and reports -----------------------------------------------------------------
 
 #[derive(Default)]
@@ -299,13 +389,18 @@ struct Stats {
     /// When the first packet was counted: a receiver's rate runs from there, as C pkt-gen's
     /// does, so time spent waiting for a sender to start is not counted.
     first: OnceLock<Instant>,
+    /// When the last packet was counted (nanoseconds after `first`): a receiver's rate ends
+    /// there.
+    last_ns: AtomicU64,
 }
 
 impl Stats {
     /// Counts one burst.
     fn record(&self, pkts: u64, bytes: u64) {
         if pkts > 0 {
-            self.first.get_or_init(Instant::now);
+            let first = *self.first.get_or_init(Instant::now);
+            self.last_ns
+                .fetch_max(first.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         self.pkts.fetch_add(pkts, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -313,31 +408,80 @@ impl Stats {
     }
 }
 
-/// Fills the `k` reserved slots of a burst whose first packet is number `n`.
+/// Fills the reserved slots of a burst whose first packet is number `n`; returns the frame
+/// length used. By default a copy of the prepared frame per packet, as C pkt-gen does;
+/// sequence numbers, timestamps and random addresses only when asked for.
 fn fill_burst(
     r: &mut BatchReservation<'_>,
     tpl: &[Template],
     cfg: &Cfg,
     base: u64,
     n: u64,
-    ts: u64,
-) -> Result<(), Error> {
-    for i in 0..r.len() {
-        let t = &tpl[(n as usize + i) % tpl.len()];
-        fill(r.packet(i, cfg.len)?, t, base | (n + i as u64), ts);
+    t0: Instant,
+    rng: &mut Rng,
+) -> Result<usize, Error> {
+    // One length per burst, as C pkt-gen picks one per send_packets call.
+    let len = if cfg.len_min > 0 {
+        cfg.len_min + (rng.next() % (cfg.len - cfg.len_min) as u64) as usize
+    } else {
+        cfg.len
+    };
+    if tpl.len() == 1 && !cfg.seq && !cfg.rand_src && !cfg.rand_dst {
+        // As C pkt-gen: the frame is copied into a slot only when its buffer may hold
+        // something else (first lap, or NS_BUF_CHANGED); otherwise only the length is set.
+        let frame = &tpl[0].bytes[..len];
+        r.fill_reused(|_, buf, changed| {
+            if changed {
+                buf[..len].copy_from_slice(frame);
+            }
+            len
+        })?;
+        return Ok(len);
     }
-    Ok(())
+    let ts = if cfg.seq { now_ns(t0) } else { 0 };
+    r.fill(|i, buf| {
+        let t = match tpl.len() {
+            1 => &tpl[0],
+            m => &tpl[(n as usize + i) % m],
+        };
+        let buf = &mut buf[..len];
+        if cfg.seq {
+            fill(buf, t, base | (n + i as u64), ts);
+        } else {
+            buf.copy_from_slice(&t.bytes[..len]);
+        }
+        if cfg.rand_src || cfg.rand_dst {
+            randomize(buf, rng, cfg.rand_src, cfg.rand_dst);
+        }
+        len
+    })?;
+    Ok(len)
 }
 
-/// Counts a batch of received frames and checks their sequence numbers.
-fn account_rx<'a>(frames: impl Iterator<Item = Frame<'a>>, check: &mut SeqCheck) -> (u64, u64) {
+/// Counts a batch of received frames (packets and bytes, as C pkt-gen does) and, with
+/// `--seq`, checks their sequence numbers.
+#[inline]
+fn account_rx<'a>(
+    frames: impl Iterator<Item = Frame<'a>>,
+    check: Option<&mut SeqCheck>,
+) -> (u64, u64) {
     let (mut k, mut b) = (0u64, 0u64);
-    for f in frames {
-        if let Some((seq, _)) = parse_seq(f.payload()) {
-            check.see(seq);
+    match check {
+        None => {
+            for f in frames {
+                k += 1;
+                b += f.len() as u64;
+            }
         }
-        k += 1;
-        b += f.len() as u64;
+        Some(check) => {
+            for f in frames {
+                if let Some((seq, _)) = parse_seq(f.payload()) {
+                    check.see(seq);
+                }
+                k += 1;
+                b += f.len() as u64;
+            }
+        }
     }
     (k, b)
 }
@@ -429,28 +573,26 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 start: Instant::now(),
             };
             let base = (job.thread as u64) << 48;
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ job.thread as u64);
             let mut n = 0u64;
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
                 let space = tx.space();
                 if space == 0 {
-                    tx.sync()?;
-                    if tx.space() == 0 {
-                        peer_notice(nm, &cfg, job.t0);
-                        nm.wait_writable(Some(Duration::from_millis(100)))?;
-                    }
+                    // The last sync published everything: one poll (which syncs) waits.
+                    peer_notice(nm, &cfg, job.t0);
+                    nm.wait_writable(Some(Duration::from_millis(100)))?;
                     continue;
                 }
                 let k = space
                     .min(cfg.burst)
                     .min(left.min(usize::MAX as u64) as usize);
-                let ts = now_ns(job.t0);
                 let mut r = tx.reserve_batch(k)?;
-                fill_burst(&mut r, &tpl, &cfg, base, n, ts)?;
+                let len = fill_burst(&mut r, &tpl, &cfg, base, n, job.t0, &mut rng)?;
                 r.commit();
                 tx.sync()?;
                 n += k as u64;
                 left -= k as u64;
-                stats.record(k as u64, (k * cfg.len) as u64);
+                stats.record(k as u64, (k * len) as u64);
                 pacer.pace(n);
             }
             // As C pkt-gen does: sync until the kernel has sent everything (all slots free
@@ -472,24 +614,33 @@ fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
         }
         Func::Rx => {
             let mut rx = nm.rx_ring(0)?;
-            let mut check = SeqCheck::new();
+            let mut check = cfg.seq.then(SeqCheck::new);
+            let idle = Duration::from_millis(if cfg.idle_exit { 1000 } else { 100 });
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                rx.sync()?;
-                let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), &mut check);
+                let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), check.as_mut());
                 if k == 0 {
-                    rx.sync()?;
+                    // Everything consumed was released by the last sync: one poll (which
+                    // syncs) waits, as in C pkt-gen.
                     peer_notice(nm, &cfg, job.t0);
-                    nm.wait_readable(Some(Duration::from_millis(100)))?;
+                    if !nm.wait_readable(Some(idle))?
+                        && cfg.idle_exit
+                        && stats.first.get().is_some()
+                    {
+                        break;
+                    }
                     continue;
                 }
                 left -= k;
                 stats.record(k, b);
+                rx.sync()?;
             }
             rx.sync()?;
-            stats.lost.fetch_add(check.lost, Ordering::Relaxed);
-            stats
-                .reordered
-                .fetch_add(check.reordered, Ordering::Relaxed);
+            if let Some(check) = check {
+                stats.lost.fetch_add(check.lost, Ordering::Relaxed);
+                stats
+                    .reordered
+                    .fetch_add(check.reordered, Ordering::Relaxed);
+            }
         }
         Func::Ping => {
             let tpl = templates(&cfg);
@@ -574,25 +725,24 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     rate: cfg.rate / cfg.threads as u64,
                     start: Instant::now(),
                 };
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ job.thread as u64);
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                    let k = cfg
-                        .burst
-                        .min(tx.get_ref().num_slots() - 1)
-                        .min(left.min(usize::MAX as u64) as usize);
-                    let ts = now_ns(job.t0);
-                    let mut r = match tokio::time::timeout(IDLE, tx.reserve(k)).await {
+                    let want = cfg.burst.min(left.min(usize::MAX as u64) as usize);
+                    // What fits, up to a burst, as the sync path and C pkt-gen send.
+                    let mut r = match tokio::time::timeout(IDLE, tx.reserve_up_to(want)).await {
                         Ok(r) => r?,
                         Err(_) => {
                             peer_notice(nm.netmap(), &cfg, job.t0);
                             continue;
                         }
                     };
-                    fill_burst(&mut r, &tpl, &cfg, base, n, ts)?;
+                    let k = r.len();
+                    let len = fill_burst(&mut r, &tpl, &cfg, base, n, job.t0, &mut rng)?;
                     r.commit();
                     tx.flush_ring().await?;
                     n += k as u64;
                     left -= k as u64;
-                    stats.record(k as u64, (k * cfg.len) as u64);
+                    stats.record(k as u64, (k * len) as u64);
                     pacer.pace(n);
                 }
                 // Wait for the kernel to have sent everything (see run_sync).
@@ -608,25 +758,34 @@ fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
             }
             Func::Rx => {
                 let mut rx = nm.rx_ring(0)?;
-                let mut check = SeqCheck::new();
+                let mut check = cfg.seq.then(SeqCheck::new);
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                    let k = cfg.burst.min(left as usize);
-                    let batch = match tokio::time::timeout(IDLE, rx.recv_batch(k)).await {
+                    let want = cfg.burst.min(left as usize);
+                    let idle_exit = cfg.idle_exit && stats.first.get().is_some();
+                    let limit = if idle_exit {
+                        Duration::from_secs(1)
+                    } else {
+                        IDLE
+                    };
+                    let batch = match tokio::time::timeout(limit, rx.recv_batch(want)).await {
                         Ok(b) => b?,
+                        Err(_) if idle_exit => break,
                         Err(_) => {
                             peer_notice(nm.netmap(), &cfg, job.t0);
                             continue;
                         }
                     };
-                    let (k, b) = account_rx(batch, &mut check);
+                    let (k, b) = account_rx(batch, check.as_mut());
                     left -= k;
                     stats.record(k, b);
                 }
                 rx.get_mut().sync()?;
-                stats.lost.fetch_add(check.lost, Ordering::Relaxed);
-                stats
-                    .reordered
-                    .fetch_add(check.reordered, Ordering::Relaxed);
+                if let Some(check) = check {
+                    stats.lost.fetch_add(check.lost, Ordering::Relaxed);
+                    stats
+                        .reordered
+                        .fetch_add(check.reordered, Ordering::Relaxed);
+                }
             }
             Func::Ping | Func::Pong => {
                 return Err(Error::FallbackUnsupported(
@@ -829,7 +988,7 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
         }
     }
     let elapsed = match (cfg.func, stats.first.get()) {
-        (Func::Rx, Some(first)) => first.elapsed(),
+        (Func::Rx, Some(_)) => Duration::from_nanos(stats.last_ns.load(Ordering::Relaxed)),
         _ => start.elapsed(),
     };
     let mut rtts = Vec::new();
@@ -870,7 +1029,7 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
     } else {
         &peer_stats
     };
-    if cfg.func == Func::Rx || (cfg.both && cfg.func == Func::Tx) {
+    if cfg.seq && (cfg.func == Func::Rx || (cfg.both && cfg.func == Func::Tx)) {
         println!(
             "Received {} packets: lost {} reordered {}",
             rx_stats.pkts.load(Ordering::Relaxed),
@@ -911,6 +1070,15 @@ mod tests {
             let s = sum16(&buf[26..30]) + sum16(&buf[30..34]) + 17 + udp_len + sum16(&buf[34..]);
             assert_eq!(fold(s), 0xffff, "UDP checksum with pseudo-header");
             assert_eq!(parse_seq(&buf), Some((0xdead_beef, 12345)));
+            // Random addresses and ports keep both checksums right.
+            let mut rng = Rng(7);
+            for (src, dst) in [(true, false), (false, true), (true, true)] {
+                randomize(&mut buf, &mut rng, src, dst);
+                assert_eq!(fold(sum16(&buf[14..34])), 0xffff, "IPv4 header checksum");
+                let s =
+                    sum16(&buf[26..30]) + sum16(&buf[30..34]) + 17 + udp_len + sum16(&buf[34..]);
+                assert_eq!(fold(s), 0xffff, "UDP checksum after randomize");
+            }
         }
     }
 
@@ -932,6 +1100,11 @@ mod tests {
             async_mode: false,
             both: false,
             slots: 0,
+            idle_exit: false,
+            len_min: 0,
+            seq: false,
+            rand_src: false,
+            rand_dst: false,
         }
     }
 

@@ -127,7 +127,7 @@ fn sync_examples() {
 fn pkt_gen_modes() {
     ok(
         "pkt_gen",
-        &["-i", "pgt{1", "-f", "tx", "-n", "200000", "--both"],
+        &["-i", "pgt{1", "-f", "tx", "-n", "200000", "--both", "--seq"],
         &[
             "Sent 200000 packets",
             "Mpps",
@@ -137,7 +137,7 @@ fn pkt_gen_modes() {
     ok(
         "pkt_gen",
         &[
-            "-i", "pgt{2", "-f", "tx", "-n", "200000", "--both", "--async", "-l", "1500",
+            "-i", "pgt{2", "-f", "tx", "-n", "200000", "--both", "--async", "-l", "1500", "--seq",
         ],
         &[
             "async (Tokio)",
@@ -159,6 +159,7 @@ fn pkt_gen_modes() {
             "2",
             "-d",
             "10.0.0.2-10.0.0.9:1000-1003",
+            "--seq",
         ],
         &["2 thread(s)", "Received 100000 packets: lost 0 reordered 0"],
     );
@@ -167,7 +168,21 @@ fn pkt_gen_modes() {
         &["-i", "pgt{4", "-f", "ping", "-n", "2000", "--both"],
         &["RTT usec: min", "p99", "(2000 samples)"],
     );
+    // C pkt-gen's default work (no sequence numbers), random lengths and addresses.
+    ok(
+        "pkt_gen",
+        &[
+            "-i", "pgt{6", "-f", "tx", "-n", "100000", "--both", "-l", "1000", "-l", "64", "-z",
+            "-Z",
+        ],
+        &["Sent 100000 packets", "Mpps"],
+    );
     let (success, text) = run("pkt_gen", &["-i", "pgt{5", "-f", "tx", "-l", "20"]);
+    assert!(
+        !success && text.contains("-l must be at least 42"),
+        "{text}"
+    );
+    let (success, text) = run("pkt_gen", &["-i", "pgt{5", "-f", "tx", "-l", "50", "--seq"]);
     assert!(
         !success && text.contains("-l must be at least 60"),
         "{text}"
@@ -189,9 +204,9 @@ fn pkt_gen_rx_and_tx_in_two_processes() {
             .spawn()
             .unwrap()
     };
-    let rx = pkt_gen(&["-i", "pg2p}1", "-f", "rx", "-n", "300000"]);
+    let rx = pkt_gen(&["-i", "pg2p}1", "-f", "rx", "-n", "300000", "--seq"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let tx = pkt_gen(&["-i", "pg2p{1", "-f", "tx", "-n", "300000"]);
+    let tx = pkt_gen(&["-i", "pg2p{1", "-f", "tx", "-n", "300000", "--seq"]);
     let text = |c: std::process::Child| {
         let out = c.wait_with_output().unwrap();
         let t = format!(
@@ -428,7 +443,7 @@ fn pkt_gen_over_xdp_and_afpacket_on_veth() {
             // Rings that hold every packet of the run: a receiver starved of CPU for the
             // whole run (2 shared cores) still loses nothing.
             &[
-                "-i", &rx_port, "-f", "rx", "-n", n, "--async", "--slots", "8192",
+                "-i", &rx_port, "-f", "rx", "-n", n, "--async", "--slots", "8192", "--seq",
             ],
         );
         // The receiver is ready once it printed its banner (its port is open).
@@ -445,8 +460,8 @@ fn pkt_gen_over_xdp_and_afpacket_on_veth() {
         let dst = format!("{}:1234", v.ip_b);
         let src = format!("{}:1234", v.ip_a);
         let tx_args = [
-            "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-b", "32", "-D", &v.mac_b, "-S",
-            &v.mac_a, "-d", &dst, "-s", &src,
+            "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-b", "32", "--seq", "-D",
+            &v.mac_b, "-S", &v.mac_a, "-d", &dst, "-s", &src,
         ];
         let (ok_tx, tx_text) = finish(spawn_pkt_gen(None, &tx_args), 30);
         assert!(ok_tx, "{prefix} tx failed:\n{tx_text}");
@@ -518,7 +533,9 @@ fn bridge_between_two_veth_pairs_over_xdp() {
     // CPU for the whole run loses nothing (with 1024 slots it held 2048 and dropped the rest).
     let mut rx = spawn_pkt_gen(
         Some(&v2.ns),
-        &["-i", &rx_port, "-f", "rx", "-n", n, "--slots", "4096"],
+        &[
+            "-i", &rx_port, "-f", "rx", "-n", n, "--slots", "4096", "--seq",
+        ],
     );
     let mut rx_out = BufReader::new(rx.stdout.take().unwrap());
     let mut rx_banner = String::new();
@@ -528,8 +545,8 @@ fn bridge_between_two_veth_pairs_over_xdp() {
     let dst = format!("{}:1234", v2.ip_b);
     let src = format!("{}:1234", v1.ip_b);
     let tx_args = [
-        "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-b", "32", "-D", &v2.mac_b, "-S",
-        &v1.mac_b, "-d", &dst, "-s", &src,
+        "-i", &tx_port, "-f", "tx", "-n", n, "-R", "20000", "-b", "32", "--seq", "-D", &v2.mac_b,
+        "-S", &v1.mac_b, "-d", &dst, "-s", &src,
     ];
     let tx = spawn_pkt_gen(Some(&v1.ns), &tx_args);
     let (ok_tx, tx_text) = finish(tx, 30);

@@ -164,6 +164,28 @@ pub fn single(a: &Netmap, b: &Netmap, len: usize, iters: u64, src: &[u8], dst: &
     rx.sync().unwrap();
 }
 
+/// The sync counterpart of [`sink_stream`], with the same item types: each item is a clone of
+/// `payload` sent with `send(&Bytes)`, each received packet an owned frame (`recv()` +
+/// `into_owned()`); one sync per batch on each side, as the async path's flush and empty ring
+/// do.
+pub fn sync_items(a: &Netmap, b: &Netmap, payload: &Bytes, iters: u64) {
+    let mut tx = a.tx_ring(0).unwrap();
+    let mut rx = b.rx_ring(0).unwrap();
+    for _ in 0..iters {
+        for _ in 0..BATCH {
+            let item = black_box(payload.clone());
+            tx.send(&item).unwrap();
+        }
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        for _ in 0..BATCH {
+            let f = rx.recv().unwrap().into_owned();
+            black_box(f.payload());
+        }
+    }
+    rx.sync().unwrap();
+}
+
 /// Sink<Bytes> → pipe → Stream<Frame>, one item at a time; every item is a clone of `payload`.
 pub async fn sink_stream(
     tx: &mut AsyncNetmapTxRing,

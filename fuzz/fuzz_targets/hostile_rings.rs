@@ -89,9 +89,27 @@ fuzz_target!(|data: &[u8]| {
             8 => {
                 if let Ok(mut r) = tx.reserve_batch((v % 20) as usize) {
                     let n = r.len();
-                    for i in 0..n {
-                        if let Ok(buf) = r.packet(i, (op[1] as usize) * 8) {
-                            buf.fill(op[1]);
+                    // 3 mod 4: fill_reused; other odd: the sequential fill (a length past the
+                    // buffer is an error); even: packet by packet (with a skipped one).
+                    if op[1] & 3 == 3 {
+                        let _ = r.fill_reused(|i, buf, changed| {
+                            if changed {
+                                buf.fill(op[1]);
+                            }
+                            ((op[1] as usize) * 8 + i).min(buf.len() + 1)
+                        });
+                    } else if op[1] & 1 == 1 {
+                        let _ = r.fill(|i, buf| {
+                            let room = buf.len();
+                            let len = ((op[1] as usize) * 8 + i).min(room + 1);
+                            buf[..len.min(room)].fill(op[1]);
+                            len
+                        });
+                    } else {
+                        for i in (0..n).filter(|i| i % 3 != 2) {
+                            if let Ok(buf) = r.packet(i, (op[1] as usize) * 8) {
+                                buf.fill(op[1]);
+                            }
                         }
                     }
                     r.commit();

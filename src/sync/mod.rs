@@ -6,15 +6,19 @@
 //! - [`Frame`]: a received packet, borrowed from its slot or owned.
 //! - [`zero_copy_forward`]: swap buffers from an RX ring to a TX ring.
 
+mod batch;
 mod claim;
+mod forward;
 mod frame;
 pub(crate) mod layout;
 pub(crate) mod port;
 pub(crate) mod raw;
 mod ring;
 
+pub use batch::{BatchReservation, RxBatch};
+pub use forward::{forward_filtered, zero_copy_forward};
 pub use frame::Frame;
 #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
 pub use port::{pools_info, port_info};
 pub use port::{Netmap, NetmapBuilder, RingPointers};
-pub use ring::{forward_filtered, zero_copy_forward, BatchReservation, RxBatch, RxRing, TxRing};
+pub use ring::{RxRing, TxRing};

@@ -22,6 +22,14 @@ use crate::abi::{NetmapIf, NetmapRing, NetmapSlot, RING_OFS_ENTRY, RING_OFS_STAR
 use crate::error::Error;
 use crate::region::Region;
 
+/// The panic for a slot index past the ring (out of line and taking the index by value, so
+/// the per-packet paths store nothing for it).
+#[cold]
+#[inline(never)]
+fn slot_out_of_range(k: u32) -> ! {
+    panic!("slot index {k} outside the ring")
+}
+
 /// A checked view of one ring in a region.
 #[derive(Debug, Clone)]
 pub(crate) struct RawRing {
@@ -272,7 +280,9 @@ impl RawRing {
     fn slot_ptr(&self, k: u32) -> *mut NetmapSlot {
         // Every index comes from cursor arithmetic that wraps at num_slots (and from head/tail
         // values checked against num_slots); the check keeps that an invariant, not a hope.
-        assert!(k < self.num_slots, "slot index {k} outside the ring");
+        if k >= self.num_slots {
+            slot_out_of_range(k);
+        }
         // SAFETY: the slot array of num_slots entries follows the header inside the region
         // (checked in `new`), and k < num_slots.
         unsafe {
@@ -326,6 +336,19 @@ impl RawRing {
             addr_of_mut!((*s).flags).write(flags);
         }
         Ok(p)
+    }
+
+    /// The buffer of slot `k`, after checking its index; or the out-of-range index. Writes
+    /// nothing.
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn slot_buf(&self, k: u32) -> Result<NonNull<u8>, u32> {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        let idx = unsafe { addr_of!((*s).buf_idx).read() };
+        self.buf_ptr(idx).ok_or(idx)
     }
 
     /// Reads buffer index, length and flags of slot `k` (not `ptr`).

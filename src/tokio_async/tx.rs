@@ -21,7 +21,9 @@ use crate::sync::{BatchReservation, TxRing};
 /// - [`Sink<Bytes>`](Sink): `poll_ready` is pending while the ring is full and wakes when the
 ///   kernel frees slots; nothing is dropped. `poll_flush` hands every queued packet to the
 ///   kernel; `poll_close` flushes.
-/// - [`reserve`](AsyncNetmapTxRing::reserve): waits for slots and lends them to fill in place.
+/// - [`reserve`](AsyncNetmapTxRing::reserve) and
+///   [`reserve_up_to`](AsyncNetmapTxRing::reserve_up_to): wait for slots and lend them to fill
+///   in place.
 ///
 /// Queued packets are also synced automatically once a quarter of the ring is waiting, so a
 /// producer that never flushes still keeps the pipeline moving.
@@ -128,6 +130,17 @@ impl AsyncNetmapTxRing {
     pub async fn reserve(&mut self, count: usize) -> io::Result<BatchReservation<'_>> {
         poll_fn(|cx| self.poll_send_ready_n(cx, count)).await?;
         Ok(self.ring.reserve_batch(count)?)
+    }
+
+    /// Waits until at least one slot is free, then reserves as many as are free, up to
+    /// `max` (C `pkt-gen`'s burst: it sends what fits rather than waiting for a full burst).
+    /// Commit the reservation, then flush. Cancel-safe.
+    pub async fn reserve_up_to(&mut self, max: usize) -> io::Result<BatchReservation<'_>> {
+        if max > 0 {
+            self.writable().await?;
+        }
+        let n = self.ring.space().min(max);
+        Ok(self.ring.reserve_batch(n)?)
     }
 
     /// Hands every queued packet to the kernel (txsync). The same as

@@ -1,0 +1,300 @@
+//! Batch paths: [`BatchReservation`] (TX slots filled in place) and [`RxBatch`] (RX frames
+//! borrowed from the ring).
+
+use crate::abi::NS_BUF_CHANGED;
+use crate::error::Error;
+use crate::sync::frame::Frame;
+use crate::sync::raw::{advance, distance, next, RawRing};
+use crate::sync::ring::{read_slot, Handle, RxRing, TxRing};
+
+/// Slots reserved on a [`TxRing`] to be filled in place and published together.
+#[derive(Debug)]
+pub struct BatchReservation<'a> {
+    ring: &'a mut TxRing,
+    /// A copy of the ring's view: the per-packet path reads only this value's fields, which
+    /// the compiler keeps in registers (the ring's own fields would be reloaded after every
+    /// `memcpy` the caller does into a packet).
+    raw: RawRing,
+    start: u32,
+    count: usize,
+    filled: usize,
+    max_len: usize,
+}
+
+impl<'a> BatchReservation<'a> {
+    pub(super) fn new(ring: &'a mut TxRing, count: usize) -> Self {
+        BatchReservation {
+            raw: ring.h.raw.clone(),
+            start: ring.h.head,
+            count,
+            filled: 0,
+            max_len: ring.max_payload_size(),
+            ring,
+        }
+    }
+
+    /// Number of reserved slots.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no slot was reserved.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The buffer of reserved packet `index`, `len` bytes long, to write into. Slots skipped
+    /// below the highest index asked for are sent empty.
+    #[inline(always)]
+    pub fn packet(&mut self, index: usize, len: usize) -> Result<&mut [u8], Error> {
+        if index >= self.count || len > self.max_len {
+            return Err(bad_packet(self.count, index, len));
+        }
+        let k = advance(self.start, index as u32, self.raw.num_slots());
+        // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
+        let p = match unsafe { self.raw.fill_slot(k, len as u16, 0) } {
+            Ok(p) => p,
+            Err(idx) => return Err(self.ring.h.corrupt(k, idx, len as u16)),
+        };
+        if index >= self.filled {
+            if index > self.filled {
+                empty_skipped(&self.ring.h.raw, self.start, self.filled, index);
+            }
+            self.filled = index + 1;
+        }
+        // SAFETY: p is valid for buf_size >= len bytes (buf_ptr); the buffer belongs to a slot
+        // the user owns and is borrowed mutably through `self` for the slice's lifetime, and
+        // no other handle can reach this slot.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
+    }
+
+    /// Fills the reserved slots in order, from the first one no `packet` or `fill` call has
+    /// reached yet: `f(index, buf)` writes packet `index` into `buf`, the slot's whole buffer
+    /// ([`max_payload_size`](TxRing::max_payload_size) bytes), and returns the packet's
+    /// length. Returns how many packets this call filled.
+    ///
+    /// The cheapest way to fill a batch: per packet, one check of the slot's buffer index
+    /// and one of the returned length. It stops at a length larger than the buffer
+    /// ([`Error::PacketTooLarge`]) or a slot with an out-of-range buffer
+    /// ([`Error::CorruptSlot`]), leaving that slot and the following ones unfilled (the
+    /// packets before it are filled and go out at `commit`).
+    ///
+    /// ```no_run
+    /// # let nm = netmap_rs::NetmapBuilder::new("x{1").build()?;
+    /// # let mut tx = nm.tx_ring(0)?;
+    /// let frame = [0u8; 60];
+    /// let mut r = tx.reserve_batch(64)?;
+    /// r.fill(|_, buf| {
+    ///     buf[..frame.len()].copy_from_slice(&frame);
+    ///     frame.len()
+    /// })?;
+    /// r.commit();
+    /// tx.sync()?;
+    /// # Ok::<(), netmap_rs::Error>(())
+    /// ```
+    #[inline]
+    pub fn fill(&mut self, mut f: impl FnMut(usize, &mut [u8]) -> usize) -> Result<usize, Error> {
+        let raw = &self.raw;
+        let (n, max) = (raw.num_slots(), self.max_len);
+        let first = self.filled;
+        let mut k = advance(self.start, first as u32, n);
+        for i in first..self.count {
+            // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
+            let p = match unsafe { raw.slot_buf(k) } {
+                Ok(p) => p,
+                Err(idx) => {
+                    self.filled = i;
+                    return Err(self.ring.h.corrupt(k, idx, 0));
+                }
+            };
+            // SAFETY: p is valid for buf_size >= max bytes (buf_ptr); the buffer belongs to a
+            // slot the user owns, and the slice lives only during this call of `f` (a second
+            // slot naming the same buffer gets its slice after this one is gone).
+            let len = f(i, unsafe {
+                std::slice::from_raw_parts_mut(p.as_ptr(), max)
+            });
+            if len > max {
+                self.filled = i;
+                return Err(Error::PacketTooLarge(len));
+            }
+            // SAFETY: as above, the slot is the user's.
+            unsafe { raw.set_len_flags(k, len as u16, 0) };
+            k = next(k, n);
+        }
+        self.filled = self.count;
+        Ok(self.count - first)
+    }
+
+    /// Like [`fill`](BatchReservation::fill), for a sender that writes the same bytes again
+    /// and again (C `pkt-gen`'s default): `f(index, buf, changed)` also learns whether the
+    /// buffer may hold anything other than what this handle last wrote into that slot:
+    /// `changed` is true until this handle has filled every slot of the ring once through
+    /// reservations, and whenever the slot carries `NS_BUF_CHANGED` (the kernel, e.g. a netmap
+    /// pipe or a NIC driver, put another buffer there). When it is false, `f` may leave the
+    /// bytes as they are and return only the length. A hint for speed, not for safety: `buf`
+    /// is always a valid buffer of the slot.
+    #[inline]
+    pub fn fill_reused(
+        &mut self,
+        mut f: impl FnMut(usize, &mut [u8], bool) -> usize,
+    ) -> Result<usize, Error> {
+        let raw = &self.raw;
+        let (n, max) = (raw.num_slots(), self.max_len);
+        let first = self.filled;
+        let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
+        let mut k = advance(self.start, first as u32, n);
+        for i in first..self.count {
+            // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
+            let (idx, _, flags) = unsafe { raw.slot_meta(k) };
+            let p = match raw.buf_ptr(idx) {
+                Some(p) => p,
+                None => {
+                    self.filled = i;
+                    return Err(self.ring.h.corrupt(k, idx, 0));
+                }
+            };
+            let changed = i < fresh_until || flags & NS_BUF_CHANGED != 0;
+            // SAFETY: as in `fill`: a valid buffer of a slot the user owns, lent for this call.
+            let len = f(
+                i,
+                unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), max) },
+                changed,
+            );
+            if len > max {
+                self.filled = i;
+                return Err(Error::PacketTooLarge(len));
+            }
+            // SAFETY: as above, the slot is the user's.
+            unsafe { raw.set_len_flags(k, len as u16, 0) };
+            k = next(k, n);
+        }
+        self.filled = self.count;
+        Ok(self.count - first)
+    }
+
+    /// Publishes the filled packets (up to the highest index asked for) to the ring's
+    /// cursor; they reach the kernel at the next sync. Returns how many were published.
+    pub fn commit(self) -> usize {
+        let n = self.ring.h.raw.num_slots();
+        self.ring.h.head = advance(self.start, self.filled as u32, n);
+        self.ring.written += self.filled as u64;
+        self.filled
+    }
+}
+
+/// The error for a bad `packet(index, len)` call (out of line: the hot path stays small, and
+/// takes no reference to the reservation, which would make it live in memory).
+#[cold]
+#[inline(never)]
+fn bad_packet(count: usize, index: usize, len: usize) -> Error {
+    if index >= count {
+        Error::InvalidRingIndex(index)
+    } else {
+        Error::PacketTooLarge(len)
+    }
+}
+
+/// Reserved slots skipped over (`filled..index`) are sent as empty packets rather than with
+/// stale lengths.
+#[cold]
+#[inline(never)]
+fn empty_skipped(raw: &RawRing, start: u32, filled: usize, index: usize) {
+    for j in filled..index {
+        // SAFETY: a reserved slot, the user's.
+        unsafe { raw.set_len_flags(advance(start, j as u32, raw.num_slots()), 0, 0) };
+    }
+}
+
+/// Frames borrowed from an [`RxRing`]; see [`RxRing::batch`]. Frames taken are consumed
+/// when the iterator is dropped; until then the ring's cursor does not move, even when the
+/// iterator refreshes its view of the ring (so a forgotten iterator consumes nothing: its
+/// frames would be received again). Corrupt slots are skipped and logged.
+#[derive(Debug)]
+pub struct RxBatch<'a> {
+    ring: &'a mut RxRing,
+    /// Copies of the ring's view and cursor: the per-packet path reads and advances these,
+    /// which the compiler keeps in registers (the ring's own fields would be reloaded after
+    /// every `memcpy` the caller does out of a frame). The cursor is written back on drop.
+    raw: RawRing,
+    head: u32,
+    /// Packets in view (between `head` and the last tail seen) still to be yielded; the
+    /// per-packet path counts this down and never compares against the tail.
+    ready: u32,
+    /// How many more the caller allows beyond `ready`.
+    left: usize,
+    ring_index: u16,
+}
+
+impl<'a> RxBatch<'a> {
+    pub(super) fn new(ring: &'a mut RxRing, max: usize) -> Self {
+        let n = ring.h.raw.num_slots();
+        let ready = (distance(ring.h.head, ring.h.tail, n) as usize).min(max);
+        RxBatch {
+            raw: ring.h.raw.clone(),
+            head: ring.h.head,
+            ready: ready as u32,
+            left: max - ready,
+            ring_index: ring.h.index as u16,
+            ring,
+        }
+    }
+}
+
+/// Refreshes the ring's cached tail; returns it. The cursor stays in the iterator until it
+/// is dropped, so a forgotten iterator consumes nothing.
+#[cold]
+#[inline(never)]
+fn refill(h: &mut Handle) -> u32 {
+    h.load_tail();
+    h.tail
+}
+
+impl<'a> Iterator for RxBatch<'a> {
+    type Item = Frame<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Frame<'a>> {
+        loop {
+            if self.ready == 0 {
+                // The view is used up: look at the ring's tail once more (no system call).
+                if self.left == 0 {
+                    return None;
+                }
+                let tail = refill(&mut self.ring.h);
+                let r = (distance(self.head, tail, self.raw.num_slots()) as usize).min(self.left);
+                if r == 0 {
+                    return None;
+                }
+                self.ready = r as u32;
+                self.left -= r;
+            }
+            self.ready -= 1;
+            let k = self.head;
+            // A corrupt slot is consumed too (so it cannot stall the ring) and reported.
+            self.head = next(k, self.raw.num_slots());
+            // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh;
+            // `ready` never exceeds the distance from the cursor to that tail).
+            match unsafe { read_slot(&self.raw, k) } {
+                Ok(r) => {
+                    // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size).
+                    // The ring is mutably borrowed for 'a by this iterator, so no sync can
+                    // release the slot (or let anyone write its buffer) while the frame lives.
+                    let data =
+                        unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
+                    return Some(Frame::from_slot(data, r.flags, self.ring_index, k));
+                }
+                Err(c) => {
+                    self.ring.h.log_corrupt(c.slot, c.buf_idx, c.len);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RxBatch<'_> {
+    /// Writes the cursor back: frames taken are consumed (released at the next sync).
+    #[inline]
+    fn drop(&mut self) {
+        self.ring.h.head = self.head;
+    }
+}

@@ -1,0 +1,81 @@
+//! Zero-copy forwarding between rings that share memory: [`zero_copy_forward`] and
+//! [`forward_filtered`].
+
+use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
+use crate::error::Error;
+use crate::sync::frame::Frame;
+use crate::sync::raw::next;
+use crate::sync::ring::{RxRing, TxRing};
+
+/// Moves up to `max` received packets from `rx` to `tx` without copying, by swapping the
+/// buffers of the slots (`NS_BUF_CHANGED` on both). Both rings must be in the same memory
+/// region ([`Error::MemoryMismatch`] otherwise). Returns how many packets moved; they reach
+/// the kernel at `tx`'s next sync, and `rx`'s slots go back at its next sync.
+pub fn zero_copy_forward(rx: &mut RxRing, tx: &mut TxRing, max: usize) -> Result<usize, Error> {
+    forward_filtered(rx, tx, max, |_| true)
+}
+
+/// Like [`zero_copy_forward`], with a filter: packets for which `keep` returns `false` are
+/// consumed from `rx` without being sent. Returns how many packets were forwarded.
+pub fn forward_filtered(
+    rx: &mut RxRing,
+    tx: &mut TxRing,
+    max: usize,
+    mut keep: impl FnMut(&Frame<'_>) -> bool,
+) -> Result<usize, Error> {
+    if rx.h.port.mem != tx.h.port.mem || rx.h.raw.buf_size() != tx.h.raw.buf_size() {
+        return Err(Error::MemoryMismatch);
+    }
+    let mut forwarded = 0;
+    let mut seen = 0;
+    while seen < max {
+        let rx_n = rx.h.raw.num_slots();
+        let tx_n = tx.h.raw.num_slots();
+        if rx.h.head == rx.h.tail && rx.h.refresh() == 0 {
+            break;
+        }
+        if tx.h.head == tx.h.tail && tx.h.refresh() == 0 {
+            break;
+        }
+        let rk = rx.h.head;
+        let tk = tx.h.head;
+        // SAFETY: rk is in rx's user range [head, tail), tk in tx's (both just checked or
+        // refreshed with Acquire), so both slots are the user's.
+        let (rs, ts) = unsafe { (rx.h.raw.slot(rk), tx.h.raw.slot(tk)) };
+        seen += 1;
+        let rptr = match rx.h.raw.buf_ptr(rs.buf_idx) {
+            Some(p) if u32::from(rs.len) <= rx.h.raw.buf_size() => p,
+            _ => {
+                rx.h.head = next(rk, rx_n);
+                return Err(rx.h.corrupt(rk, rs.buf_idx, rs.len));
+            }
+        };
+        if tx.h.raw.buf_ptr(ts.buf_idx).is_none() {
+            return Err(tx.h.corrupt(tk, ts.buf_idx, ts.len));
+        }
+        let wanted = {
+            // SAFETY: rptr..+len is inside the region and the rx slot is the user's; the
+            // slice only lives during this call, before any swap.
+            let data = unsafe { std::slice::from_raw_parts(rptr.as_ptr(), rs.len as usize) };
+            keep(&Frame::from_slot(data, rs.flags, rx.h.index as u16, rk))
+        };
+        rx.h.head = next(rk, rx_n);
+        if !wanted {
+            continue;
+        }
+        // SAFETY: both slots are the user's (see above); the buffer indices are exchanged,
+        // so each buffer still belongs to exactly one slot, and NS_BUF_CHANGED tells the
+        // kernel to reload both.
+        unsafe {
+            tx.h.raw.set_buf_idx(tk, rs.buf_idx);
+            tx.h.raw
+                .set_len_flags(tk, rs.len, NS_BUF_CHANGED | (rs.flags & NS_MOREFRAG));
+            rx.h.raw.set_buf_idx(rk, ts.buf_idx);
+            rx.h.raw
+                .set_len_flags(rk, rs.len, rs.flags | NS_BUF_CHANGED);
+        }
+        tx.h.head = next(tk, tx_n);
+        forwarded += 1;
+    }
+    Ok(forwarded)
+}
