@@ -38,8 +38,9 @@ pub(crate) fn fail_next_notifiers(n: usize) {
     FAIL_NEXT.with(|f| f.set(n));
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
+/// The result of a system call that returns a negative value on failure (`errno` set).
+pub(crate) fn cvt<T: Copy + PartialOrd + Default>(r: T) -> io::Result<T> {
+    if r < T::default() {
         Err(io::Error::last_os_error())
     } else {
         Ok(r)

@@ -48,11 +48,7 @@ fn ctrl(fd: BorrowedFd<'_>, hdr: &mut NmreqHeader) -> io::Result<()> {
     // SAFETY: hdr is a live, correctly laid out nmreq_header; its nr_body (set by the caller)
     // points at a live body of the type nr_reqtype names, which outlives this call.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), abi::NIOCCTRL as _, hdr as *mut NmreqHeader) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    crate::notify::cvt(r).map(drop)
 }
 
 /// Maps an errno from a control request on `name` to an error naming cause and fix.

@@ -211,9 +211,7 @@ impl ShmFile {
                 0o600 as libc::c_uint,
             )
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::notify::cvt(fd)?;
         // SAFETY: fd was just returned by open and is owned by nobody else.
         Ok(ShmFile {
             file: unsafe { File::from_raw_fd(fd) },
@@ -235,9 +233,7 @@ impl ShmFile {
                 libc::AT_SYMLINK_FOLLOW,
             )
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::notify::cvt(r)?;
         Ok(())
     }
 

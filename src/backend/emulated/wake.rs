@@ -302,9 +302,7 @@ mod sock {
                 0,
             )
         };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::notify::cvt(fd)?;
         // SAFETY: a fresh descriptor owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
@@ -320,9 +318,7 @@ mod sock {
                 len,
             )
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        crate::notify::cvt(r)?;
         Ok(fd)
     }
 

@@ -1,6 +1,7 @@
 //! `bpf(2)` without libbpf: the XSKMAP, the queue-to-socket redirect program written as
 //! instruction bytes, map updates, XDP links and program ids.
 
+use crate::notify::cvt;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -20,11 +21,7 @@ fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
             size_of::<T>(),
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
+    cvt(r)
 }
 
 fn fd_from(r: libc::c_long) -> OwnedFd {

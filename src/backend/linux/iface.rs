@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::os;
 use super::sys;
 use crate::error::Error;
+use crate::notify::cvt;
 
 /// A network interface as seen when a backend opens it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,11 +108,7 @@ fn ioctl_ifreq(sock: &OwnedFd, request: libc::c_ulong, req: &mut libc::ifreq) ->
     // SAFETY: `req` is a valid ifreq the kernel reads and writes during the call; the data
     // pointer (for SIOCETHTOOL) is set by the caller to a live buffer.
     let r = unsafe { libc::ioctl(sock.as_raw_fd(), request as _, req as *mut libc::ifreq) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// `ETHTOOL_GCHANNELS` on the interface.

@@ -2,6 +2,7 @@
 //! the `unsafe` of passing typed structs by pointer to the kernel lives; every caller above it
 //! is safe code.
 
+use crate::notify::cvt;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -32,9 +33,7 @@ pub(crate) fn socket(
 ) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
     let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, proto) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(fd)?;
     // SAFETY: fd is a fresh descriptor we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -69,11 +68,7 @@ pub(crate) fn setsockopt_len<T: Copy>(
             len as libc::socklen_t,
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// `getsockopt(2)` into a zeroed `T`; returns it and the length the kernel wrote.
@@ -94,9 +89,7 @@ pub(crate) fn getsockopt<T: Pod>(
             &mut len,
         )
     };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(r)?;
     // SAFETY: T is Pod, so the zeroed-then-partly-written bytes are a valid T.
     Ok((unsafe { value.assume_init() }, len as usize))
 }
@@ -111,11 +104,7 @@ pub(crate) fn bind<T: Copy>(fd: BorrowedFd<'_>, addr: &T) -> io::Result<()> {
             size_of::<T>() as libc::socklen_t,
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// `sendto(fd, NULL, 0, MSG_DONTWAIT, NULL, 0)`: the TX kick of AF_XDP and AF_PACKET rings.
@@ -131,11 +120,7 @@ pub(crate) fn kick(fd: BorrowedFd<'_>) -> io::Result<()> {
             0,
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// `recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL)`: the RX wakeup of AF_XDP.
@@ -151,11 +136,7 @@ pub(crate) fn wake_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
             std::ptr::null_mut(),
         )
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    cvt(r).map(drop)
 }
 
 /// `poll(2)` on one descriptor; returns the revents (0 on timeout).
@@ -183,11 +164,7 @@ pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid readable slice for the duration of the call.
     let r = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), 0) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
+    cvt(r).map(|n| n as usize)
 }
 
 /// `recv(2)` into a buffer; returns the length received.
@@ -222,9 +199,7 @@ pub(crate) fn page_size() -> usize {
 pub(crate) fn epoll_of(fds: &[BorrowedFd<'_>], events: u32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with an integer flag.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    cvt(ep)?;
     // SAFETY: ep is a fresh descriptor we own.
     let ep = unsafe { OwnedFd::from_raw_fd(ep) };
     for (i, fd) in fds.iter().enumerate() {
@@ -236,9 +211,7 @@ pub(crate) fn epoll_of(fds: &[BorrowedFd<'_>], events: u32) -> io::Result<OwnedF
         let r = unsafe {
             libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev)
         };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        cvt(r)?;
     }
     Ok(ep)
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::afpacket::{PacketConfig, PacketSocket};
 use super::iface::Interface;
-use super::testnet::{parse_udp, require_net, udp_frame, UdpEnds, VethPair};
+use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
+use super::tests_ports::ends_a_to_b;
 use super::xdp_prog::{AttachMethod, XdpAttachOptions, XdpMode, XdpProgram};
 use super::xsk::{Umem, XskBindMode, XskConfig, XskSocket};
 use super::{bpf, netlink, os, sys};
@@ -44,17 +45,6 @@ fn recv_n(sock: &UdpSocket, n: usize, got: &mut Vec<Vec<u8>>) {
             Ok(len) => got.push(buf[..len].to_vec()),
             Err(e) => panic!("only {} datagrams arrived in the namespace: {e}", got.len()),
         }
-    }
-}
-
-fn ends_a_to_b(pair: &VethPair, dst_port: u16) -> UdpEnds {
-    UdpEnds {
-        src_mac: pair.mac_a,
-        dst_mac: pair.mac_b,
-        src_ip: pair.ip_a,
-        dst_ip: pair.ip_b,
-        src_port: 40000,
-        dst_port,
     }
 }
 
