@@ -168,6 +168,7 @@ fn fill_writes_in_order_and_stops_at_bad_slots() {
     });
     assert!(matches!(err, Err(Error::CorruptSlot { .. })));
     assert_eq!(r.commit(), 1);
+    // SAFETY: as above; the slot is still not handed to the kernel (it was not committed).
     unsafe { traw.set_buf_idx(k, good) };
     tx.sync().unwrap();
     rx.sync().unwrap();
@@ -269,6 +270,7 @@ fn owned_takes_inline_spill_and_corrupt_slots() {
     let (w, len, _) = rx.take_inline().unwrap();
     assert_eq!(&w[..len as usize], b"good");
     // Give the buffer index back so the pipe's teardown returns every buffer.
+    // SAFETY: as above; this thread is still alone on the ring.
     unsafe { raw.set_buf_idx(bad, good) };
 }
 
