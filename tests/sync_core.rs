@@ -503,3 +503,108 @@ fn the_exposed_fd_becomes_readable_on_delivery() {
     rx.sync().unwrap();
     assert_eq!(rx.recv().unwrap().payload(), b"x");
 }
+
+/// One thread per RX ring of a single registration, each syncing its own ring, while one
+/// thread per TX ring sends sequence-numbered packets. On the netmap module every sync (an
+/// `NIOCRXSYNC` on the shared descriptor) also checks the other threads' rings, reading
+/// `cur` then `head`; a thread paused between those loads while the ring's owner consumes
+/// and syncs a burst sees `cur < head` and logs `netmap_ring_reinit`. Its own pointers are
+/// valid again by then, so nothing is reset; the ring's owner republishes at its next sync.
+/// Every packet must arrive, in order. On the kernel the test brackets itself with lines in
+/// the kernel log, so `ci/kernel-tests.sh` can tell those expected lines from any other.
+#[test]
+fn rx_rings_of_one_registration_on_their_own_threads_lose_nothing() {
+    let _log = KernelLogBracket::new("rx threads on one registration");
+    const RINGS: usize = 4;
+    let per_ring: u64 = match std::env::var("NETMAP_RS_RXTHREADS_PER_RING") {
+        Ok(n) => n.parse().expect("NETMAP_RS_RXTHREADS_PER_RING: a number"),
+        Err(_) => 200_000,
+    };
+    let open = |n: &str| {
+        NetmapBuilder::new(n)
+            .num_tx_rings(RINGS)
+            .num_rx_rings(RINGS)
+            .num_slots(64)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (open("rxthreads{0"), open("rxthreads}0"));
+    let mut threads = Vec::new();
+    for r in 0..RINGS {
+        let mut tx = a.tx_ring(r).unwrap();
+        threads.push(std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while seq < per_ring {
+                match tx.send(&seq.to_le_bytes()) {
+                    Ok(()) => seq += 1,
+                    Err(Error::InsufficientSpace) => {
+                        tx.sync().unwrap();
+                        if tx.space() == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    Err(e) => panic!("ring {r}: {e}"),
+                }
+            }
+            tx.sync().unwrap();
+            seq
+        }));
+        let mut rx = b.rx_ring(r).unwrap();
+        threads.push(std::thread::spawn(move || {
+            let mut want = 0u64;
+            let give_up = std::time::Instant::now() + Duration::from_secs(120);
+            while want < per_ring {
+                assert!(
+                    std::time::Instant::now() < give_up,
+                    "ring {r}: stalled at {want} of {per_ring}"
+                );
+                rx.sync().unwrap();
+                if rx.available() == 0 {
+                    std::thread::yield_now();
+                }
+                while let Some(f) = rx.recv() {
+                    let got = u64::from_le_bytes(f.payload()[..8].try_into().unwrap());
+                    assert_eq!(got, want, "ring {r}: lost or reordered");
+                    want += 1;
+                }
+            }
+            want
+        }));
+    }
+    for t in threads {
+        assert_eq!(t.join().unwrap(), per_ring);
+    }
+}
+
+/// Writes `netmap-rs test begin: WHAT` to the kernel log when the test runs on the netmap
+/// module, and `netmap-rs test end: WHAT` when dropped (also when the test fails).
+struct KernelLogBracket(Option<&'static str>);
+
+impl KernelLogBracket {
+    fn new(what: &'static str) -> Self {
+        let on_kernel = std::env::var("NETMAP_RS_BACKEND").as_deref() == Ok("kernel");
+        let b = KernelLogBracket(on_kernel.then_some(what));
+        b.log("begin");
+        b
+    }
+
+    fn log(&self, edge: &str) {
+        if let Some(what) = self.0 {
+            use std::io::Write;
+            let line = format!("netmap-rs test {edge}: {what}\n");
+            if let Err(e) = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/kmsg")
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+            {
+                println!("could not write to /dev/kmsg: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for KernelLogBracket {
+    fn drop(&mut self) {
+        self.log("end");
+    }
+}

@@ -461,8 +461,8 @@ async fn open_by_name_and_errors_convert_to_io() {
 
 /// Many short waits in both directions between two tasks on two worker threads: every wait
 /// crosses the window between a task's last sync and its sleep, where a lost wake-up would
-/// stall the exchange for good. On the kernel module the tasks share one thread, as netmap
-/// requires of a registration (see `netmap_rs::tokio_async`, "Readiness protocol").
+/// stall the exchange for good. On the kernel module the tasks share one thread, as the docs
+/// advise for a registration (see `netmap_rs::tokio_async`).
 #[test]
 fn ping_pong_between_tasks_never_stalls() {
     let mut rt = if std::env::var("NETMAP_RS_BACKEND").as_deref() == Ok("kernel") {

@@ -278,10 +278,10 @@ fn rounds() -> usize {
 }
 
 /// Worker threads of the stress runtimes: 2, except on the kernel module, where each
-/// registration is driven from one thread, as netmap requires (the kernel's RX sync, also run
-/// by the reactor's `epoll_wait`, reads `cur` then `head` of every ring of the registration; a
-/// store pair from another thread in between makes it reset the ring: `netmap_ring_reinit`,
-/// seen once in the guest). See the module docs of `netmap_rs::tokio_async`.
+/// registration is driven from one thread, as the docs advise for a clean kernel log (the
+/// kernel's RX check, also run by the reactor's `epoll_wait`, reads `cur` then `head` of
+/// every ring of the registration and logs `netmap_ring_reinit` if paused across the owner's
+/// burst; `tests/sync_core.rs` provokes that on purpose). See `netmap_rs::tokio_async`.
 fn workers() -> usize {
     match std::env::var("NETMAP_RS_BACKEND").as_deref() {
         Ok("kernel") => 0,

@@ -207,6 +207,7 @@ impl KernelPort {
         &self,
         want: Readiness,
         timeout: Option<Duration>,
+        check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
         let mut ev = 0;
         if want.readable {
@@ -216,10 +217,23 @@ impl KernelPort {
             ev |= libc::POLLOUT;
         }
         let rev = poll_fds(&[(self.fd.as_fd(), ev)], timeout)?;
-        if rev[0] & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        if rev[0] & libc::POLLNVAL != 0 {
             return Err(Error::Io(io::Error::other(
-                "poll on the netmap fd reported an error",
+                "poll on the netmap fd reported POLLNVAL: the descriptor is not open",
             )));
+        }
+        if rev[0] & libc::POLLERR != 0 {
+            // netmap's poll reports POLLERR when its check of a ring's user pointers failed
+            // (`netmap_ring_reinit`). With our rings that happens only when another thread
+            // published a ring between the kernel's two loads of it (see the module docs of
+            // `sync::ring`): the pointers are valid again by the next sync, so this is a
+            // wake-up: report what the rings show, as the emulated backend does.
+            tracing::debug!("netmap poll reported POLLERR; treated as a wake-up");
+            let now = check();
+            return Ok(Readiness {
+                readable: want.readable && now.readable,
+                writable: want.writable && now.writable,
+            });
         }
         Ok(Readiness {
             readable: rev[0] & libc::POLLIN != 0,

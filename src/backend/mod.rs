@@ -365,7 +365,7 @@ impl Backend {
     ) -> Result<Readiness, Error> {
         match self {
             #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.wait(want, timeout),
+            Backend::Kernel(k) => k.wait(want, timeout, check),
             Backend::Emulated(e) => e.wait(want, timeout, check),
             #[cfg(target_os = "linux")]
             Backend::Xdp(x) => x.wait(want, timeout, check),
