@@ -10,7 +10,6 @@ use crate::cli::{Cfg, Func};
 use crate::frames::*;
 use crate::stats::*;
 
-
 pub(crate) struct Job {
     pub(crate) cfg: Arc<Cfg>,
     pub(crate) func: Func,

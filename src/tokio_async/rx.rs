@@ -96,6 +96,12 @@ impl AsyncNetmapRxRing {
                     "rx ring empty: waiting for readiness"
                 );
                 self.waiter.start(1);
+            } else if self.ring.unreleased() > 0 {
+                // A wait left active by a dropped future (a timeout, a `select!`) does not
+                // publish this handle's cursor: hand back what was consumed since before
+                // sleeping on it, or a sender waiting for those slots waits for us forever.
+                self.ring.sync()?;
+                continue;
             }
             ready!(self.waiter.poll(cx))?;
         }

@@ -99,6 +99,11 @@ impl AsyncNetmapTxRing {
                     "tx ring full: back-pressure, waiting for writability"
                 );
                 self.waiter.start(n);
+            } else if self.ring.pending() > 0 {
+                // A wait left active by a dropped future does not publish this handle's
+                // queued packets: send them before sleeping on it.
+                self.ring.sync()?;
+                continue;
             }
             ready!(self.waiter.poll(cx))?;
         }
