@@ -109,12 +109,13 @@ fn spawn_jobs(
                 }),
             };
             std::thread::spawn(move || {
-                if job.cfg.async_mode {
-                    run_async(&mut job, port)?;
+                let r = if job.cfg.async_mode {
+                    run_async(&mut job, port)
                 } else {
-                    run_sync(&mut job, &port)?;
-                }
-                Ok(job.rtts)
+                    run_sync(&mut job, &port)
+                };
+                job.stats.finish(job.t0);
+                r.map(|()| job.rtts)
             })
         })
         .collect()
@@ -201,7 +202,8 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
     }
     let elapsed = match (cfg.func, stats.first.get()) {
         (Func::Rx, Some(_)) => Duration::from_nanos(stats.last_ns.load(Ordering::Relaxed)),
-        _ => start.elapsed(),
+        _ => Duration::from_nanos(stats.end_ns.load(Ordering::Relaxed))
+            .saturating_sub(start.duration_since(t0)),
     };
     let mut rtts = Vec::new();
     for h in handles {

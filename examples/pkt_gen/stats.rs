@@ -21,9 +21,18 @@ pub(crate) struct Stats {
     /// When the last packet was counted (nanoseconds after `first`): a receiver's rate ends
     /// there.
     pub(crate) last_ns: AtomicU64,
+    /// When the last worker finished, in nanoseconds after the run's `t0`: a sender's rate
+    /// ends there (not when the reporting thread, which looks every 10 ms, notices).
+    pub(crate) end_ns: AtomicU64,
 }
 
 impl Stats {
+    /// Notes that a worker finished now.
+    pub(crate) fn finish(&self, t0: Instant) {
+        self.end_ns
+            .fetch_max(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
     /// Counts one burst.
     pub(crate) fn record(&self, pkts: u64, bytes: u64) {
         if pkts > 0 {
