@@ -213,7 +213,7 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     if Instant::now() > deadline {
                         break;
                     }
-                    tx.flush_ring().await?;
+                    tx.get_mut().sync()?;
                     tokio::time::sleep(Duration::from_micros(100)).await;
                 }
             }

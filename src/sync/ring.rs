@@ -24,13 +24,21 @@ use crate::sync::batch::{BatchReservation, RxBatch};
 use crate::sync::claim::Claim;
 use crate::sync::frame::{Frame, INLINE_CAPACITY};
 use crate::sync::port::PortInner;
-use crate::sync::raw::{distance, next, RawRing};
+use crate::sync::raw::{advance, distance, next, RawRing};
 
 /// Direction of a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dir {
     Tx,
     Rx,
+}
+
+/// Distance from the last sync to a handle's [`mark`](Handle::mark).
+fn mark_gap(dir: Dir, n: u32) -> u32 {
+    match dir {
+        Dir::Rx => n.div_ceil(2),
+        Dir::Tx => (n / 4).max(1),
+    }
 }
 
 /// What both handle types share: the view, the cursors and the claim on the ring.
@@ -40,6 +48,10 @@ pub(super) struct Handle {
     pub(super) head: u32,
     pub(super) tail: u32,
     pub(super) published: u32,
+    /// Where the cursor stands when enough has piled up since the last sync that the Tokio
+    /// layer should sync early (RX: half a ring consumed; TX: a quarter ring queued). Kept
+    /// here so that every sync, whatever its path, moves it; one compare per packet.
+    pub(super) mark: u32,
     pub(super) index: usize,
     dir: Dir,
     pub(super) port: Arc<PortInner>,
@@ -67,11 +79,13 @@ impl Handle {
         if dir == Dir::Rx {
             raw.store_cur(tail);
         }
+        let mark = advance(head, mark_gap(dir, raw.num_slots()), raw.num_slots());
         Ok(Handle {
             raw,
             head,
             tail,
             published: head,
+            mark,
             index,
             dir,
             port,
@@ -123,6 +137,8 @@ impl Handle {
         .entered();
         self.publish();
         self.published = self.head;
+        let n = self.raw.num_slots();
+        self.mark = advance(self.head, mark_gap(self.dir, n), n);
         let r = match self.dir {
             Dir::Tx => self.port.backend.txsync(),
             Dir::Rx => self.port.backend.rxsync(),
@@ -250,6 +266,14 @@ impl TxRing {
     /// Packets written but not yet handed to the kernel by [`TxRing::sync`].
     pub fn pending(&self) -> usize {
         distance(self.h.published, self.h.head, self.h.raw.num_slots()) as usize
+    }
+
+    /// Whether a quarter ring has been queued one packet at a time since the last sync (the
+    /// cursor is at the mark; a batch that jumps past it is not seen, and flushes anyway).
+    #[inline]
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn at_sync_mark(&self) -> bool {
+        self.h.head == self.h.mark
     }
 
     /// Copies `buf` into the next free slot. The packet reaches the kernel at the next
@@ -560,6 +584,14 @@ impl RxRing {
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn cursor(&self) -> u32 {
         self.h.head
+    }
+
+    /// Whether half a ring has been consumed one packet at a time since the last sync (the
+    /// cursor is at the mark; [`unreleased`](Self::unreleased) is the exact count).
+    #[inline]
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn at_release_mark(&self) -> bool {
+        self.h.head == self.h.mark
     }
 
     /// Packets consumed since the last sync (not yet handed back to the kernel).

@@ -216,9 +216,10 @@ impl Stream for AsyncNetmapRxRing {
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        // Fast path: a short packet is already in view and no release is due. The frame is
-        // built right in the return value (no intermediate copies of it).
-        if this.partial.is_none() && !this.release_due() {
+        // Fast path: a short packet is already in view and the cursor is not at the release
+        // mark (half a ring consumed since the last sync: the slow path then checks exactly
+        // and syncs). The frame is built right in the return value (no intermediate copies).
+        if this.partial.is_none() && !this.ring.at_release_mark() {
             let ring = this.ring.index() as u16;
             if let Some((window, len, flags)) = this.ring.take_inline() {
                 return Poll::Ready(Some(Ok(Frame::inline_window(window, len, flags, ring))));

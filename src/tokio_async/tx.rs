@@ -25,8 +25,9 @@ use crate::sync::{BatchReservation, TxRing};
 ///   [`reserve_up_to`](AsyncNetmapTxRing::reserve_up_to): wait for slots and lend them to fill
 ///   in place.
 ///
-/// Queued packets are also synced automatically once a quarter of the ring is waiting, so a
-/// producer that never flushes still keeps the pipeline moving.
+/// Packets queued one at a time (`Sink`, `AsyncWrite`, `send_packet`) are also synced
+/// automatically once a quarter of the ring is waiting, so a producer that never flushes still
+/// keeps the pipeline moving. A flush with nothing queued makes no system call.
 ///
 /// With both `AsyncWriteExt` and `SinkExt` in scope, `tx.flush()` is ambiguous: write
 /// `AsyncWriteExt::flush(&mut tx)` or `SinkExt::<Bytes>::flush(&mut tx)`, or call the
@@ -35,17 +36,11 @@ use crate::sync::{BatchReservation, TxRing};
 pub struct AsyncNetmapTxRing {
     ring: TxRing,
     waiter: Waiter,
-    auto_sync: usize,
 }
 
 impl AsyncNetmapTxRing {
     pub(crate) fn new(ring: TxRing, waiter: Waiter) -> Self {
-        let auto_sync = (ring.num_slots() / 4).max(1);
-        AsyncNetmapTxRing {
-            ring,
-            waiter,
-            auto_sync,
-        }
+        AsyncNetmapTxRing { ring, waiter }
     }
 
     /// The synchronous ring.
@@ -151,13 +146,27 @@ impl AsyncNetmapTxRing {
     /// Hands every queued packet to the kernel (txsync). The same as
     /// `AsyncWriteExt::flush(&mut tx)` and `SinkExt::<Bytes>::flush(&mut tx)`, without
     /// needing either trait in scope (with both, plain `tx.flush()` is ambiguous).
+    ///
+    /// With nothing queued it returns at once, without a system call; to collect slots the
+    /// kernel has finished with, sync the ring itself ([`get_mut`](Self::get_mut)`.sync()`)
+    /// or wait for room ([`writable`](Self::writable), [`reserve`](Self::reserve)).
     pub async fn flush_ring(&mut self) -> io::Result<()> {
-        Ok(self.ring.sync()?)
+        self.flush_queued()
+    }
+
+    /// Syncs if packets are queued (one sync per batch: a flush right after an automatic
+    /// sync costs nothing).
+    #[inline]
+    fn flush_queued(&mut self) -> io::Result<()> {
+        if self.ring.pending() > 0 {
+            self.ring.sync()?;
+        }
+        Ok(())
     }
 
     #[inline]
     fn after_queue(&mut self) -> io::Result<()> {
-        if self.ring.pending() >= self.auto_sync {
+        if self.ring.at_sync_mark() {
             self.ring.sync()?;
         }
         Ok(())
@@ -187,7 +196,7 @@ impl AsyncWrite for AsyncNetmapTxRing {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(self.get_mut().ring.sync()?))
+        Poll::Ready(self.get_mut().flush_queued())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -209,7 +218,7 @@ impl Sink<Bytes> for AsyncNetmapTxRing {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(self.get_mut().ring.sync()?))
+        Poll::Ready(self.get_mut().flush_queued())
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
