@@ -51,9 +51,9 @@ for t in deps/*; do
 done
 echo "=== DMESG"
 # Any WARNING, BUG or complaint of netmap about a ring fails the run, except the one a test
-# expects: between its "netmap-rs test begin/end" lines, an RX check that read cur before
-# another thread's burst and head after it ('cur < head'), and the log-only reinit that
-# follows it (a reinit that resets pointers prints "reinit, cur"; that always fails).
+# expects: between its "netmap-rs test begin/end" lines, an RX check whose loads of cur
+# and head fell on either side of another thread's publication ('cur < head'), and the
+# log-only reinit that follows it (one that resets pointers prints "reinit, cur": a failure).
 if dmesg | awk '
     /netmap-rs test begin: / { inside = 1; next }
     /netmap-rs test end: / { inside = 0; next }

@@ -507,9 +507,9 @@ fn the_exposed_fd_becomes_readable_on_delivery() {
 /// One thread per RX ring of a single registration, each syncing its own ring, while one
 /// thread per TX ring sends sequence-numbered packets. On the netmap module every sync (an
 /// `NIOCRXSYNC` on the shared descriptor) also checks the other threads' rings, reading
-/// `cur` then `head`; a thread paused between those loads while the ring's owner consumes
-/// and syncs a burst sees `cur < head` and logs `netmap_ring_reinit`. Its own pointers are
-/// valid again by then, so nothing is reset; the ring's owner republishes at its next sync.
+/// `cur` then `head`; two loads on either side of a ring owner's publication see `cur <
+/// head` and log `netmap_ring_reinit`. The pointers are in range on the kernel's re-read, so
+/// nothing is reset; the ring's owner republishes at its next sync.
 /// Every packet must arrive, in order. On the kernel the test brackets itself with lines in
 /// the kernel log, so `ci/kernel-tests.sh` can tell those expected lines from any other.
 #[test]

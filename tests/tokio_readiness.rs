@@ -268,9 +268,10 @@ fn tokio_netmap_outside_a_runtime_is_an_error() {
 
 /// A wait abandoned by a timeout stays active in the handle. Packets consumed after it must
 /// still go back to the sender before the handle sleeps on it again, or a sender waiting
-/// for those slots and a receiver waiting for its packets wait for each other (seen in the
-/// guest: C `pkt-gen` waited a second for `pkt_gen --async -f rx` to exit, 0.73 Mpps
-/// instead of 3.2).
+/// for those slots and a receiver waiting for its packets wait for each other. (Seen in the
+/// guest while RX rings published `cur` ahead of `head`, which let the old wait find its
+/// ring "not ready": C `pkt-gen` waited a second for `pkt_gen --async -f rx` to exit. The
+/// handle now hands back before sleeping on any wait it did not start just now.)
 #[test]
 fn consumed_slots_are_released_before_sleeping_on_an_abandoned_wait() {
     within(20, 0, "release under an abandoned wait", async {
@@ -326,8 +327,8 @@ fn rounds() -> usize {
 /// Worker threads of the stress runtimes: 2, except on the kernel module, where each
 /// registration is driven from one thread, as the docs advise for a clean kernel log (the
 /// kernel's RX check, also run by the reactor's `epoll_wait`, reads `cur` then `head` of
-/// every ring of the registration and logs `netmap_ring_reinit` if paused across the owner's
-/// burst; `tests/sync_core.rs` provokes that on purpose). See `netmap_rs::tokio_async`.
+/// every ring of the registration and logs `netmap_ring_reinit` when the owner publishes in
+/// between; `tests/sync_core.rs` provokes that on purpose). See `netmap_rs::tokio_async`.
 fn workers() -> usize {
     match std::env::var("NETMAP_RS_BACKEND").as_deref() {
         Ok("kernel") => 0,

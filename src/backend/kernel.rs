@@ -225,9 +225,9 @@ impl KernelPort {
         if rev[0] & libc::POLLERR != 0 {
             // netmap's poll reports POLLERR when its check of a ring's user pointers failed
             // (`netmap_ring_reinit`). With our rings that happens only when another thread
-            // published a ring between the kernel's two loads of it (see the module docs of
-            // `sync::ring`): the pointers are valid again by the next sync, so this is a
-            // wake-up: report what the rings show, as the emulated backend does.
+            // published a ring between the kernel's two loads of it (see `tokio_async`): the
+            // kernel re-read them, found them valid and left them, so this is a wake-up:
+            // report what the rings show, as the emulated backend does.
             tracing::debug!("netmap poll reported POLLERR; treated as a wake-up");
             let now = check();
             return Ok(Readiness {

@@ -270,18 +270,6 @@ impl RawRing {
         self.atomic(Self::cur_ptr).store(v, Ordering::Release);
         self.atomic(Self::head_ptr).store(v, Ordering::Release);
     }
-    /// Publishes `cur` alone (Release). An RX ring publishes `cur` as the tail it has seen,
-    /// before it consumes up to there (see `Handle::load_tail` in `sync/ring.rs`).
-    #[inline(always)]
-    pub(crate) fn store_cur(&self, v: u32) {
-        self.atomic(Self::cur_ptr).store(v, Ordering::Release);
-    }
-    /// Publishes `head` (Release), for an RX ring whose `cur` was published at or beyond
-    /// it.
-    #[inline(always)]
-    pub(crate) fn store_head(&self, v: u32) {
-        self.atomic(Self::head_ptr).store(v, Ordering::Release);
-    }
     /// Publishes `tail` (Release). Used by the emulated kernel only.
     #[inline(always)]
     pub(crate) fn store_tail(&self, v: u32) {

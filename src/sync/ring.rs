@@ -7,12 +7,11 @@
 //! full/empty. A received frame borrows the ring, so the slot it reads cannot be handed back to
 //! the kernel (which happens only at the next sync) while the frame lives.
 //!
-//! An RX ring publishes `cur` as the tail it has just seen, before consuming up to there, and
-//! `head` alone at sync. netmap's kernel checks an RX ring's `cur` and then its `head` (two
-//! loads) on every sync or poll through the registration's descriptor, from whichever thread
-//! makes it; publishing `cur` and `head` together there could let it see the old `cur` with
-//! the new `head` and reset the ring. With `cur` ahead, it would have to load `cur` before
-//! the ring sees a new tail and `head` after a whole burst was consumed and synced.
+//! Both directions publish `cur` then `head`, equal, as netmap's own applications do: `cur`
+//! is what the kernel's poll compares with `tail`, so a ring with unconsumed packets still
+//! reads as ready. (netmap's RX check, run by any thread's sync or poll of the registration,
+//! loads `cur` then `head`; caught between the two stores it logs `netmap_ring_reinit` and
+//! skips the ring once, finding the pointers valid on its re-read: see `tokio_async`.)
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -76,9 +75,6 @@ impl Handle {
                 raw.num_slots()
             )));
         }
-        if dir == Dir::Rx {
-            raw.store_cur(tail);
-        }
         let mark = advance(head, mark_gap(dir, raw.num_slots()), raw.num_slots());
         Ok(Handle {
             raw,
@@ -109,15 +105,11 @@ impl Handle {
 
     /// Refreshes the cached tail from shared memory. A tail outside the ring (only a broken or
     /// hostile peer writes one) is ignored: the cache keeps the last good value, so the cursor
-    /// never runs past the ring and no loop spins on a bogus range. An RX ring publishes a new
-    /// tail as its `cur` before anything up to it is consumed (see the module docs).
+    /// never runs past the ring and no loop spins on a bogus range.
     #[inline]
     pub(super) fn load_tail(&mut self) {
         let t = self.raw.load_tail();
         if t < self.raw.num_slots() {
-            if self.dir == Dir::Rx && t != self.tail {
-                self.raw.store_cur(t);
-            }
             self.tail = t;
         } else {
             tracing::warn!(ring = self.index, tail = t, "ignoring out-of-range tail");
@@ -135,7 +127,7 @@ impl Handle {
             batch
         )
         .entered();
-        self.publish();
+        self.raw.publish_head(self.head);
         self.published = self.head;
         let n = self.raw.num_slots();
         self.mark = advance(self.head, mark_gap(self.dir, n), n);
@@ -148,19 +140,6 @@ impl Handle {
             tracing::warn!(error = %e, ring = self.index, "sync failed");
         }
         r
-    }
-
-    /// Publishes the cursor: TX `cur` then `head`; RX `cur` as the tail last seen (where it
-    /// already is, unless the kernel's `netmap_ring_reinit` moved it) then `head`.
-    #[inline]
-    fn publish(&self) {
-        match self.dir {
-            Dir::Tx => self.raw.publish_head(self.head),
-            Dir::Rx => {
-                self.raw.store_cur(self.tail);
-                self.raw.store_head(self.head);
-            }
-        }
     }
 
     /// Logs a corrupt slot that is skipped (the error value is built and dropped out of line,
@@ -611,7 +590,7 @@ impl Drop for RxRing {
     /// Publishes the cursor, so a later handle does not see consumed packets again; they go
     /// back to the kernel at the next sync.
     fn drop(&mut self) {
-        self.h.publish();
+        self.h.raw.publish_head(self.h.head);
     }
 }
 

@@ -18,19 +18,17 @@
 //! registration, which also calls `poll`): the kernel's RX check reads a ring's `cur` and
 //! then its `head`, and it runs not only for the owner's ioctl but for any sync or `poll` of
 //! the registration — with a multi-thread runtime, also from the worker thread that runs the
-//! reactor (`epoll_wait` calls netmap's poll). A check that loads `cur` before the owner's
-//! publication and `head` after it sees `cur < head` and calls `netmap_ring_reinit`. RX
-//! rings therefore publish `cur` as the tail they have seen *before* consuming up to there,
-//! and `head` at sync: the check must then be paused between its two loads while the owner
-//! consumes and syncs a whole burst (seen in a software-emulated guest, whose virtual CPUs
-//! the host preempts). What it costs: a `netmap_ring_reinit` line in the kernel log, and
-//! that check skips the ring once. Nothing is lost or reset — the kernel reads the ring's
-//! pointers again, finds them valid and leaves them; the owner republishes at its next
-//! sync; a `POLLERR` that netmap's poll reports for it is treated as a wake-up. For a clean
-//! kernel log, drive each kernel registration from one thread: a current-thread runtime per
-//! registration (with [`NetmapBuilder::build_per_ring`](crate::NetmapBuilder::build_per_ring)
-//! for one registration per ring). The emulated, AF_XDP and AF_PACKET backends read `head`
-//! before `cur` and see a valid pair at any instant.
+//! reactor (`epoll_wait` calls netmap's poll). A check whose two loads fall on either side of
+//! the owner's publication (`cur`, then `head`) sees `cur < head` and calls
+//! `netmap_ring_reinit`. What it costs: a line in the kernel log, and that check skips the
+//! ring once. Nothing is lost or reset — `netmap_ring_reinit` reads the ring's pointers again,
+//! finds them in range and leaves them (it resets only out-of-range values); the owner
+//! republishes at its next sync; the `POLLERR` that netmap's poll reports for it is treated as
+//! a wake-up. For a clean kernel log, drive each kernel registration from one thread: a
+//! current-thread runtime per registration (with
+//! [`NetmapBuilder::build_per_ring`](crate::NetmapBuilder::build_per_ring) for one
+//! registration per ring). The emulated, AF_XDP and AF_PACKET backends read `head` before
+//! `cur` and see a valid pair at any instant.
 //!
 //! Epoll in Tokio is edge-triggered, and netmap's poll handler syncs rings as a side effect.
 //! Every wait therefore follows the same order: arm, sync the ring and look for work first;
