@@ -90,30 +90,37 @@ pub(crate) fn parse_mac(s: &str) -> [u8; 6] {
         .unwrap_or_else(|_| die(&format!("bad MAC {s}")))
 }
 
+impl Default for Cfg {
+    /// C `pkt-gen`'s defaults (the port and function still to be given).
+    fn default() -> Cfg {
+        Cfg {
+            port: String::new(),
+            func: Func::Tx,
+            len: 60,
+            count: 0,
+            burst: 512,
+            wait: 0.0,
+            report_ms: 1000,
+            rate: 0,
+            threads: 1,
+            dst: parse_range("10.0.0.2:1234"),
+            src: parse_range("10.0.0.1:1234"),
+            dmac: [0xff; 6],
+            smac: [0x02, 0, 0, 0, 0, 1],
+            async_mode: false,
+            both: false,
+            slots: 0,
+            idle_exit: false,
+            len_min: 0,
+            seq: false,
+            rand_src: false,
+            rand_dst: false,
+        }
+    }
+}
+
 pub(crate) fn parse_args() -> Cfg {
-    let mut c = Cfg {
-        port: String::new(),
-        func: Func::Tx,
-        len: 60,
-        count: 0,
-        burst: 512,
-        wait: 0.0,
-        report_ms: 1000,
-        rate: 0,
-        threads: 1,
-        dst: parse_range("10.0.0.2:1234"),
-        src: parse_range("10.0.0.1:1234"),
-        dmac: [0xff; 6],
-        smac: [0x02, 0, 0, 0, 0, 1],
-        async_mode: false,
-        both: false,
-        slots: 0,
-        idle_exit: false,
-        len_min: 0,
-        seq: false,
-        rand_src: false,
-        rand_dst: false,
-    };
+    let mut c = Cfg::default();
     let (mut len_seen, mut wait_seen) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -301,26 +301,10 @@ mod tests {
     fn parse_cfg_for_test() -> Cfg {
         Cfg {
             port: "x{0".into(),
-            func: Func::Tx,
-            len: 60,
-            count: 0,
             burst: 1,
-            wait: 0.0,
-            report_ms: 1000,
-            rate: 0,
-            threads: 1,
             dst: parse_range("10.0.0.2-10.0.0.3:1000-1001"),
             src: parse_range("10.0.0.1:99"),
-            dmac: [0xff; 6],
-            smac: [2, 0, 0, 0, 0, 1],
-            async_mode: false,
-            both: false,
-            slots: 0,
-            idle_exit: false,
-            len_min: 0,
-            seq: false,
-            rand_src: false,
-            rand_dst: false,
+            ..Cfg::default()
         }
     }
 
