@@ -11,7 +11,7 @@
 #   - the library's batch path (benches/kernel_loop.rs) against a minimal C loop on the same
 #     rings (ci/bench/nmloop.c: copy a template of the frame length per packet, one sync per
 #     burst of 512), as sender (C pkt-gen receives) and as receiver (C pkt-gen sends);
-#   - examples/pkt_gen.rs against C pkt-gen, all four pairings (C->C, Rust->Rust, C->Rust,
+#   - examples/pkt_gen/ against C pkt-gen, all four pairings (C->C, Rust->Rust, C->Rust,
 #     Rust->C), the Rust side sync and --async; each run gives the sender's and the
 #     receiver's rate (every receiver times from its first packet to its last and exits after
 #     1 s without traffic: `-W` in both tools); the ratio is against C->C of the same round.

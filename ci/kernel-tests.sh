@@ -33,8 +33,9 @@ mkdir -p "$payload/deps" "$payload/examples"
 sed -n 's/^ *Executable .*(\(.*\))$/\1/p' "$build_log" | sort -u | while read -r t; do
   cp "$t" "$payload/deps/"
 done
-for e in examples/*.rs; do
-  cp "$target/release/examples/$(basename "$e" .rs)" "$payload/examples/"
+for e in examples/*.rs examples/*/main.rs; do
+  case $e in */main.rs) name=$(basename "$(dirname "$e")") ;; *) name=$(basename "$e" .rs) ;; esac
+  cp "$target/release/examples/$name" "$payload/examples/"
 done
 cat >"$payload/guest.sh" <<'GUEST'
 # Runs in the guest (dash), in /payload.
