@@ -10,6 +10,7 @@ mod batch;
 mod claim;
 mod forward;
 mod frame;
+pub(crate) mod index;
 pub(crate) mod layout;
 pub(crate) mod port;
 pub(crate) mod raw;
