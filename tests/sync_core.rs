@@ -9,7 +9,7 @@ use netmap_rs::{forward_filtered, Error};
 use proptest::prelude::*;
 
 mod common;
-use common::pipe;
+use common::{pipe, KernelLogBracket};
 
 #[test]
 fn packets_cross_at_sync_and_not_before() {
@@ -573,38 +573,5 @@ fn rx_rings_of_one_registration_on_their_own_threads_lose_nothing() {
     }
     for t in threads {
         assert_eq!(t.join().unwrap(), per_ring);
-    }
-}
-
-/// Writes `netmap-rs test begin: WHAT` to the kernel log when the test runs on the netmap
-/// module, and `netmap-rs test end: WHAT` when dropped (also when the test fails).
-struct KernelLogBracket(Option<&'static str>);
-
-impl KernelLogBracket {
-    fn new(what: &'static str) -> Self {
-        let on_kernel = std::env::var("NETMAP_RS_BACKEND").as_deref() == Ok("kernel");
-        let b = KernelLogBracket(on_kernel.then_some(what));
-        b.log("begin");
-        b
-    }
-
-    fn log(&self, edge: &str) {
-        if let Some(what) = self.0 {
-            use std::io::Write;
-            let line = format!("netmap-rs test {edge}: {what}\n");
-            if let Err(e) = std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/kmsg")
-                .and_then(|mut f| f.write_all(line.as_bytes()))
-            {
-                println!("could not write to /dev/kmsg: {e}");
-            }
-        }
-    }
-}
-
-impl Drop for KernelLogBracket {
-    fn drop(&mut self) {
-        self.log("end");
     }
 }

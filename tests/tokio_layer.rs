@@ -461,18 +461,16 @@ async fn open_by_name_and_errors_convert_to_io() {
 
 /// Many short waits in both directions between two tasks on two worker threads: every wait
 /// crosses the window between a task's last sync and its sleep, where a lost wake-up would
-/// stall the exchange for good. On the kernel module the tasks share one thread, as the docs
-/// advise for a registration (see `netmap_rs::tokio_async`).
+/// stall the exchange for good. On the kernel module too: there the reactor's poll and a
+/// task's sync run on different workers, and the kernel skips a ring the other holds (an edge
+/// lost; the wait's resync timer recovers it: it stalled in 1 of 6 guest runs without). The
+/// kernel log is bracketed: netmap's RX check may race a publication there (log-only).
 #[test]
 fn ping_pong_between_tasks_never_stalls() {
-    let mut rt = if std::env::var("NETMAP_RS_BACKEND").as_deref() == Ok("kernel") {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2);
-        b
-    };
-    rt.enable_all()
+    let _log = common::KernelLogBracket::new("ping-pong between tasks on 2 workers");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
         .build()
         .unwrap()
         .block_on(ping_pong_between_tasks());

@@ -24,3 +24,39 @@ pub fn pcap_packets(data: &[u8]) -> Vec<Vec<u8>> {
     assert_eq!(off, data.len(), "no trailing bytes");
     out
 }
+
+/// Writes `netmap-rs test begin: WHAT` to the kernel log when the test runs on the netmap
+/// module, and `netmap-rs test end: WHAT` when dropped (also when the test fails).
+#[allow(dead_code)] // not every test crate brackets a test
+pub struct KernelLogBracket(Option<&'static str>);
+
+#[allow(dead_code)]
+impl KernelLogBracket {
+    /// Writes the begin line (on the kernel module only).
+    pub fn new(what: &'static str) -> Self {
+        let on_kernel = std::env::var("NETMAP_RS_BACKEND").as_deref() == Ok("kernel");
+        let b = KernelLogBracket(on_kernel.then_some(what));
+        b.log("begin");
+        b
+    }
+
+    fn log(&self, edge: &str) {
+        if let Some(what) = self.0 {
+            use std::io::Write;
+            let line = format!("netmap-rs test {edge}: {what}\n");
+            if let Err(e) = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/kmsg")
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+            {
+                println!("could not write to /dev/kmsg: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for KernelLogBracket {
+    fn drop(&mut self) {
+        self.log("end");
+    }
+}
