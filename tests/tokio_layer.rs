@@ -211,8 +211,16 @@ async fn idle_receiver_sleeps_then_wakes() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_polls = polls.load(Ordering::Relaxed);
+    // On the kernel module a wait also syncs when its safety-net timer fires (1 ms, doubling
+    // to 128 ms: 8 expiries in the first 255 ms, then 8 a second); busy polling would be
+    // thousands.
+    let timer_wakeups = if std::env::var("NETMAP_RS_BACKEND").as_deref() == Ok("kernel") {
+        9
+    } else {
+        0
+    };
     assert!(
-        idle_polls <= 2,
+        idle_polls <= 2 + timer_wakeups,
         "an idle receiver was polled {idle_polls} times: busy polling"
     );
     let mut tx = a.tx_ring(0).unwrap();
