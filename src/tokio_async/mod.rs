@@ -26,10 +26,12 @@
 //! republishes at its next sync; the `POLLERR` that netmap's poll reports for it is treated as
 //! a wake-up. The same overlap has a second effect: the kernel skips a ring that another
 //! thread's sync holds, so a poll run by the reactor during the owner's sync reports nothing
-//! for it, and that edge is lost. On Linux a wait on the kernel module therefore also arms a
-//! one-shot timer (1 ms, doubling to 128 ms while nothing comes) and syncs again when it
-//! fires: a lost edge costs a little latency, never a stall (before it, a ping-pong between
-//! two tasks on two workers stalled in 1 of 6 guest runs; with it, 0 of 10). For a clean
+//! for it, and that edge is lost. On Linux a wait on the kernel module under a multi-thread
+//! runtime therefore also arms a one-shot timer (1 ms, doubling to 128 ms while nothing
+//! comes) and syncs again when it fires: a lost edge costs a little latency, never a stall
+//! (before it, a ping-pong between two tasks on two workers stalled in 1 of 6 guest runs;
+//! with it, 0 of 10). A current-thread runtime polls on the thread that syncs and needs no
+//! timer. For a clean
 //! kernel log and no such delays, drive each kernel registration from one thread: a
 //! current-thread runtime per registration (with
 //! [`NetmapBuilder::build_per_ring`](crate::NetmapBuilder::build_per_ring) for one
@@ -234,10 +236,15 @@ pub(crate) struct Waiter {
     active: bool,
 }
 
-/// A [`Resync`] timer for a port on the netmap kernel module (Linux), else none.
+/// A [`Resync`] timer for a port on the netmap kernel module (Linux) driven by a
+/// multi-thread runtime, else none: on a current-thread runtime the reactor's poll runs on the
+/// thread that syncs, so the two never overlap and no edge is lost that way.
 fn resync_for(port: &AsyncPort) -> Result<Option<Arc<Resync>>, Error> {
     #[cfg(all(feature = "sys", target_os = "linux"))]
-    if port.netmap.backend() == crate::backend::BackendKind::Kernel {
+    if port.netmap.backend() == crate::backend::BackendKind::Kernel
+        && tokio::runtime::Handle::current().runtime_flavor()
+            != tokio::runtime::RuntimeFlavor::CurrentThread
+    {
         return Ok(Some(Arc::new(Resync::new()?)));
     }
     let _ = port;

@@ -8,8 +8,9 @@
 //! owner's sync looked, the owner then sleeps with work in its ring (seen in the guest: a
 //! ping-pong between two tasks on two workers stalled in 1 of 6 runs).
 //!
-//! So a wait on the kernel also arms a one-shot timer before it sleeps, and syncs again when
-//! the timer fires. The first wait of a handle waits 1 ms; each timeout doubles it up to
+//! So a wait on the kernel under a multi-thread runtime also arms a one-shot timer before it
+//! sleeps, and syncs again when the timer fires (a current-thread runtime polls on the thread
+//! that syncs: no overlap, no timer). The first wait of a handle waits 1 ms; each timeout doubles it up to
 //! 128 ms, and a wait that ends with work resets it. When traffic flows a wait rarely sleeps at
 //! all; an idle ring wakes at most 8 times a second.
 
