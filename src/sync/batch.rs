@@ -94,35 +94,7 @@ impl<'a> BatchReservation<'a> {
     /// ```
     #[inline]
     pub fn fill(&mut self, mut f: impl FnMut(usize, &mut [u8]) -> usize) -> Result<usize, Error> {
-        let raw = &self.raw;
-        let (n, max) = (raw.num_slots(), self.max_len);
-        let first = self.filled;
-        let mut k = advance(self.start, first as u32, n);
-        for i in first..self.count {
-            // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
-            let p = match unsafe { raw.slot_buf(k) } {
-                Ok(p) => p,
-                Err(idx) => {
-                    self.filled = i;
-                    return Err(self.ring.h.corrupt(k, idx, 0));
-                }
-            };
-            // SAFETY: p is valid for buf_size >= max bytes (buf_ptr); the buffer belongs to a
-            // slot the user owns, and the slice lives only during this call of `f` (a second
-            // slot naming the same buffer gets its slice after this one is gone).
-            let len = f(i, unsafe {
-                std::slice::from_raw_parts_mut(p.as_ptr(), max)
-            });
-            if len > max {
-                self.filled = i;
-                return Err(Error::PacketTooLarge(len));
-            }
-            // SAFETY: as above, the slot is the user's.
-            unsafe { raw.set_len_flags(k, len as u16, 0) };
-            k = next(k, n);
-        }
-        self.filled = self.count;
-        Ok(self.count - first)
+        self.fill_slots::<false>(|i, buf, _| f(i, buf))
     }
 
     /// Like [`fill`](BatchReservation::fill), for a sender that writes the same bytes again
@@ -136,6 +108,17 @@ impl<'a> BatchReservation<'a> {
     #[inline]
     pub fn fill_reused(
         &mut self,
+        f: impl FnMut(usize, &mut [u8], bool) -> usize,
+    ) -> Result<usize, Error> {
+        self.fill_slots::<true>(f)
+    }
+
+    /// The loop of [`fill`](Self::fill) (`REUSED` false: `changed` is always true and no
+    /// slot flags are read, so `fill` pays nothing for it) and of
+    /// [`fill_reused`](Self::fill_reused).
+    #[inline(always)]
+    fn fill_slots<const REUSED: bool>(
+        &mut self,
         mut f: impl FnMut(usize, &mut [u8], bool) -> usize,
     ) -> Result<usize, Error> {
         let raw = &self.raw;
@@ -144,17 +127,26 @@ impl<'a> BatchReservation<'a> {
         let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
         let mut k = advance(self.start, first as u32, n);
         for i in first..self.count {
-            // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
-            let (idx, _, flags) = unsafe { raw.slot_meta(k) };
-            let p = match raw.buf_ptr(idx) {
-                Some(p) => p,
-                None => {
+            // `fill` reads only the buffer index; `fill_reused` also the flags.
+            let (p, flags) = if REUSED {
+                // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
+                let (idx, _, flags) = unsafe { raw.slot_meta(k) };
+                (raw.buf_ptr(idx).ok_or(idx), flags)
+            } else {
+                // SAFETY: as above.
+                (unsafe { raw.slot_buf(k) }, 0)
+            };
+            let p = match p {
+                Ok(p) => p,
+                Err(idx) => {
                     self.filled = i;
                     return Err(self.ring.h.corrupt(k, idx, 0));
                 }
             };
-            let changed = i < fresh_until || flags & NS_BUF_CHANGED != 0;
-            // SAFETY: as in `fill`: a valid buffer of a slot the user owns, lent for this call.
+            let changed = !REUSED || i < fresh_until || flags & NS_BUF_CHANGED != 0;
+            // SAFETY: p is valid for buf_size >= max bytes (buf_ptr); the buffer belongs to a
+            // slot the user owns, and the slice lives only during this call of `f` (a second
+            // slot naming the same buffer gets its slice after this one is gone).
             let len = f(
                 i,
                 unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), max) },

@@ -143,35 +143,33 @@ impl Ctl {
         Ctl { region, g }
     }
 
+    /// The address of the `size`-byte, `size`-aligned word at `off` of the control area.
+    #[inline(always)]
+    fn word(&self, off: usize, size: usize) -> *mut u8 {
+        assert!(
+            off + size <= self.g.if_start,
+            "control word {off} outside the area"
+        );
+        self.region
+            .at(off, size, size)
+            .expect("control word inside the region")
+            .as_ptr()
+    }
+
     /// The 32-bit word at `off` of the control area.
     #[inline(always)]
     pub(super) fn a32(&self, off: usize) -> &AtomicU32 {
-        assert!(
-            off + 4 <= self.g.if_start,
-            "control word {off} outside the area"
-        );
-        let p = self
-            .region
-            .at(off, 4, 4)
-            .expect("control word inside the region");
-        // SAFETY: a 4-aligned word inside the region (checked), which outlives `self`; words
-        // of the control area are only ever accessed atomically, by every process.
-        unsafe { AtomicU32::from_ptr(p.as_ptr().cast()) }
+        // SAFETY: a 4-aligned word inside the region (checked by `word`), which outlives
+        // `self`; words of the control area are only ever accessed atomically, by every
+        // process.
+        unsafe { AtomicU32::from_ptr(self.word(off, 4).cast()) }
     }
 
     /// The 64-bit word at `off` of the control area.
     #[inline(always)]
     pub(super) fn a64(&self, off: usize) -> &AtomicU64 {
-        assert!(
-            off + 8 <= self.g.if_start,
-            "control word {off} outside the area"
-        );
-        let p = self
-            .region
-            .at(off, 8, 8)
-            .expect("control word inside the region");
         // SAFETY: as for `a32`, 8-aligned.
-        unsafe { AtomicU64::from_ptr(p.as_ptr().cast()) }
+        unsafe { AtomicU64::from_ptr(self.word(off, 8).cast()) }
     }
 
     /// Writes a fresh header (the creator, before anyone else can map the region).
