@@ -5,6 +5,13 @@
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(netmap_bindgen_check)");
+    // `netmap_kernel`: the kernel module backend is built (feature `sys`, on an OS netmap
+    // runs on). One name for the condition instead of spelling it out at every use.
+    println!("cargo::rustc-check-cfg=cfg(netmap_kernel)");
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if std::env::var_os("CARGO_FEATURE_SYS").is_some() && (os == "linux" || os == "freebsd") {
+        println!("cargo::rustc-cfg=netmap_kernel");
+    }
     #[cfg(feature = "bindgen")]
     bindgen_check::run();
 }

@@ -38,8 +38,14 @@ pub enum Error {
     ModuleNotLoaded,
     /// Opening `/dev/netmap` or registering the port was not permitted.
     PermissionDenied(String),
-    /// The named interface does not exist or does not support netmap.
-    NoSuchInterface(String),
+    /// The named interface (or VALE switch or port) does not exist, or, for a `netmap:` port,
+    /// its driver has no netmap support. One variant for every backend.
+    NoSuchInterface {
+        /// The name as given.
+        name: String,
+        /// What was being done, and what the backend reported.
+        detail: String,
+    },
     /// The port (or one of its rings) is already in use, for example in exclusive mode.
     PortBusy(String),
     /// A handle for this ring is already live; drop it before asking again.
@@ -70,8 +76,6 @@ pub enum Error {
     /// The ring was found in a state the netmap rules forbid (head/cur outside their range);
     /// the kernel would reset such a ring and drop its packets.
     RingState(String),
-    /// The named network interface does not exist (Linux AF_XDP / AF_PACKET backends).
-    InterfaceNotFound(String),
     /// The named network interface exists but is administratively down.
     InterfaceDown(String),
     /// The queue (channel) asked for is not one the interface has.
@@ -151,10 +155,11 @@ impl fmt::Display for Error {
                 "permission denied: {m}. netmap needs root or CAP_NET_ADMIN: run as root \
                  (sudo) or give the binary the capability (setcap cap_net_admin+ep)"
             ),
-            Error::NoSuchInterface(m) => write!(
+            Error::NoSuchInterface { name, detail } => write!(
                 f,
-                "no such netmap interface: {m}. Check the name with `ip link show`, and that \
-                 its driver supports netmap (native or emulated mode)"
+                "no such interface {name:?} ({detail}). Check the name with `ip link show` \
+                 (inside the right network namespace); a netmap: port also needs a driver \
+                 with netmap support (native or emulated mode)"
             ),
             Error::PortBusy(m) => write!(
                 f,
@@ -188,11 +193,6 @@ impl fmt::Display for Error {
                  (same allocator, e.g. pipes of one parent or the same @mem id)",
             ),
             Error::RingState(m) => write!(f, "ring state violates netmap rules: {m}"),
-            Error::InterfaceNotFound(i) => write!(
-                f,
-                "no network interface named {i:?}: check the name with `ip link show` \
-                 (inside the right network namespace)"
-            ),
             Error::InterfaceDown(i) => write!(
                 f,
                 "interface {i:?} is down: bring it up with `ip link set dev {i} up`"
@@ -255,6 +255,14 @@ impl From<io::Error> for Error {
 }
 
 impl Error {
+    /// [`Error::NoSuchInterface`] for `name`.
+    pub(crate) fn no_such_interface(name: &str, detail: impl Into<String>) -> Error {
+        Error::NoSuchInterface {
+            name: name.to_string(),
+            detail: detail.into(),
+        }
+    }
+
     /// The [`io::ErrorKind`] this error maps to.
     pub fn kind(&self) -> io::ErrorKind {
         use io::ErrorKind as K;
@@ -267,9 +275,7 @@ impl Error {
             | Error::MemoryMismatch
             | Error::QueueOutOfRange { .. }
             | Error::FrameOverMtu { .. } => K::InvalidInput,
-            Error::ModuleNotLoaded | Error::NoSuchInterface(_) | Error::InterfaceNotFound(_) => {
-                K::NotFound
-            }
+            Error::ModuleNotLoaded | Error::NoSuchInterface { .. } => K::NotFound,
             Error::InterfaceDown(_) => K::NotConnected,
             Error::PeerGone(_) => K::BrokenPipe,
             Error::PermissionDenied(_) | Error::MissingPrivilege { .. } => K::PermissionDenied,

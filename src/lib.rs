@@ -8,9 +8,27 @@
 //! - [`tokio_async`] (feature `tokio-async`, default): the netmap descriptor registered with
 //!   Tokio's `AsyncFd`; rings as `AsyncRead`/`AsyncWrite`, `Stream`/`Sink`, codec framing and
 //!   tracing taps.
-//! - Two backends behind one ring implementation: the kernel module (feature `sys`, default)
-//!   and an emulation of netmap pipes with the same memory layout, within a process or across
-//!   processes of one user, used where no module is loaded (see [`BackendChoice`]).
+//! - Four backends behind one ring layout, as netmap's drivers are behind its rings: the
+//!   kernel module (feature `sys`, default), an emulation of netmap pipes with the same memory
+//!   layout (within a process or across processes of one user, where no module is loaded),
+//!   and on Linux AF_XDP and AF_PACKET sockets (see [`BackendChoice`]).
+//!
+//! # Layers
+//!
+//! Floor by floor, each importing only from the floors below it:
+//!
+//! 1. `abi` (netmap's `#[repr(C)]` structures and constants), `region` (a mapping),
+//!    `error`, `port_name`, `os` (system-call helpers): no other module of the crate.
+//! 2. `ring`: the netmap memory layout (ring views, index arithmetic, building and binding
+//!    an interface's rings): `abi`, `region`, `error` only.
+//! 3. [`backend`]: the seam (what a driver provides) and one folder per driver (`kernel`,
+//!    `emulated`, `xdp`, `afpacket`, with the Linux plumbing in `linux`): floors 1 and 2,
+//!    never the user API.
+//! 4. [`sync`]: the user API; reaches drivers only through the seam.
+//! 5. [`tokio_async`]: the Tokio layer; imports only `sync` (and `error`, `os`).
+//!
+//! `tests/layers.rs` keeps these rules. `unsafe` is denied crate-wide and allowed by name in
+//! the modules that need it (see the README's Soundness section).
 //!
 //! ```
 //! use netmap_rs::prelude::*;
@@ -29,20 +47,25 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 pub mod abi;
 pub mod backend;
 pub mod error;
 pub mod fallback;
-mod notify;
+#[allow(unsafe_code)]
+mod os;
 pub mod port_name;
 pub mod prelude;
+#[allow(unsafe_code)]
 mod region;
+mod ring;
 pub mod sync;
 #[cfg(feature = "tokio-async")]
 pub mod tokio_async;
-#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+#[cfg(netmap_kernel)]
 pub mod vale;
 
 pub use backend::{BackendChoice, BackendKind, Readiness};

@@ -36,10 +36,7 @@ unsafe impl Sync for Region {}
 
 impl Region {
     /// Maps `len` bytes of `fd` (a `/dev/netmap` descriptor) read-write and shared.
-    #[cfg_attr(
-        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(netmap_kernel), allow(dead_code))]
     pub(crate) fn map_shared(fd: BorrowedFd<'_>, len: usize) -> io::Result<Region> {
         Self::map_fd(fd, len, 0, false)
     }

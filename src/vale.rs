@@ -62,10 +62,13 @@ fn check_vale_name(name: &str) -> Result<(), Error> {
 
 fn vale_error(e: Error, name: &str, what: &str) -> Error {
     match e {
-        Error::NoSuchInterface(_) => Error::NoSuchInterface(format!(
-            "{name}: {what}: no such switch, interface or port (for attach, the interface must \
-             exist and support netmap; for detach, it must be attached)"
-        )),
+        Error::NoSuchInterface { .. } => Error::no_such_interface(
+            name,
+            format!(
+                "{what}: no such switch, interface or port (for attach, the interface must \
+                 exist and support netmap; for detach, it must be attached)"
+            ),
+        ),
         Error::PortBusy(_) => Error::PortBusy(format!(
             "{name}: {what}: the interface is in use (already attached to a switch, or open \
              in netmap mode by a process)"

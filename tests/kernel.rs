@@ -129,11 +129,17 @@ fn vale_port_lifecycle() {
         .iter()
         .any(|p| p.name == "vale5:nmrs_lc"));
     let e = vale::detach("vale5:nmrs_lc").unwrap_err();
-    assert!(matches!(e, Error::NoSuchInterface(_)), "detach twice: {e}");
+    assert!(
+        matches!(e, Error::NoSuchInterface { .. }),
+        "detach twice: {e}"
+    );
     drop(guard);
     assert!(!std::path::Path::new("/sys/class/net/nmrs_lc").exists());
     let e = vale::delete_port("nmrs_lc").unwrap_err();
-    assert!(matches!(e, Error::NoSuchInterface(_)), "delete twice: {e}");
+    assert!(
+        matches!(e, Error::NoSuchInterface { .. }),
+        "delete twice: {e}"
+    );
 }
 
 #[test]
@@ -452,11 +458,11 @@ fn bad_requests_give_the_documented_errors() {
     };
     let e = build("netmap:nmrs_nosuch0");
     assert!(
-        matches!(e, Error::NoSuchInterface(_)),
+        matches!(e, Error::NoSuchInterface { .. }),
         "unknown interface: {e}"
     );
     let e = port_info("netmap:nmrs_nosuch0").unwrap_err();
-    assert!(matches!(e, Error::NoSuchInterface(_)), "port_info: {e}");
+    assert!(matches!(e, Error::NoSuchInterface { .. }), "port_info: {e}");
     let e = build("range{0-9");
     assert!(matches!(e, Error::BindFail(_)), "ring out of range: {e}");
     assert!(e.to_string().contains("ring 9"), "{e}");

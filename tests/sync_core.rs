@@ -204,7 +204,7 @@ fn bad_names_and_missing_ports_give_clear_errors() {
             .build()
             .unwrap_err();
         if cfg!(target_os = "linux") {
-            assert!(matches!(e, Error::InterfaceNotFound(_)), "{e}");
+            assert!(matches!(e, Error::NoSuchInterface { .. }), "{e}");
         } else {
             assert!(matches!(e, Error::ModuleNotLoaded), "{e}");
         }

@@ -1,107 +1,90 @@
-//! Backends: the real kernel module (`/dev/netmap`), the in-process emulated one, and on
-//! Linux the AF_XDP and AF_PACKET drivers (netmap rings over the kernel's packet sockets).
+//! The seam between the user API and the drivers.
 //!
-//! All lay out memory the same way (interface, rings, buffers at the same offsets), so the
-//! port, ring and frame code above them is shared. They differ only in how a registration is
-//! made, how a sync is done and which descriptors report readiness.
+//! A driver is to this crate what a netmap adapter is to the kernel module
+//! (`nm_register`/`nm_txsync`/`nm_rxsync` in `netmap_kern.h`): it registers a port over
+//! memory laid out as netmap lays it out (the [`ring`](crate::ring) layer), and moves slots
+//! between those rings and its "hardware" when asked to sync. What every driver provides,
+//! and nothing else:
+//!
+//! - **register**: a free function `open(spec, opts) -> Opened` in its folder, returning the
+//!   region, the offset of the `netmap_if` and the memory's [`MemIdentity`];
+//! - **txsync / rxsync / readiness**: the [`Driver`] trait, implemented by the folder's
+//!   `Port` type.
+//!
+//! The drivers, one folder each:
+//!
+//! - [`kernel`]: the netmap kernel module (`/dev/netmap`; Linux and FreeBSD, feature `sys`).
+//! - [`emulated`]: netmap pipes emulated in shared memory, within and across processes.
+//! - [`xdp`]: AF_XDP sockets, one per queue (Linux).
+//! - [`afpacket`]: an AF_PACKET socket with `TPACKET_V2` rings (Linux).
+//! - [`linux`]: the plumbing both Linux drivers use (sockets, interfaces, netlink, ring
+//!   memory), and their tests.
+//!
+//! A port holds its driver as the [`Backend`] enum, not as a `Box<dyn Driver>`: the set of
+//! drivers is closed and known at compile time, each variant exists only on the platforms
+//! that have it (`cfg`), and a sync, called once per batch on the hot path, is a `match` the
+//! compiler inlines instead of an indirect call. The trait states the contract; the enum
+//! dispatches it ([`dispatch!`]).
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::port_name::{NamePrefix, PortKind, PortSpec};
+use crate::port_name::{NamePrefix, PortSpec};
 use crate::region::Region;
+use crate::ring::Dir;
 
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) mod afpacket;
+mod choice;
+#[allow(unsafe_code)]
 pub(crate) mod emulated;
-#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+#[cfg(netmap_kernel)]
 pub(crate) mod kernel;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
 pub(crate) mod wait;
-mod waker;
+pub(crate) mod waker;
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+pub(crate) mod xdp;
 
-pub(crate) use waker::RingWaker;
+pub use choice::{kernel_available, BackendChoice, BackendKind};
+#[cfg(netmap_kernel)]
+pub(crate) use kernel::{pools_info, port_info};
+#[cfg(netmap_kernel)]
+pub use kernel::{PoolsInfo, PortInfo};
+pub(crate) use waker::{Armed, RingWaker};
 
-/// Which backend to open a port on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendChoice {
-    /// The kernel when `/dev/netmap` exists; otherwise the emulated backend for pipe names,
-    /// and an error naming the missing module for NIC and VALE names. The default.
-    #[default]
-    Auto,
-    /// Always the kernel module.
-    Kernel,
-    /// Always the in-process emulated backend (pipes only).
-    Emulated,
-    /// AF_XDP for interface names without a prefix (Linux); pipe and VALE names follow
-    /// `Auto`.
-    Xdp,
-    /// AF_PACKET for interface names without a prefix (Linux); pipe and VALE names follow
-    /// `Auto`.
-    AfPacket,
-}
-
-impl BackendChoice {
-    /// Environment variable that overrides the default choice.
-    pub const ENV: &'static str = "NETMAP_RS_BACKEND";
-
-    /// Parses `kernel`, `emulated`, `xdp`, `afpacket` or `auto`.
-    pub fn parse(s: &str) -> Result<BackendChoice, Error> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" | "" => Ok(BackendChoice::Auto),
-            "kernel" | "sys" | "netmap" => Ok(BackendChoice::Kernel),
-            "emulated" | "emu" | "fallback" => Ok(BackendChoice::Emulated),
-            "xdp" | "af_xdp" => Ok(BackendChoice::Xdp),
-            "afpacket" | "af_packet" => Ok(BackendChoice::AfPacket),
-            other => Err(Error::BindFail(format!(
-                "{}={other:?} is not one of kernel, emulated, xdp, afpacket, auto",
-                Self::ENV
-            ))),
-        }
-    }
-
-    /// The choice from `NETMAP_RS_BACKEND`, or `Auto` when unset.
-    pub fn from_env() -> Result<BackendChoice, Error> {
-        match std::env::var(Self::ENV) {
-            Ok(v) => Self::parse(&v),
-            Err(_) => Ok(BackendChoice::Auto),
-        }
-    }
-}
-
-/// The backend a port was actually opened on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    /// The netmap kernel module.
-    Kernel,
-    /// The in-process emulation.
-    Emulated,
-    /// AF_XDP sockets, one per queue, behind netmap rings (Linux).
-    Xdp,
-    /// An AF_PACKET socket behind netmap rings (Linux).
-    AfPacket,
-}
-
-impl BackendKind {
-    /// The name prefix that opens a port on this backend.
-    pub fn prefix(self) -> NamePrefix {
-        match self {
-            BackendKind::Kernel | BackendKind::Emulated => NamePrefix::Netmap,
-            BackendKind::Xdp => NamePrefix::Xdp,
-            BackendKind::AfPacket => NamePrefix::AfPacket,
-        }
-    }
-}
-
-impl std::fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BackendKind::Kernel => "kernel netmap",
-            BackendKind::Emulated => "emulated netmap pipe",
-            BackendKind::Xdp => "AF_XDP",
-            BackendKind::AfPacket => "AF_PACKET",
-        })
+/// What a driver's port does once registered: the per-port half of the contract (the other
+/// half is the folder's `open`). Every method may be called from any thread.
+pub(crate) trait Driver {
+    /// Hands the slots between each bound TX ring's old `head` and the `head` the user
+    /// published to the "hardware", and moves `tail` over the slots it has finished with
+    /// (`NIOCTXSYNC`).
+    fn txsync(&self) -> Result<(), Error>;
+    /// Gives the "hardware" back the RX slots the user released (up to `head`) and moves
+    /// `tail` over newly received packets (`NIOCRXSYNC`).
+    fn rxsync(&self) -> Result<(), Error>;
+    /// A readiness source for one ring alone (see [`RingWaker`]): `idx` is the ring's
+    /// position among the port's rings of direction `dir`.
+    fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error>;
+    /// The RX descriptor for callers that poll it themselves (`AsFd`).
+    fn exposed_rx_fd(&self) -> BorrowedFd<'_>;
+    /// Blocks until a bound ring is ready in a wanted direction or the timeout passes, syncing
+    /// the wanted directions as netmap's `poll` does. `check` computes readiness from the
+    /// rings (for drivers whose descriptors cannot).
+    fn wait(
+        &self,
+        want: Readiness,
+        timeout: Option<Duration>,
+        check: &dyn Fn() -> Readiness,
+    ) -> Result<Readiness, Error>;
+    /// Whether the other end of a pipe is open: `None` where the driver cannot tell.
+    fn peer_present(&self) -> Option<bool> {
+        None
     }
 }
 
@@ -123,10 +106,7 @@ pub(crate) struct OpenOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum MemIdentity {
     /// The kernel's allocator id (unique among live allocators) and its size.
-    #[cfg_attr(
-        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(netmap_kernel), allow(dead_code))]
     Kernel { mem_id: u16, memsize: usize },
     /// An emulated region: its id (shown to users) and its address in this process, which
     /// no other live region can have.
@@ -147,16 +127,32 @@ impl MemIdentity {
     }
 }
 
-/// A registration on one backend.
+/// A registration on one driver.
 #[derive(Debug)]
 pub(crate) enum Backend {
-    #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-    Kernel(kernel::KernelPort),
-    Emulated(emulated::EmuPort),
+    #[cfg(netmap_kernel)]
+    Kernel(kernel::Port),
+    Emulated(emulated::Port),
     #[cfg(target_os = "linux")]
-    Xdp(linux::xdp_port::XdpPort),
+    Xdp(xdp::Port),
     #[cfg(target_os = "linux")]
-    AfPacket(linux::afpacket_port::PacketPort),
+    AfPacket(afpacket::Port),
+}
+
+/// Calls `$call` on the driver inside a [`Backend`], whichever it is: the one `match` over
+/// the drivers (each arm present where its driver is built).
+macro_rules! dispatch {
+    ($backend:expr, $port:ident => $call:expr) => {
+        match $backend {
+            #[cfg(netmap_kernel)]
+            Backend::Kernel($port) => $call,
+            Backend::Emulated($port) => $call,
+            #[cfg(target_os = "linux")]
+            Backend::Xdp($port) => $call,
+            #[cfg(target_os = "linux")]
+            Backend::AfPacket($port) => $call,
+        }
+    };
 }
 
 /// What opening a port yields.
@@ -177,94 +173,47 @@ pub struct Readiness {
     pub writable: bool,
 }
 
-/// Whether the kernel module is present (`/dev/netmap` exists).
-pub fn kernel_available() -> bool {
-    cfg!(all(
-        feature = "sys",
-        any(target_os = "linux", target_os = "freebsd")
-    )) && std::path::Path::new("/dev/netmap").exists()
-}
-
-/// Which backend opens `spec`: the name's prefix first, then the choice (for interface
-/// names), then netmap's rules (kernel when the module is there, emulated pipes without it).
-fn resolve(spec: &PortSpec, choice: BackendChoice) -> Result<BackendKind, Error> {
-    match spec.prefix {
-        NamePrefix::Xdp => return Ok(BackendKind::Xdp),
-        NamePrefix::AfPacket => return Ok(BackendKind::AfPacket),
-        NamePrefix::Bare if spec.kind == PortKind::Nic && !spec.rings.includes_host() => {
-            match choice {
-                BackendChoice::Xdp => return Ok(BackendKind::Xdp),
-                BackendChoice::AfPacket => return Ok(BackendKind::AfPacket),
-                BackendChoice::Auto if !kernel_available() && cfg!(target_os = "linux") => {
-                    return Ok(if linux_xdp_available() {
-                        BackendKind::Xdp
-                    } else {
-                        BackendKind::AfPacket
-                    });
-                }
-                _ => {}
-            }
-        }
-        _ => {}
-    }
-    match choice {
-        BackendChoice::Kernel => Ok(BackendKind::Kernel),
-        BackendChoice::Emulated => Ok(BackendKind::Emulated),
-        _ if kernel_available() => Ok(BackendKind::Kernel),
-        _ if spec.is_pipe() => Ok(BackendKind::Emulated),
-        _ => Err(Error::ModuleNotLoaded),
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn linux_xdp_available() -> bool {
-    linux::xdp_sockets_available()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn linux_xdp_available() -> bool {
-    false
-}
-
+/// Registers `spec` on the driver that [`BackendChoice`] and the name select.
 pub(crate) fn open(
     spec: &PortSpec,
     opts: &OpenOptions,
     choice: BackendChoice,
 ) -> Result<Opened, Error> {
-    let kind = resolve(spec, choice)?;
+    let kind = choice::resolve(spec, choice)?;
     tracing::info!(port = %spec, ?choice, backend = %kind, "backend chosen");
     match kind {
-        BackendKind::Kernel => {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            {
-                kernel::open(spec, opts)
-            }
-            #[cfg(not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))))]
-            {
-                Err(Error::UnsupportedPlatform(
-                    "the kernel backend needs the `sys` feature on Linux or FreeBSD; \
-                     use a pipe name with the emulated backend"
-                        .into(),
-                ))
-            }
-        }
+        BackendKind::Kernel => open_kernel(spec, opts),
         BackendKind::Emulated => emulated::open(spec, opts),
         BackendKind::Xdp | BackendKind::AfPacket => open_linux(kind, spec, opts),
     }
 }
 
+#[cfg(netmap_kernel)]
+fn open_kernel(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
+    kernel::open(spec, opts)
+}
+
+#[cfg(not(netmap_kernel))]
+fn open_kernel(_spec: &PortSpec, _opts: &OpenOptions) -> Result<Opened, Error> {
+    Err(Error::UnsupportedPlatform(
+        "the kernel backend needs the `sys` feature on Linux or FreeBSD; use a pipe name \
+         with the emulated backend"
+            .into(),
+    ))
+}
+
 #[cfg(target_os = "linux")]
 fn open_linux(kind: BackendKind, spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
     if kind == BackendKind::AfPacket {
-        return linux::afpacket_port::open(spec, opts);
+        return afpacket::open(spec, opts);
     }
-    match linux::xdp_port::open(spec, opts) {
+    match xdp::open(spec, opts) {
         // A bare name falls back to AF_PACKET where AF_XDP cannot work here.
         Err(e @ (Error::KernelUnsupported(_) | Error::MissingPrivilege { .. }))
             if spec.prefix == NamePrefix::Bare =>
         {
             tracing::info!(port = %spec, reason = %e, "AF_XDP unavailable; using AF_PACKET");
-            linux::afpacket_port::open(spec, opts)
+            afpacket::open(spec, opts)
         }
         r => r,
     }
@@ -272,6 +221,7 @@ fn open_linux(kind: BackendKind, spec: &PortSpec, opts: &OpenOptions) -> Result<
 
 #[cfg(not(target_os = "linux"))]
 fn open_linux(kind: BackendKind, spec: &PortSpec, _opts: &OpenOptions) -> Result<Opened, Error> {
+    let _ = NamePrefix::Bare;
     Err(Error::UnsupportedPlatform(format!(
         "{spec}: the {kind} backend exists on Linux only; use the netmap module (netmap:{})",
         spec.ifname
@@ -279,9 +229,10 @@ fn open_linux(kind: BackendKind, spec: &PortSpec, _opts: &OpenOptions) -> Result
 }
 
 impl Backend {
+    /// Which driver this is.
     pub(crate) fn kind(&self) -> BackendKind {
         match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
+            #[cfg(netmap_kernel)]
             Backend::Kernel(_) => BackendKind::Kernel,
             Backend::Emulated(_) => BackendKind::Emulated,
             #[cfg(target_os = "linux")]
@@ -291,86 +242,41 @@ impl Backend {
         }
     }
 
+    /// See [`Driver::txsync`].
     #[inline]
     pub(crate) fn txsync(&self) -> Result<(), Error> {
-        match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.txsync(),
-            Backend::Emulated(e) => e.txsync(),
-            #[cfg(target_os = "linux")]
-            Backend::Xdp(x) => x.txsync(),
-            #[cfg(target_os = "linux")]
-            Backend::AfPacket(p) => p.txsync(),
-        }
+        dispatch!(self, p => p.txsync())
     }
 
+    /// See [`Driver::rxsync`].
     #[inline]
     pub(crate) fn rxsync(&self) -> Result<(), Error> {
-        match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.rxsync(),
-            Backend::Emulated(e) => e.rxsync(),
-            #[cfg(target_os = "linux")]
-            Backend::Xdp(x) => x.rxsync(),
-            #[cfg(target_os = "linux")]
-            Backend::AfPacket(p) => p.rxsync(),
-        }
+        dispatch!(self, p => p.rxsync())
     }
 
-    /// A readiness source for one ring alone (see [`RingWaker`]): `idx` is the ring's
-    /// position among the port's TX (`tx`) or RX rings.
+    /// See [`Driver::ring_waker`].
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
-    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
-        match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.ring_waker(tx),
-            Backend::Emulated(e) => e.ring_waker(tx, idx),
-            #[cfg(target_os = "linux")]
-            Backend::Xdp(x) => x.ring_waker(tx, idx),
-            #[cfg(target_os = "linux")]
-            Backend::AfPacket(p) => p.ring_waker(tx, idx),
-        }
+    pub(crate) fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
+        dispatch!(self, p => p.ring_waker(dir, idx))
     }
 
-    /// Whether the other end of a pipe is open: `None` where the backend cannot tell.
+    /// See [`Driver::peer_present`].
     pub(crate) fn peer_present(&self) -> Option<bool> {
-        match self {
-            Backend::Emulated(e) => Some(e.peer_present()),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
+        dispatch!(self, p => p.peer_present())
     }
 
-    /// The RX descriptor for callers that poll it themselves (`AsFd`).
+    /// See [`Driver::exposed_rx_fd`].
     pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.fd(),
-            Backend::Emulated(e) => e.exposed_rx_fd(),
-            #[cfg(target_os = "linux")]
-            Backend::Xdp(x) => x.exposed_rx_fd(),
-            #[cfg(target_os = "linux")]
-            Backend::AfPacket(p) => p.exposed_rx_fd(),
-        }
+        dispatch!(self, p => p.exposed_rx_fd())
     }
 
-    /// Blocks until a bound ring is ready in a wanted direction or the timeout passes.
-    /// `check` computes readiness from the rings (the emulated backend's poll; the kernel
-    /// computes it itself).
+    /// See [`Driver::wait`].
     pub(crate) fn wait(
         &self,
         want: Readiness,
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        match self {
-            #[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-            Backend::Kernel(k) => k.wait(want, timeout, check),
-            Backend::Emulated(e) => e.wait(want, timeout, check),
-            #[cfg(target_os = "linux")]
-            Backend::Xdp(x) => x.wait(want, timeout, check),
-            #[cfg(target_os = "linux")]
-            Backend::AfPacket(p) => p.wait(want, timeout, check),
-        }
+        dispatch!(self, p => p.wait(want, timeout, check))
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Readiness;
 use crate::error::Error;
-use crate::notify::poll_fds;
+use crate::os::poll_fds;
 
 /// What a backend's wait is made of.
 pub(crate) struct WaitParts<'a> {

@@ -29,10 +29,7 @@ pub(crate) struct RingWaker {
 enum Kind {
     /// A descriptor of the waiter's own whose poll state the kernel computes from the rings
     /// (POLLIN for RX, POLLOUT for TX when `writable`).
-    #[cfg_attr(
-        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(netmap_kernel), allow(dead_code))]
     Fd { fd: OwnedFd, writable: bool },
     /// The ring's own emulated notifier (reports readable).
     Note(Arc<Note>),
@@ -40,10 +37,7 @@ enum Kind {
 
 impl RingWaker {
     /// A waker over a descriptor of the waiter's own.
-    #[cfg_attr(
-        not(all(feature = "sys", any(target_os = "linux", target_os = "freebsd"))),
-        allow(dead_code)
-    )]
+    #[cfg_attr(not(netmap_kernel), allow(dead_code))]
     pub(crate) fn fd(fd: OwnedFd, writable: bool) -> RingWaker {
         RingWaker {
             kind: Kind::Fd { fd, writable },
@@ -104,11 +98,38 @@ impl AsRawFd for RingWaker {
     }
 }
 
-impl crate::notify::Arm for RingWaker {
+impl Arm for RingWaker {
     fn arm(&self) {
         RingWaker::arm(self)
     }
     fn disarm(&self) {
         RingWaker::disarm(self)
+    }
+}
+
+/// Something a waiter arms before its last look at the rings (so that a delivery after that
+/// look signals it) and disarms when it stops waiting: an emulated notifier, or a ring's waker.
+pub(crate) trait Arm {
+    /// Signals reach the waiter from now on.
+    fn arm(&self);
+    /// The waiter stopped waiting.
+    fn disarm(&self);
+}
+
+/// A waiter's arming, withdrawn on drop: on every return path of a blocking wait, and when an
+/// async wait's future completes or is dropped.
+pub(crate) struct Armed<'a, T: Arm>(&'a T);
+
+impl<'a, T: Arm> Armed<'a, T> {
+    /// Arms `t` until the guard is dropped.
+    pub(crate) fn new(t: &'a T) -> Self {
+        t.arm();
+        Armed(t)
+    }
+}
+
+impl<T: Arm> Drop for Armed<'_, T> {
+    fn drop(&mut self) {
+        self.0.disarm();
     }
 }

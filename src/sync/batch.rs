@@ -3,12 +3,32 @@
 
 use crate::abi::NS_BUF_CHANGED;
 use crate::error::Error;
+use crate::ring::{advance, distance, next, RawRing};
 use crate::sync::frame::Frame;
-use crate::sync::raw::{advance, distance, next, RawRing};
 use crate::sync::ring::{read_slot, Handle, RxRing, TxRing};
+
+impl TxRing {
+    /// Reserves `count` slots to fill in place. Fails with [`Error::InsufficientSpace`] when
+    /// fewer are free. Dropping the reservation uncommitted sends nothing.
+    pub fn reserve_batch(&mut self, count: usize) -> Result<BatchReservation<'_>, Error> {
+        let free = distance(self.h.head, self.h.tail, self.h.raw.num_slots()) as usize;
+        if free < count && (self.h.refresh() as usize) < count {
+            return Err(Error::InsufficientSpace);
+        }
+        Ok(BatchReservation::new(self, count))
+    }
+}
+
+impl RxRing {
+    /// An iterator over at most `max` received frames, all borrowing the ring.
+    pub fn batch(&mut self, max: usize) -> RxBatch<'_> {
+        RxBatch::new(self, max)
+    }
+}
 
 /// Slots reserved on a [`TxRing`] to be filled in place and published together.
 #[derive(Debug)]
+#[must_use = "a reservation sends nothing until it is filled and committed"]
 pub struct BatchReservation<'a> {
     ring: &'a mut TxRing,
     /// A copy of the ring's view: the per-packet path reads only this value's fields, which

@@ -3,8 +3,8 @@
 
 use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
+use crate::ring::next;
 use crate::sync::frame::Frame;
-use crate::sync::raw::next;
 use crate::sync::ring::{RxRing, TxRing};
 
 /// Moves up to `max` received packets from `rx` to `tx` without copying, by swapping the

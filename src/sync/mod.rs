@@ -1,4 +1,6 @@
-//! The synchronous core: ports, rings and frames.
+//! The synchronous core: ports, rings and frames. It stands on the [`ring`](crate::ring)
+//! layer (the memory layout) and reaches the drivers only through the
+//! [`backend`](crate::backend) seam.
 //!
 //! - [`NetmapBuilder`] / [`Netmap`]: open a port (one registration, one mapping).
 //! - [`TxRing`] / [`RxRing`]: per-ring handles with a local cursor, published at `sync()`.
@@ -6,20 +8,28 @@
 //! - [`Frame`]: a received packet, borrowed from its slot or owned.
 //! - [`zero_copy_forward`]: swap buffers from an RX ring to a TX ring.
 
+#[allow(unsafe_code)]
 mod batch;
 mod claim;
+#[allow(unsafe_code)]
 mod forward;
 mod frame;
-pub(crate) mod index;
-pub(crate) mod layout;
 pub(crate) mod port;
-pub(crate) mod raw;
+mod port_inner;
+#[allow(unsafe_code)]
 mod ring;
 
 pub use batch::{BatchReservation, RxBatch};
 pub use forward::{forward_filtered, zero_copy_forward};
 pub use frame::Frame;
-#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-pub use port::{pools_info, port_info};
+#[cfg(netmap_kernel)]
+pub use port::{pools_info, port_info, PoolsInfo, PortInfo};
 pub use port::{Netmap, NetmapBuilder, RingPointers};
 pub use ring::{RxRing, TxRing};
+
+/// What the Tokio layer needs from below, handed on by this layer (it imports nothing else
+/// of the crate's lower floors).
+#[cfg(feature = "tokio-async")]
+pub(crate) use crate::backend::{Armed, RingWaker};
+#[cfg(feature = "tokio-async")]
+pub(crate) use crate::ring::Dir;

@@ -5,42 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::abi;
-use crate::backend::{
-    self, Backend, BackendChoice, BackendKind, MemIdentity, OpenOptions, Readiness,
-};
+use crate::backend::{self, BackendChoice, BackendKind, OpenOptions, Readiness};
+#[cfg(netmap_kernel)]
+pub use crate::backend::{PoolsInfo, PortInfo};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
-use crate::region::Region;
-use crate::sync::layout::{bind_rings, BoundRing, BoundRings};
+use crate::ring::{bind_rings, BoundRing, BoundRings};
+use crate::sync::port_inner::PortInner;
 use crate::sync::ring::{RxRing, TxRing};
-
-/// State shared by a [`Netmap`] and every ring handle taken from it. The mapping and the
-/// registration live until the last of them is dropped.
-#[derive(Debug)]
-pub(crate) struct PortInner {
-    pub(crate) backend: Backend,
-    pub(crate) tx: Vec<BoundRing>,
-    pub(crate) rx: Vec<BoundRing>,
-    pub(crate) spec: PortSpec,
-    pub(crate) name: String,
-    pub(crate) mem: MemIdentity,
-    pub(crate) extra_bufs: u32,
-    pub(crate) bufs_head: u32,
-    // Declared last: dropped after the backend and the ring views.
-    pub(crate) region: Arc<Region>,
-}
-
-impl PortInner {
-    /// Readiness as the kernel's poll computes it: `cur != tail` on some bound ring.
-    pub(crate) fn readiness(&self) -> Readiness {
-        let ready =
-            |rings: &[BoundRing]| rings.iter().any(|r| r.raw.load_tail() != r.raw.load_cur());
-        Readiness {
-            readable: ready(&self.rx),
-            writable: ready(&self.tx),
-        }
-    }
-}
 
 /// `[head, cur, tail]` of each bound ring, from [`Netmap::ring_pointers`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,13 +427,13 @@ impl AsRawFd for Netmap {
 }
 
 /// Queries a port's geometry without registering it (kernel backend only).
-#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-pub fn port_info(name: &str) -> Result<crate::backend::kernel::PortInfo, Error> {
-    crate::backend::kernel::port_info(&PortSpec::parse(name)?)
+#[cfg(netmap_kernel)]
+pub fn port_info(name: &str) -> Result<PortInfo, Error> {
+    backend::port_info(&PortSpec::parse(name)?)
 }
 
 /// Queries the memory pools of the allocator `name` uses, without registering (kernel only).
-#[cfg(all(feature = "sys", any(target_os = "linux", target_os = "freebsd")))]
-pub fn pools_info(name: &str) -> Result<crate::backend::kernel::PoolsInfo, Error> {
-    crate::backend::kernel::pools_info(&PortSpec::parse(name)?)
+#[cfg(netmap_kernel)]
+pub fn pools_info(name: &str) -> Result<PoolsInfo, Error> {
+    backend::pools_info(&PortSpec::parse(name)?)
 }

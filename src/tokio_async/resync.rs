@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use crate::notify::cvt;
+use crate::os::cvt;
 
 /// The first interval, after which a sleeping wait syncs again.
 pub(crate) const FIRST: Duration = Duration::from_millis(1);

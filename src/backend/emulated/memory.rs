@@ -13,7 +13,7 @@ use super::ctl::{Area, Ctl};
 use super::lock;
 use crate::error::Error;
 use crate::region::Region;
-use crate::sync::raw::ring_bytes;
+use crate::ring::ring_bytes;
 
 #[cfg(all(target_os = "linux", not(miri)))]
 pub(super) use super::shm::ShmFile;

@@ -37,6 +37,7 @@
 
 mod ctl;
 mod memory;
+pub(crate) mod notify;
 mod pipe;
 #[cfg(all(target_os = "linux", not(miri)))]
 mod shm;
@@ -53,11 +54,12 @@ use std::time::Duration;
 
 use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
 use crate::backend::wait::{wait_loop, WaitParts};
-use crate::backend::{Backend, MemIdentity, OpenOptions, Opened, Readiness, RingWaker};
+use crate::backend::{
+    Armed, Backend, Driver, MemIdentity, OpenOptions, Opened, Readiness, RingWaker,
+};
 use crate::error::Error;
-use crate::notify::Armed;
 use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
-use crate::sync::raw::{if_bytes, write_if};
+use crate::ring::{if_bytes, write_if, Dir};
 use memory::EmuMem;
 use pipe::Pipe;
 use wake::{Cell, Note};
@@ -133,7 +135,7 @@ fn end_index(role: PipeRole) -> usize {
 }
 
 /// One registration of one pipe end: what a file descriptor is to the kernel backend.
-pub(crate) struct EmuPort {
+pub(crate) struct Port {
     /// Dropped by hand, under the watcher's lock (see `watch`).
     pipe: ManuallyDrop<Arc<Pipe>>,
     end: usize,
@@ -148,9 +150,9 @@ pub(crate) struct EmuPort {
     exposed: AtomicBool,
 }
 
-impl std::fmt::Debug for EmuPort {
+impl std::fmt::Debug for Port {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmuPort")
+        f.debug_struct("Port")
             .field("pipe", &self.pipe.name)
             .field("end", &self.end)
             .field("tx", &self.tx)
@@ -271,8 +273,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         pipe.mem.free_if(if_off, if_size);
         return Err(e);
     }
-    // Bound: from here on EmuPort's Drop undoes the bindings; nothing below fails.
-    let port = EmuPort {
+    // Bound: from here on Port's Drop undoes the bindings; nothing below fails.
+    let port = Port {
         pipe: ManuallyDrop::new(pipe.clone()),
         end,
         if_off,
@@ -387,25 +389,7 @@ fn note(pipe: &Pipe, end: usize, dir: usize, list: &[usize], kind: usize) -> Res
     Ok(Note::new(pipe.mem.shm().is_some(), cells)?)
 }
 
-impl EmuPort {
-    pub(crate) fn txsync(&self) -> Result<(), Error> {
-        self.tx_note.clear();
-        for &i in &self.tx {
-            self.pipe.txsync(self.end, i)?;
-        }
-        self.resignal(false);
-        Ok(())
-    }
-
-    pub(crate) fn rxsync(&self) -> Result<(), Error> {
-        self.rx_note.clear();
-        for &i in &self.rx {
-            self.pipe.rxsync(self.end, i)?;
-        }
-        self.resignal(true);
-        Ok(())
-    }
-
+impl Port {
     /// After a sync cleared the registration's notifier: signal it again if some ring still
     /// has work for the user. The descriptor thus reports the rings' state (as `poll` on a
     /// netmap fd does), and a sync never swallows a signal another waiter on the same
@@ -428,10 +412,31 @@ impl EmuPort {
             note.notify();
         }
     }
+}
+
+impl Driver for Port {
+    fn txsync(&self) -> Result<(), Error> {
+        self.tx_note.clear();
+        for &i in &self.tx {
+            self.pipe.txsync(self.end, i)?;
+        }
+        self.resignal(false);
+        Ok(())
+    }
+
+    fn rxsync(&self) -> Result<(), Error> {
+        self.rx_note.clear();
+        for &i in &self.rx {
+            self.pipe.rxsync(self.end, i)?;
+        }
+        self.resignal(true);
+        Ok(())
+    }
 
     /// A readiness source for ring `idx` (position in this registration's list) alone.
     /// Replaces the ring's previous one, if any (one live handle per ring).
-    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
+    fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
+        let tx = dir == Dir::Tx;
         let (list, dir) = if tx { (&self.tx, TX) } else { (&self.rx, RX) };
         let i = *list.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
         let note = Arc::new(note(&self.pipe, self.end, dir, &[i], 1)?);
@@ -441,13 +446,13 @@ impl EmuPort {
     }
 
     /// Whether the other end of the pipe is open (in this process or a live other one).
-    pub(crate) fn peer_present(&self) -> bool {
-        self.pipe.peer_bound(self.end)
+    fn peer_present(&self) -> Option<bool> {
+        Some(self.pipe.peer_bound(self.end))
     }
 
     /// The RX descriptor for a caller that will poll it itself (through `AsFd`): from now on
     /// every delivery signals it, as the kernel's fd always reports readiness.
-    pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
+    fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
         if !self.exposed.swap(true, Ordering::AcqRel) {
             self.rx_note.arm();
             self.resignal(true);
@@ -457,7 +462,7 @@ impl EmuPort {
 
     /// Like `poll(2)` on a netmap fd: syncs the wanted directions (the kernel's poll handler
     /// does the same), then sleeps on the notifiers until a wanted direction is ready.
-    pub(crate) fn wait(
+    fn wait(
         &self,
         want: Readiness,
         timeout: Option<Duration>,
@@ -487,7 +492,7 @@ impl EmuPort {
     }
 }
 
-impl Drop for EmuPort {
+impl Drop for Port {
     fn drop(&mut self) {
         if *self.exposed.get_mut() {
             self.rx_note.disarm();

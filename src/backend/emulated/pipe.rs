@@ -22,7 +22,7 @@ use super::wake::signal;
 use super::{lock, RX, TX};
 use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
-use crate::sync::raw::{in_cyclic_range, next, prev, runs, RawRing};
+use crate::ring::{in_cyclic_range, next, prev, runs, RawRing};
 
 pub(super) struct Bindings {
     /// `[end][TX/RX][ring]`: bound by some registration of this process.
@@ -113,6 +113,7 @@ impl Pipe {
         // buffer (NS_BUF_CHANGED) travels with them.
         let mut flags = 0;
         for (start, count) in runs(hwcur, head, n) {
+            // SAFETY: see above: these slots are between the two users' ranges.
             flags |= unsafe { tx.copy_slots_to(rx, start, count) };
         }
         if flags & NS_BUF_CHANGED != 0 {
@@ -188,6 +189,7 @@ impl Pipe {
         // the [tx_hwcur, tx head) the sending side copies. The kring lock is held.
         let mut flags = 0;
         for (start, count) in runs(hwcur, head, n) {
+            // SAFETY: see above: released RX slots, outside the sender's range.
             flags |= unsafe { rx.flags_or(start, count) };
         }
         let mut k = if flags & NS_BUF_CHANGED != 0 {

@@ -138,8 +138,8 @@ impl ShmFile {
                 )
             };
             if fd >= 0 {
-                // SAFETY: fd was just returned by open and is owned by nobody else.
                 let shm = ShmFile {
+                    // SAFETY: fd was just returned by open and is owned by nobody else.
                     file: unsafe { File::from_raw_fd(fd) },
                     path: cpath.clone(),
                 };
@@ -211,9 +211,9 @@ impl ShmFile {
                 0o600 as libc::c_uint,
             )
         };
-        crate::notify::cvt(fd)?;
-        // SAFETY: fd was just returned by open and is owned by nobody else.
+        crate::os::cvt(fd)?;
         Ok(ShmFile {
+            // SAFETY: fd was just returned by open and is owned by nobody else.
             file: unsafe { File::from_raw_fd(fd) },
             path: cpath.clone(),
         })
@@ -233,7 +233,7 @@ impl ShmFile {
                 libc::AT_SYMLINK_FOLLOW,
             )
         };
-        crate::notify::cvt(r)?;
+        crate::os::cvt(r)?;
         Ok(())
     }
 

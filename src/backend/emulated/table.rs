@@ -10,7 +10,7 @@ use super::memory::{EmuMem, MemGuard};
 use super::pipe::{Bindings, Pipe};
 use super::{BUF_SIZE, MAX_RINGS, MAX_SLOTS, RX, TX};
 use crate::error::Error;
-use crate::sync::raw::{distance, init_ring, ring_bytes, RawRing, RingInit};
+use crate::ring::{distance, init_ring, ring_bytes, RawRing, RingInit};
 
 /// The rings of slot `s` as the control area describes them, checked: ring count and size
 /// within the backend's limits, every ring inside the ring area, aligned, of that size.

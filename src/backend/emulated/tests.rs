@@ -35,7 +35,7 @@ fn tx_bufs(port: &Netmap) -> Vec<u32> {
 #[test]
 fn failed_open_leaves_no_binding() {
     let _peer = open("failopen}0");
-    crate::notify::fail_next_notifiers(1);
+    super::notify::fail_next_notifiers(1);
     let e = NetmapBuilder::new("failopen{0")
         .backend(BackendChoice::Emulated)
         .num_slots(8)

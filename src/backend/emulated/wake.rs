@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::ctl::Ctl;
 use super::lock;
-use crate::notify::Notifier;
+use super::notify::Notifier;
 
 /// A wake-up cell: `waiters`, `pending` and the bell's address, in the control area.
 #[derive(Clone)]
@@ -147,7 +147,7 @@ impl Note {
     }
 
     /// Clears pending signals before a sync: drains the bell first, then resets the flags
-    /// (see `crate::notify::Notifier::clear` for why in this order).
+    /// (see `super::notify::Notifier::clear` for why in this order).
     pub(crate) fn clear(&self) {
         let mut drained = false;
         for c in &self.cells {
@@ -209,7 +209,7 @@ fn next_addr() -> u64 {
 impl Bell {
     fn new(shared: bool) -> io::Result<Bell> {
         #[cfg(test)]
-        crate::notify::injected_failure()?;
+        super::notify::injected_failure()?;
         #[cfg(all(target_os = "linux", not(miri)))]
         if shared {
             loop {
@@ -302,7 +302,7 @@ mod sock {
                 0,
             )
         };
-        crate::notify::cvt(fd)?;
+        crate::os::cvt(fd)?;
         // SAFETY: a fresh descriptor owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
@@ -318,7 +318,7 @@ mod sock {
                 len,
             )
         };
-        crate::notify::cvt(r)?;
+        crate::os::cvt(r)?;
         Ok(fd)
     }
 
@@ -362,7 +362,7 @@ mod sock {
     }
 }
 
-impl crate::notify::Arm for Note {
+impl crate::backend::waker::Arm for Note {
     fn arm(&self) {
         Note::arm(self)
     }

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::os;
 use super::sys;
 use crate::error::Error;
-use crate::notify::cvt;
+use crate::os::cvt;
 
 /// A network interface as seen when a backend opens it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,16 +27,17 @@ pub(crate) struct Interface {
 }
 
 impl Interface {
-    /// Looks the interface up by name. Errors: [`Error::InterfaceNotFound`].
+    /// Looks the interface up by name. Errors: [`Error::NoSuchInterface`].
     pub(crate) fn lookup(name: &str) -> Result<Interface, Error> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['\0', '/']) {
-            return Err(Error::InterfaceNotFound(name.to_string()));
+            return Err(Error::no_such_interface(name, "not a valid interface name"));
         }
-        let cname = CString::new(name).map_err(|_| Error::InterfaceNotFound(name.into()))?;
+        let cname = CString::new(name)
+            .map_err(|_| Error::no_such_interface(name, "not a valid interface name"))?;
         // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
         let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if index == 0 {
-            return Err(Error::InterfaceNotFound(name.to_string()));
+            return Err(Error::no_such_interface(name, "no interface has this name"));
         }
         let sock = os::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)
             .or_else(|_| os::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0))
@@ -134,7 +135,7 @@ fn sysfs_rx_queues(name: &str) -> Option<u32> {
 
 fn lookup_error(name: &str, e: io::Error, op: &str) -> Error {
     if e.raw_os_error() == Some(libc::ENODEV) {
-        Error::InterfaceNotFound(name.to_string())
+        Error::no_such_interface(name, format!("{op}: ENODEV"))
     } else {
         io_context(e, &format!("{op} on {name}"))
     }
@@ -157,12 +158,12 @@ mod tests {
         assert!(lo.queues >= 1);
         let e = Interface::lookup("nmrs-nope0").unwrap_err();
         assert!(
-            matches!(e, Error::InterfaceNotFound(ref n) if n == "nmrs-nope0"),
+            matches!(e, Error::NoSuchInterface { ref name, .. } if name == "nmrs-nope0"),
             "{e}"
         );
         assert!(e.to_string().contains("ip link show"));
         let e = Interface::lookup("this-name-is-too-long").unwrap_err();
-        assert!(matches!(e, Error::InterfaceNotFound(_)));
+        assert!(matches!(e, Error::NoSuchInterface { .. }));
         assert!(matches!(
             lo.check_queue(lo.queues),
             Err(Error::QueueOutOfRange { queue, available, .. }) if queue == lo.queues && available == lo.queues

@@ -1,53 +1,37 @@
-//! The AF_XDP and AF_PACKET backends: netmap rings in process memory ([`ringmem`]) driven
-//! by the kernel's packet sockets, the way the netmap module drives a NIC:
+//! What the two Linux drivers ([`xdp`](super::xdp) and [`afpacket`](super::afpacket)) share:
+//! netmap rings in process memory driven by the kernel's packet sockets, the way the netmap
+//! module drives a NIC.
 //!
-//! - [`xdp_port`]: the AF_XDP driver (`xdp:IF`, `xdp:IF-N`).
-//! - [`afpacket_port`]: the AF_PACKET driver (`afpacket:IF`).
+//! - [`ringmem`]: the netmap interface, rings and buffer pool both drivers build.
 //! - [`sockets`]: readiness of their queue sockets (ring wakers, `AsFd`, blocking waits).
-//!
-//! and the kernel plumbing under them:
-//!
 //! - [`sys`]: kernel constants and `#[repr(C)]` layouts `libc` lacks, with asserted sizes.
 //! - [`os`]: the socket/ioctl/mmap wrappers (most of the `unsafe`).
 //! - [`iface`]: interface index, state, MTU and queue count.
-//! - [`bpf`]: `bpf(2)`: the XSKMAP, the redirect program (bytes in the source), info queries.
 //! - [`netlink`]: rtnetlink `IFLA_XDP` query and attach/detach (fallback without BPF links).
-//! - [`xdp_prog`]: attaching the redirect program to an interface, never touching someone
-//!   else's program, detaching when dropped.
-//! - [`xsk_ring`]: the four mmapped AF_XDP rings with bounds-checked descriptors.
-//! - [`xsk`]: the UMEM and the AF_XDP socket.
-//! - [`afpacket`]: the AF_PACKET `TPACKET_V2` RX/TX rings.
-pub(crate) mod afpacket;
-pub(crate) mod afpacket_port;
-pub(crate) mod bpf;
+//! - `tests`: both drivers and their plumbing on a real veth pair, with the fixture
+//!   (`tests/testnet.rs`).
+#[allow(unsafe_code)]
 pub(crate) mod iface;
 pub(crate) mod netlink;
+#[allow(unsafe_code)]
 pub(crate) mod os;
+#[allow(unsafe_code)]
 pub(crate) mod ringmem;
 pub(crate) mod sockets;
 pub(crate) mod sys;
-pub(crate) mod xdp_port;
-pub(crate) mod xdp_prog;
-pub(crate) mod xsk;
-pub(crate) mod xsk_ring;
 
 #[cfg(test)]
-mod testnet;
-#[cfg(test)]
+#[allow(unsafe_code)]
 mod tests;
-#[cfg(test)]
-mod tests_port_errors;
-#[cfg(test)]
-mod tests_ports;
-#[cfg(test)]
-mod tests_rate;
-#[cfg(all(test, feature = "tokio-async"))]
-mod tests_tokio;
 
 use std::io;
+use std::time::Duration;
 
 use crate::error::Error;
 use crate::port_name::PortSpec;
+
+/// How long closing a port waits for queued frames to leave.
+pub(crate) const FLUSH_AT_CLOSE: Duration = Duration::from_millis(200);
 
 /// Capabilities named in privilege errors.
 pub(crate) const CAPS_RAW: &str = "CAP_NET_RAW";
@@ -56,7 +40,7 @@ pub(crate) const CAPS_BPF: &str =
 pub(crate) const CAPS_ADMIN: &str = "CAP_NET_ADMIN";
 
 /// Maps an OS error from `what` to the crate error: EPERM/EACCES become
-/// [`Error::MissingPrivilege`] naming `caps`, ENODEV/ENXIO [`Error::InterfaceNotFound`] for
+/// [`Error::MissingPrivilege`] naming `caps`, ENODEV/ENXIO [`Error::NoSuchInterface`] for
 /// `ifname`, ENETDOWN [`Error::InterfaceDown`], anything else an [`Error::Io`] naming `what`.
 pub(crate) fn os_error(e: io::Error, what: &str, caps: &'static str, ifname: &str) -> Error {
     match e.raw_os_error() {
@@ -65,7 +49,7 @@ pub(crate) fn os_error(e: io::Error, what: &str, caps: &'static str, ifname: &st
             needs: caps,
         },
         Some(libc::ENODEV) | Some(libc::ENXIO) if !ifname.is_empty() => {
-            Error::InterfaceNotFound(ifname.to_string())
+            Error::no_such_interface(ifname, format!("{what}: {e}"))
         }
         Some(libc::ENETDOWN) if !ifname.is_empty() => Error::InterfaceDown(ifname.to_string()),
         _ => iface::io_context(e, what),

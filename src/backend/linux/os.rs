@@ -2,7 +2,7 @@
 //! the `unsafe` of passing typed structs by pointer to the kernel lives; every caller above it
 //! is safe code.
 
-use crate::notify::cvt;
+use crate::os::cvt;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

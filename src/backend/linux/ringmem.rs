@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::backend::MemIdentity;
 use crate::error::Error;
 use crate::region::Region;
-use crate::sync::raw::{if_bytes, init_ring, ring_bytes, write_if, RawRing, RingInit};
+use crate::ring::{if_bytes, init_ring, ring_bytes, write_if, RawRing, RingInit};
 
 /// Buffer size of the Linux drivers' pools: netmap's default, and an AF_XDP frame size.
 pub(crate) const BUF_SIZE: u32 = 2048;
@@ -211,7 +211,7 @@ pub(crate) unsafe fn with_slot_data<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::layout::bind_rings;
+    use crate::ring::bind_rings;
 
     #[test]
     fn layout_binds_the_queues_it_was_given_and_buffers_start_after_the_rings() {

@@ -19,6 +19,7 @@ use super::os;
 use crate::backend::wait::{wait_loop, WaitParts};
 use crate::backend::{Readiness, RingWaker};
 use crate::error::Error;
+use crate::ring::Dir;
 
 /// The sockets of a port's queues and the epoll instances over them.
 #[derive(Debug)]
@@ -54,12 +55,12 @@ impl SocketSet {
     }
 
     /// A readiness source for the ring of queue position `idx` alone.
-    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
+    pub(crate) fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
         let s = self.socks.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
         let fd = s
             .try_clone()
             .map_err(|e| ctx(e, "duplicating a queue socket for a ring waiter"))?;
-        Ok(RingWaker::fd(fd, tx))
+        Ok(RingWaker::fd(fd, dir == Dir::Tx))
     }
 
     /// One descriptor, readable when some queue has received packets.

@@ -4,10 +4,11 @@
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
-use super::iface::Interface;
+use super::ports::PREFIXES;
 use super::testnet::{require_net, VethPair};
-use super::tests_ports::PREFIXES;
-use super::{bpf, netlink, sys};
+use crate::backend::linux::iface::Interface;
+use crate::backend::linux::{netlink, sys};
+use crate::backend::xdp::bpf;
 use crate::error::Error;
 use crate::sync::port::Netmap;
 
@@ -19,7 +20,7 @@ fn program_on(ifname: &str) -> u32 {
 /// No program on the interface, allowing for a descriptor a forked child still holds (see
 /// `tests::detached_soon`).
 fn none_on(ifname: &str) -> bool {
-    super::tests::detached_soon(Interface::lookup(ifname).unwrap().index)
+    super::sockets::detached_soon(Interface::lookup(ifname).unwrap().index)
 }
 
 #[test]
@@ -28,7 +29,7 @@ fn missing_interface_queue_out_of_range_and_down_are_clear_errors() {
     for (prefix, _) in PREFIXES {
         let e = Netmap::open(&format!("{prefix}:nmrsnope0")).unwrap_err();
         assert!(
-            matches!(e, Error::InterfaceNotFound(ref n) if n == "nmrsnope0"),
+            matches!(e, Error::NoSuchInterface { ref name, .. } if name == "nmrsnope0"),
             "{prefix}: {e}"
         );
         assert!(e.to_string().contains("ip link show"), "{e}");

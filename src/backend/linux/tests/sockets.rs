@@ -6,13 +6,14 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::afpacket::{PacketConfig, PacketSocket};
-use super::iface::Interface;
+use super::ports::ends_a_to_b;
 use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
-use super::tests_ports::ends_a_to_b;
-use super::xdp_prog::{AttachMethod, XdpAttachOptions, XdpMode, XdpProgram};
-use super::xsk::{Umem, XskBindMode, XskConfig, XskSocket};
-use super::{bpf, netlink, os, sys};
+use crate::backend::afpacket::tpacket::{PacketConfig, PacketSocket};
+use crate::backend::linux::iface::Interface;
+use crate::backend::linux::{netlink, os, sys};
+use crate::backend::xdp::bpf;
+use crate::backend::xdp::prog::{AttachMethod, XdpAttachOptions, XdpMode, XdpProgram};
+use crate::backend::xdp::xsk::{Umem, XskBindMode, XskConfig, XskSocket};
 use crate::error::Error;
 use crate::region::Region;
 
@@ -315,11 +316,11 @@ fn missing_interface_queue_out_of_range_down_and_over_mtu_are_clear_errors() {
     let umem = umem();
     let e = XskSocket::new("nmrs-nope0", 0, &umem, &XskConfig::default()).unwrap_err();
     assert!(
-        matches!(e, Error::InterfaceNotFound(ref n) if n == "nmrs-nope0"),
+        matches!(e, Error::NoSuchInterface { ref name, .. } if name == "nmrs-nope0"),
         "{e}"
     );
     let e = PacketSocket::new("nmrs-nope0", &PacketConfig::default()).unwrap_err();
-    assert!(matches!(e, Error::InterfaceNotFound(_)), "{e}");
+    assert!(matches!(e, Error::NoSuchInterface { .. }), "{e}");
 
     let pair = VethPair::new();
     let e = XskSocket::new(&pair.a, 5, &umem, &XskConfig::default()).unwrap_err();

@@ -15,10 +15,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::iface::Interface;
-use super::os;
-use super::sys;
-use super::{os_error, CAPS_RAW};
+use crate::backend::linux::iface::Interface;
+use crate::backend::linux::os;
+use crate::backend::linux::sys;
+use crate::backend::linux::{os_error, CAPS_RAW};
 use crate::error::Error;
 use crate::region::Region;
 

@@ -1,9 +1,9 @@
 use super::*;
 use crate::abi::NS_MOREFRAG;
 use crate::backend::BackendChoice;
+use crate::ring::advance;
+use crate::ring::prev;
 use crate::sync::forward::zero_copy_forward;
-use crate::sync::raw::advance;
-use crate::sync::raw::prev;
 use crate::sync::NetmapBuilder;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -37,7 +37,7 @@ fn hostile_slots_give_errors_not_out_of_bounds_slices() {
     let raw = &b.inner.rx[0].raw;
     let h = rx.h.head;
     let n = raw.num_slots();
-    // SAFETY (test acting as the kernel): these slots are in the receiver's range and this
+    // SAFETY: (test acting as the kernel): these slots are in the receiver's range and this
     // thread is the only one touching the ring.
     unsafe {
         raw.set_buf_idx(h, u32::MAX);
@@ -61,9 +61,11 @@ fn hostile_slots_give_errors_not_out_of_bounds_slices() {
     let th = tx.h.head;
     // SAFETY: as above, the slot is in the sender's range and this thread is alone.
     let good = unsafe { traw.slot(th) }.buf_idx;
+    // SAFETY: as above.
     unsafe { traw.set_buf_idx(th, 1 << 30) };
     assert!(matches!(tx.send(b"x"), Err(Error::CorruptSlot { .. })));
     assert_eq!(tx.pending(), 0);
+    // SAFETY: as above.
     unsafe { traw.set_buf_idx(th, good) };
     tx.send(b"x").unwrap();
 }
@@ -78,7 +80,7 @@ fn pipe_delivers_complete_packets_only() {
         tx.send(p).unwrap();
     }
     let last = prev(tx.h.head, traw.num_slots());
-    // SAFETY (test acting as the user): the slot is written but not yet synced, so it is
+    // SAFETY: (test acting as the user): the slot is written but not yet synced, so it is
     // still in the sender's range; this thread is alone on the ring.
     unsafe { traw.set_len_flags(last, 2, NS_MOREFRAG) };
     tx.sync().unwrap();
@@ -158,8 +160,9 @@ fn fill_writes_in_order_and_stops_at_bad_slots() {
     // A corrupt buffer index in the second slot: the first packet is kept.
     let traw = &a.inner.tx[0].raw;
     let k = advance(tx.h.head, 1, traw.num_slots());
-    // SAFETY (test acting as the kernel): the slot is reserved by this thread, alone on the ring.
+    // SAFETY: (test acting as the kernel): the slot is reserved by this thread, alone on the ring.
     let good = unsafe { traw.slot(k) }.buf_idx;
+    // SAFETY: as above.
     unsafe { traw.set_buf_idx(k, u32::MAX) };
     let mut r = tx.reserve_batch(2).unwrap();
     let err = r.fill(|_, buf| {
@@ -206,7 +209,7 @@ fn fill_reused_reports_fresh_and_changed_buffers() {
     // The emulated pipe swaps buffers and flags them: still changed after the first lap.
     let flagged = {
         let traw = &a.inner.tx[0].raw;
-        // SAFETY (test): reading the flags of a slot this thread owns, alone on the ring.
+        // SAFETY: (test): reading the flags of a slot this thread owns, alone on the ring.
         unsafe { traw.slot(tx.h.head) }.flags & crate::abi::NS_BUF_CHANGED != 0
     };
     assert_eq!(seen[n..].iter().all(|c| *c), flagged);
@@ -257,10 +260,12 @@ fn owned_takes_inline_spill_and_corrupt_slots() {
     tx.sync().unwrap();
     rx.sync().unwrap();
     let raw = &b.inner.rx[0].raw;
-    // SAFETY (test acting as the kernel): the slot is in the receiver's range and this
+    // SAFETY: (test acting as the kernel): the slot is in the receiver's range and this
     // thread is alone on the ring.
     let bad = rx.h.head;
+    // SAFETY: as said above.
     let good = unsafe { raw.slot(bad) }.buf_idx;
+    // SAFETY: as said above.
     unsafe { raw.set_buf_idx(bad, u32::MAX) };
     assert!(rx.take_inline().is_none());
     assert!(matches!(

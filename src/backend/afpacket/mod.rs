@@ -1,5 +1,5 @@
 //! The AF_PACKET driver: one netmap TX and one RX ring over a `TPACKET_V2` socket bound to
-//! the whole interface ([`afpacket`](super::afpacket)), each packet copied once between a
+//! the whole interface ([`tpacket`]), each packet copied once between a
 //! kernel frame and a slot's buffer.
 //!
 //! - rxsync: released slots need nothing (each slot keeps its buffer, swapped or not); then
@@ -19,19 +19,21 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::afpacket::{PacketConfig, PacketSocket};
-use super::iface::Interface;
-use super::ringmem::{slots, with_slot_data, write_slot, MemPlan, RingMem, BUF_SIZE};
-use super::sockets::SocketSet;
-use super::sys::TPACKET2_TX_DATA_OFFSET;
+pub(crate) mod tpacket;
+
 use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED};
-use crate::backend::{Backend, OpenOptions, Opened, Readiness, RingWaker};
+use crate::backend::linux::iface::Interface;
+use crate::backend::linux::ringmem::{
+    slots, with_slot_data, write_slot, MemPlan, RingMem, BUF_SIZE,
+};
+use crate::backend::linux::sockets::SocketSet;
+use crate::backend::linux::sys::TPACKET2_TX_DATA_OFFSET;
+use crate::backend::linux::{extra_bufs_error, host_rings_error, FLUSH_AT_CLOSE};
+use crate::backend::{Backend, Driver, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
-use crate::sync::raw::{distance, in_cyclic_range, next, prev, RawRing};
-
-/// How long closing a port waits for queued frames to leave.
-pub(crate) const FLUSH_AT_CLOSE: Duration = Duration::from_millis(200);
+use crate::ring::{distance, in_cyclic_range, next, prev, Dir, RawRing};
+use tpacket::{PacketConfig, PacketSocket};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -50,7 +52,7 @@ struct State {
 
 /// An open `afpacket:` port.
 #[derive(Debug)]
-pub(crate) struct PacketPort {
+pub(crate) struct Port {
     ifname: String,
     max_frame: usize,
     tx: RawRing,
@@ -70,10 +72,10 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
                 spec.ifname, spec.ifname, spec.ifname
             )))
         }
-        _ => return Err(super::host_rings_error(spec)),
+        _ => return Err(host_rings_error(spec)),
     }
     if opts.extra_bufs != 0 {
-        return Err(super::extra_bufs_error(spec));
+        return Err(extra_bufs_error(spec));
     }
     let iface = Interface::lookup_up(&spec.ifname)?;
     let ntx = slots(opts.tx_slots, "tx")?;
@@ -118,7 +120,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         ignore_outgoing = sock.ignores_outgoing(),
         "AF_PACKET port open (TPACKET_V2, one copy per packet)"
     );
-    let port = PacketPort {
+    let port = Port {
         ifname: iface.name,
         max_frame,
         tx,
@@ -141,8 +143,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     })
 }
 
-impl PacketPort {
-    pub(crate) fn txsync(&self) -> Result<(), Error> {
+impl Driver for Port {
+    fn txsync(&self) -> Result<(), Error> {
         let ring = &self.tx;
         let n = ring.num_slots();
         let mut guard = lock(&self.state);
@@ -218,7 +220,7 @@ impl PacketPort {
         refused.map_or(Ok(()), Err)
     }
 
-    pub(crate) fn rxsync(&self) -> Result<(), Error> {
+    fn rxsync(&self) -> Result<(), Error> {
         let ring = &self.rx;
         let n = ring.num_slots();
         let mut guard = lock(&self.state);
@@ -273,15 +275,15 @@ impl PacketPort {
         first_err.map_or(Ok(()), Err)
     }
 
-    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
-        self.socks.ring_waker(tx, idx)
+    fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
+        self.socks.ring_waker(dir, idx)
     }
 
-    pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
+    fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
         self.socks.exposed_rx_fd()
     }
 
-    pub(crate) fn wait(
+    fn wait(
         &self,
         want: Readiness,
         timeout: Option<Duration>,
@@ -292,7 +294,7 @@ impl PacketPort {
     }
 }
 
-impl Drop for PacketPort {
+impl Drop for Port {
     /// Sends what the user handed over and the kernel has not taken yet (a kick sends only
     /// what fits in the socket's budget), waiting at most [`FLUSH_AT_CLOSE`].
     fn drop(&mut self) {

@@ -1,12 +1,12 @@
 //! `bpf(2)` without libbpf: the XSKMAP, the queue-to-socket redirect program written as
 //! instruction bytes, map updates, XDP links and program ids.
 
-use crate::notify::cvt;
+use crate::os::cvt;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use super::sys::{self, BpfInsn};
+use crate::backend::linux::sys::{self, BpfInsn};
 
 /// Issues `bpf(cmd, attr, size_of::<T>())`.
 fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {

@@ -16,6 +16,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crate::backend::waker::Arm;
+use crate::os::cvt;
+
 /// A pollable, edge-producing wake-up flag.
 #[derive(Debug)]
 pub(crate) struct Notifier {
@@ -36,15 +39,6 @@ thread_local! {
 #[cfg(test)]
 pub(crate) fn fail_next_notifiers(n: usize) {
     FAIL_NEXT.with(|f| f.set(n));
-}
-
-/// The result of a system call that returns a negative value on failure (`errno` set).
-pub(crate) fn cvt<T: Copy + PartialOrd + Default>(r: T) -> io::Result<T> {
-    if r < T::default() {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
 }
 
 /// Test hook: fails when [`fail_next_notifiers`] asked for it (any wake-up descriptor).
@@ -170,47 +164,6 @@ impl AsFd for Notifier {
     }
 }
 
-/// Waits with `poll(2)` until one of `fds` is readable (events = POLLIN) or writable
-/// (POLLOUT), per `events`, or the timeout passes. Returns the revents per descriptor.
-pub(crate) fn poll_fds(
-    fds: &[(BorrowedFd<'_>, libc::c_short)],
-    timeout: Option<std::time::Duration>,
-) -> io::Result<Vec<libc::c_short>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|(fd, ev)| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: *ev,
-            revents: 0,
-        })
-        .collect();
-    let ms = match timeout {
-        None => -1,
-        Some(d) => d.as_millis().min(i32::MAX as u128) as libc::c_int,
-    };
-    loop {
-        // SAFETY: pfds is a live array of pfds.len() pollfd structs.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(pfds.iter().map(|p| p.revents).collect());
-    }
-}
-
-/// Something a waiter arms before its last look at the rings (so that a delivery after that
-/// look signals it) and disarms when it stops waiting: a [`Notifier`], or a ring's waker.
-pub(crate) trait Arm {
-    /// Signals reach the waiter from now on.
-    fn arm(&self);
-    /// The waiter stopped waiting.
-    fn disarm(&self);
-}
-
 impl Arm for Notifier {
     fn arm(&self) {
         Notifier::arm(self)
@@ -220,27 +173,10 @@ impl Arm for Notifier {
     }
 }
 
-/// A waiter's arming, withdrawn on drop: on every return path of a blocking wait, and when an
-/// async wait's future completes or is dropped.
-pub(crate) struct Armed<'a, T: Arm>(&'a T);
-
-impl<'a, T: Arm> Armed<'a, T> {
-    /// Arms `t` until the guard is dropped.
-    pub(crate) fn new(t: &'a T) -> Self {
-        t.arm();
-        Armed(t)
-    }
-}
-
-impl<T: Arm> Drop for Armed<'_, T> {
-    fn drop(&mut self) {
-        self.0.disarm();
-    }
-}
-
 #[cfg(all(test, not(miri)))] // Miri has no poll(2)
 mod tests {
     use super::*;
+    use crate::os::poll_fds;
     use std::time::Duration;
 
     #[test]

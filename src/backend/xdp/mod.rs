@@ -1,5 +1,5 @@
 //! The AF_XDP driver: netmap rings over AF_XDP sockets, one socket per queue, all on one
-//! UMEM that *is* the port's netmap buffer pool (see [`ringmem`](super::ringmem)). Buffer `i`
+//! UMEM that *is* the port's netmap buffer pool (see [`ringmem`](crate::backend::linux::ringmem)). Buffer `i`
 //! is UMEM frame `i` shifted by the kernel's XDP headroom, so packets move between the rings
 //! and the kernel without being copied by us:
 //!
@@ -15,7 +15,7 @@
 //! Per queue, `tx_slots` frames circulate between the TX ring and the kernel, and
 //! `2 * rx_slots` between the RX ring, the fill ring and the kernel (the fill and RX rings hold
 //! them all, so a release never finds the fill ring full). Every index read from a kernel ring
-//! is checked before use ([`xsk_ring`](super::xsk_ring)). Each direction of a queue (the netmap
+//! is checked before use ([`xsk_ring`]). Each direction of a queue (the netmap
 //! ring's state and the socket's rings for that direction) is behind a mutex of its own, the
 //! equivalent of the module's kring lock: a kick that transmits a batch never holds up a
 //! receiver.
@@ -29,21 +29,28 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::iface::Interface;
-use super::ringmem::{slots, MemPlan, RingMem, BUF_SIZE};
-use super::sockets::SocketSet;
-use super::sys::XdpDesc;
-use super::xdp_prog::{XdpAttachOptions, XdpProgram};
-use super::xsk::{Umem, XskBindMode, XskConfig, XskRx, XskSocket, XskTx};
+pub(crate) mod bpf;
+pub(crate) mod prog;
+mod queue;
+pub(crate) mod umem;
+pub(crate) mod xsk;
+pub(crate) mod xsk_ring;
+
 use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED};
-use crate::backend::{Backend, OpenOptions, Opened, Readiness, RingWaker};
+use crate::backend::linux::iface::Interface;
+use crate::backend::linux::ringmem::{slots, MemPlan, RingMem, BUF_SIZE};
+use crate::backend::linux::sockets::SocketSet;
+use crate::backend::linux::sys::XdpDesc;
+use crate::backend::{Backend, Driver, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
-use crate::sync::raw::{distance, in_cyclic_range, next, prev, RawRing};
+use crate::ring::{distance, in_cyclic_range, next, prev, Dir, RawRing};
+use prog::{XdpAttachOptions, XdpProgram};
+use xsk::{Umem, XskBindMode, XskConfig, XskRx, XskSocket, XskTx};
 
 /// Where a received packet starts in its frame (`HEADROOM`), and so where netmap
 /// buffer `i` starts in UMEM frame `i`.
-const HEADROOM: u64 = super::sys::XDP_PACKET_HEADROOM as u64;
+const HEADROOM: u64 = crate::backend::linux::sys::XDP_PACKET_HEADROOM as u64;
 
 /// How long an open waits for a queue released by a socket that just closed.
 const REBIND_GRACE: Duration = Duration::from_millis(500);
@@ -137,7 +144,7 @@ struct XdpQueue {
 
 /// An open `xdp:` port.
 #[derive(Debug)]
-pub(crate) struct XdpPort {
+pub(crate) struct Port {
     ifname: String,
     max_frame: usize,
     nbufs: u32,
@@ -145,16 +152,6 @@ pub(crate) struct XdpPort {
     queues: Vec<XdpQueue>,
     // After the queues: their sockets leave the XSKMAP (in Drop) and close first.
     prog: ProgShare,
-}
-
-/// UMEM address where buffer `idx` starts.
-fn buf_addr(idx: u32) -> u64 {
-    u64::from(idx) * u64::from(BUF_SIZE) + HEADROOM
-}
-
-/// UMEM address of frame `idx` (for the fill ring).
-fn frame_addr(idx: u32) -> u64 {
-    u64::from(idx) * u64::from(BUF_SIZE)
 }
 
 /// Opens `spec` (an `xdp:` name, or a bare one routed here) on AF_XDP.
@@ -166,10 +163,10 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             iface.check_queue(u32::from(q))?;
             vec![u32::from(q)]
         }
-        _ => return Err(super::host_rings_error(spec)),
+        _ => return Err(crate::backend::linux::host_rings_error(spec)),
     };
     if opts.extra_bufs != 0 {
-        return Err(super::extra_bufs_error(spec));
+        return Err(crate::backend::linux::extra_bufs_error(spec));
     }
     let ntx = slots(opts.tx_slots, "tx")?;
     let nrx = slots(opts.rx_slots, "rx")?;
@@ -253,7 +250,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         "AF_XDP port open ({} copy)",
         if mode == XskBindMode::ZeroCopy { "zero" } else { "kernel" }
     );
-    let port = XdpPort {
+    let port = Port {
         ifname: iface.name,
         max_frame,
         nbufs,
@@ -306,7 +303,9 @@ fn open_queue(
         // placeholders inside the pool.)
         unsafe { rx.set_buf_idx(k, base + ntx + k) };
     }
-    let fill: Vec<u64> = (base + ntx..base + ntx + 2 * nrx).map(frame_addr).collect();
+    let fill: Vec<u64> = (base + ntx..base + ntx + 2 * nrx)
+        .map(queue::frame_addr)
+        .collect();
     let n = xsk.fill.produce(&fill)?;
     if n != fill.len() {
         return Err(Error::BadLayout(format!(
@@ -339,8 +338,8 @@ fn open_queue(
     Ok((tx, rx))
 }
 
-impl XdpPort {
-    pub(crate) fn txsync(&self) -> Result<(), Error> {
+impl Driver for Port {
+    fn txsync(&self) -> Result<(), Error> {
         let mut first = Ok(());
         for (pos, q) in self.queues.iter().enumerate() {
             let r = self.txsync_queue(pos, q);
@@ -351,174 +350,22 @@ impl XdpPort {
         first
     }
 
-    pub(crate) fn rxsync(&self) -> Result<(), Error> {
+    fn rxsync(&self) -> Result<(), Error> {
         for q in &self.queues {
             self.rxsync_queue(q)?;
         }
         Ok(())
     }
 
-    fn txsync_queue(&self, pos: usize, q: &XdpQueue) -> Result<(), Error> {
-        let ring = &q.tx;
-        let n = ring.num_slots();
-        let mut guard = lock(&q.txs);
-        let side = &mut *guard;
-        let tail = tx_tail(&side.st, n);
-        let head = ring.load_head();
-        let cur = ring.load_cur();
-        if !in_cyclic_range(side.st.hwcur, head, tail, n) || !in_cyclic_range(head, cur, tail, n) {
-            return Err(Error::RingState(format!(
-                "xdp:{} tx ring {pos}: head {head} / cur {cur} outside [{}, {tail}]",
-                self.ifname, side.st.hwcur
-            )));
-        }
-        reap(side, ring, n)?;
-        let mut refused = None;
-        side.st.descs.clear();
-        let mut k = side.st.hwcur;
-        while k != head {
-            // SAFETY: slots [hwcur, head) were released by the user
-            // (Acquire load of head) and are the driver's until the tail passes them again;
-            // the queue lock is held.
-            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
-            if flags & NS_BUF_CHANGED != 0 {
-                // SAFETY: as above.
-                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
-            }
-            let why = if idx >= self.nbufs {
-                Some(Error::CorruptSlot {
-                    ring: pos,
-                    slot: k,
-                    buf_idx: idx,
-                    len,
-                })
-            } else if usize::from(len) > self.max_frame {
-                Some(Error::FrameOverMtu {
-                    len: len.into(),
-                    max: self.max_frame,
-                })
-            } else {
-                None
-            };
-            side.st.inflight.push_back(why.is_none());
-            match why {
-                None => side.st.descs.push(XdpDesc {
-                    addr: buf_addr(idx),
-                    len: len.into(),
-                    options: 0,
-                }),
-                Some(e) => {
-                    tracing::warn!(interface = %self.ifname, slot = k, error = %e, "TX slot not sent");
-                    refused.get_or_insert(e);
-                }
-            }
-            k = next(k, n);
-        }
-        side.st.hwcur = head;
-        if !side.st.descs.is_empty() {
-            // In flight never exceeds n - 1 < the TX ring size, so every descriptor fits.
-            let put = side.xsk.tx.produce(&side.st.descs)?;
-            if put != side.st.descs.len() {
-                return Err(Error::BadLayout(format!(
-                    "xdp:{}: the AF_XDP TX ring took {put} of {} descriptors although the \
-                     slots in flight fit in it",
-                    self.ifname,
-                    side.st.descs.len()
-                )));
-            }
-        }
-        if !side.st.inflight.is_empty() {
-            side.xsk.kick_tx()?;
-            reap(side, ring, n)?;
-        }
-        ring.store_tail(tx_tail(&side.st, n));
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+    fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
+        self.socks.ring_waker(dir, idx)
     }
 
-    fn rxsync_queue(&self, q: &XdpQueue) -> Result<(), Error> {
-        let ring = &q.rx;
-        let n = ring.num_slots();
-        let mut guard = lock(&q.rxs);
-        let side = &mut *guard;
-        let head = ring.load_head();
-        let cur = ring.load_cur();
-        let hwtail = side.st.hwtail;
-        if !in_cyclic_range(side.st.hwcur, head, hwtail, n)
-            || !in_cyclic_range(head, cur, hwtail, n)
-        {
-            return Err(Error::RingState(format!(
-                "xdp:{} rx ring of queue {}: head {head} / cur {cur} outside [{}, {hwtail}]",
-                self.ifname, q.id, side.st.hwcur
-            )));
-        }
-        // Released slots: their buffers (swapped in or not) go back to the fill ring.
-        let mut k = side.st.hwcur;
-        while k != head {
-            // SAFETY: slots [hwcur, head) were released by the user (Acquire load of head);
-            // the queue lock is held.
-            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
-            if flags & NS_BUF_CHANGED != 0 {
-                // SAFETY: as above.
-                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
-            }
-            if idx < self.nbufs {
-                side.st.refill.push(frame_addr(idx));
-            } else {
-                tracing::warn!(
-                    interface = %self.ifname, slot = k, buf_idx = idx,
-                    "released RX slot holds a buffer outside the pool; not given to the kernel"
-                );
-            }
-            k = next(k, n);
-        }
-        side.st.hwcur = head;
-        refill(side)?;
-        let room = (n - 1 - distance(head, hwtail, n)) as usize;
-        let room = room.min(side.st.descs.len());
-        if room > 0 {
-            let got = side.xsk.rx.consume(&mut side.st.descs[..room])?;
-            let mut tail = hwtail;
-            for i in 0..got {
-                let d = side.st.descs[i];
-                let within = d.addr % u64::from(BUF_SIZE);
-                if within != HEADROOM {
-                    // Not where netmap buffer idx starts: cannot be shown without a copy.
-                    tracing::warn!(
-                        interface = %self.ifname, addr = d.addr,
-                        "AF_XDP RX packet not at the XDP headroom; dropped"
-                    );
-                    side.st.refill.push(d.addr - within);
-                    continue;
-                }
-                let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
-                // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not yet shown to the user;
-                // the queue lock is held. The descriptor was checked to lie in one frame.
-                unsafe {
-                    ring.set_buf_idx(tail, idx);
-                    ring.set_len_flags(tail, d.len as u16, 0);
-                }
-                tail = next(tail, n);
-            }
-            side.st.hwtail = tail;
-            refill(side)?;
-        }
-        side.xsk.wake_rx()?;
-        ring.store_tail(side.st.hwtail);
-        Ok(())
-    }
-
-    pub(crate) fn ring_waker(&self, tx: bool, idx: usize) -> Result<RingWaker, Error> {
-        self.socks.ring_waker(tx, idx)
-    }
-
-    pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
+    fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
         self.socks.exposed_rx_fd()
     }
 
-    pub(crate) fn wait(
+    fn wait(
         &self,
         want: Readiness,
         timeout: Option<Duration>,
@@ -529,62 +376,11 @@ impl XdpPort {
     }
 }
 
-/// The user's TX tail: the slot before the oldest one in flight.
-fn tx_tail(tx: &TxState, n: u32) -> u32 {
-    let oldest = distance(tx.inflight.len() as u32, tx.hwcur, n);
-    prev(oldest, n)
-}
-
-/// Takes completed frames and gives them to the oldest in-flight slots, in order.
-fn reap(side: &mut TxSide, ring: &RawRing, n: u32) -> Result<(), Error> {
-    loop {
-        let got = side.xsk.comp.consume(&mut side.st.comp)?;
-        side.st.done.extend(
-            side.st.comp[..got]
-                .iter()
-                .map(|&a| (a / u64::from(BUF_SIZE)) as u32),
-        );
-        if got < side.st.comp.len() {
-            break;
-        }
-    }
-    while let Some(&sent) = side.st.inflight.front() {
-        let oldest = distance(side.st.inflight.len() as u32, side.st.hwcur, n);
-        if sent {
-            let Some(frame) = side.st.done.pop() else {
-                break;
-            };
-            // SAFETY: the oldest in-flight slot is outside the user's [head, tail); the
-            // queue lock is held.
-            unsafe { ring.set_buf_idx(oldest, frame) };
-        }
-        side.st.inflight.pop_front();
-    }
-    if !side.st.done.is_empty() {
-        let extra = side.st.done.len();
-        side.st.done.clear();
-        return Err(Error::BadLayout(format!(
-            "the AF_XDP completion ring returned {extra} frame(s) more than were in flight"
-        )));
-    }
-    Ok(())
-}
-
-/// Puts waiting frames on the fill ring (all fit in normal operation).
-fn refill(side: &mut RxSide) -> Result<(), Error> {
-    if side.st.refill.is_empty() {
-        return Ok(());
-    }
-    let put = side.xsk.fill.produce(&side.st.refill)?;
-    side.st.refill.drain(..put);
-    Ok(())
-}
-
-impl Drop for XdpPort {
+impl Drop for Port {
     /// Sends what is still on the AF_XDP TX rings (copy mode transmits only when kicked),
     /// waiting at most `FLUSH_AT_CLOSE`, then takes the sockets out of the XSKMAP.
     fn drop(&mut self) {
-        let deadline = Instant::now() + super::afpacket_port::FLUSH_AT_CLOSE;
+        let deadline = Instant::now() + crate::backend::linux::FLUSH_AT_CLOSE;
         for q in &mut self.queues {
             let side = q.txs.get_mut().unwrap_or_else(|e| e.into_inner());
             while matches!(side.xsk.tx.pending(), Ok(p) if p > 0) && Instant::now() < deadline {

@@ -30,12 +30,12 @@ pub(crate) fn unavailable() -> Option<String> {
     }
     // Root without bpf(2) (a container without CAP_BPF/CAP_SYS_ADMIN, or BPF disabled): the
     // AF_XDP half of the tests cannot run.
-    if let Err(e) = super::bpf::create_xskmap(1) {
+    if let Err(e) = crate::backend::xdp::bpf::create_xskmap(1) {
         return Some(format!(
             "bpf(2) is not available here ({e}): AF_XDP needs it"
         ));
     }
-    if !super::xdp_sockets_available() {
+    if !crate::backend::linux::xdp_sockets_available() {
         return Some("AF_XDP sockets are not available (kernel without CONFIG_XDP_SOCKETS)".into());
     }
     None
@@ -44,7 +44,7 @@ pub(crate) fn unavailable() -> Option<String> {
 /// Skips the calling test (prints why and returns) when the fixture cannot run.
 macro_rules! require_net {
     () => {
-        if let Some(why) = $crate::backend::linux::testnet::unavailable() {
+        if let Some(why) = $crate::backend::linux::tests::testnet::unavailable() {
             eprintln!("skipped: {why}");
             return;
         }

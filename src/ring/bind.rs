@@ -2,16 +2,17 @@
 
 use std::fmt::Display;
 
+use super::interface::{if_bytes, read_if};
+use super::raw::RawRing;
 use crate::error::Error;
 use crate::region::Region;
-use crate::sync::raw::{if_bytes, read_if, RawRing};
 
 /// One ring bound to a registration.
 #[derive(Debug)]
 pub(crate) struct BoundRing {
     pub(crate) raw: RawRing,
     /// Offset of the ring header in the memory region: with the memory's identity, it names
-    /// the ring process-wide (see `sync::claim`).
+    /// the ring process-wide (a user handle claims it by that pair).
     pub(crate) off: usize,
     pub(crate) host: bool,
     pub(crate) ring_id: u16,
@@ -116,9 +117,10 @@ pub(crate) fn bind_rings(
 }
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
-    use crate::sync::raw::{init_ring, ring_bytes, write_if, RingInit};
+    use crate::ring::{init_ring, ring_bytes, write_if, RingInit};
 
     /// An interface at 512 binding one TX and one RX ring at `tx_off` and `rx_off` (8 slots,
     /// buffers of 2048 from offset 32 KiB).

@@ -11,7 +11,7 @@ use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::sys::{self, XdpDesc};
+use crate::backend::linux::sys::{self, XdpDesc};
 use crate::error::Error;
 use crate::region::Region;
 

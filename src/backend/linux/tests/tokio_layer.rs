@@ -11,9 +11,9 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::ports::{bulk_lock, ends_a_to_b, ns_udp, payload, PREFIXES};
+use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
-use super::tests::PATIENCE;
-use super::tests_ports::{bulk_lock, ends_a_to_b, ns_udp, payload, PREFIXES};
 use crate::sync::port::NetmapBuilder;
 use crate::tokio_async::TokioNetmap;
 

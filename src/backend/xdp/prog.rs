@@ -9,9 +9,10 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use super::iface::Interface;
-use super::netlink::{self, NlError};
-use super::{bpf, os_error, sys, CAPS_ADMIN, CAPS_BPF};
+use super::bpf;
+use crate::backend::linux::iface::Interface;
+use crate::backend::linux::netlink::{self, NlError};
+use crate::backend::linux::{os_error, sys, CAPS_ADMIN, CAPS_BPF};
 use crate::error::Error;
 
 /// Where in the receive path the program runs.
@@ -113,7 +114,7 @@ impl XdpProgram {
                     needs: CAPS_BPF,
                 };
             }
-            super::iface::io_context(
+            crate::backend::linux::iface::io_context(
                 e.error,
                 &format!(
                     "the kernel rejected the XSK redirect program (BPF_PROG_LOAD); verifier log: {}",
@@ -176,7 +177,10 @@ impl XdpProgram {
                             })
                         }
                         Some(libc::ENODEV) => {
-                            return Err(Error::InterfaceNotFound(iface.name.clone()))
+                            return Err(Error::no_such_interface(
+                                &iface.name,
+                                "attaching the XDP program",
+                            ))
                         }
                         _ => last = Some(format!("{method:?}/{mode:?}: {e}")),
                     },

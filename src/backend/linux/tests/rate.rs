@@ -3,11 +3,11 @@
 
 use std::time::Instant;
 
-use super::afpacket::{PacketConfig, PacketSocket};
+use super::sockets::{reap, umem, PATIENCE};
 use super::testnet::{require_net, VethPair};
-use super::tests::{reap, umem, PATIENCE};
-use super::xsk::{XskConfig, XskSocket};
-use super::{os, sys};
+use crate::backend::afpacket::tpacket::{PacketConfig, PacketSocket};
+use crate::backend::linux::{os, sys};
+use crate::backend::xdp::xsk::{XskConfig, XskSocket};
 
 /// Raw TX loops over the same veth pair: AF_XDP (copy mode) and AF_PACKET `TPACKET_V2`, 60-byte
 /// frames the peer drops (unknown ethertype). Prints frames/s; asserts every frame was
@@ -15,7 +15,7 @@ use super::{os, sys};
 #[test]
 fn tx_rate_xsk_vs_afpacket() {
     require_net!();
-    let _bulk = super::tests_ports::bulk_lock();
+    let _bulk = super::ports::bulk_lock();
     let frames: usize = std::env::var("NETMAP_RS_TX_FRAMES")
         .ok()
         .and_then(|v| v.parse().ok())

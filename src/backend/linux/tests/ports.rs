@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, UdpEnds, VethPair};
-use super::tests::PATIENCE;
 use crate::backend::{BackendChoice, BackendKind};
 use crate::error::Error;
 use crate::sync::port::{Netmap, NetmapBuilder};
@@ -54,7 +54,7 @@ pub(super) fn ns_udp(pair: &VethPair, port: u16) -> UdpSocket {
     let addr = SocketAddrV4::new(pair.ip_b, port);
     let s = pair.in_ns(move || UdpSocket::bind(addr).expect("bind UDP in namespace"));
     let big: libc::c_int = 8 << 20;
-    let _ = super::os::setsockopt(
+    let _ = crate::backend::linux::os::setsockopt(
         std::os::fd::AsFd::as_fd(&s),
         libc::SOL_SOCKET,
         libc::SO_RCVBUFFORCE,
@@ -288,7 +288,11 @@ fn xdp_zero_copy_reflector_sends_back_what_it_receives() {
     // it ignores what the peer sends itself.
     let b = pair.b.clone();
     let mut tap = pair.in_ns(move || {
-        super::afpacket::PacketSocket::new(&b, &super::afpacket::PacketConfig::default()).unwrap()
+        crate::backend::afpacket::tpacket::PacketSocket::new(
+            &b,
+            &crate::backend::afpacket::tpacket::PacketConfig::default(),
+        )
+        .unwrap()
     });
     let out = ns_udp(&pair, 0);
     let to = SocketAddrV4::new(pair.ip_a, 7002);

@@ -1,5 +1,5 @@
-//! Ring handles: [`TxRing`], [`RxRing`], [`BatchReservation`], [`RxBatch`] and zero-copy
-//! forwarding.
+//! Ring handles: [`TxRing`] and [`RxRing`], one packet at a time (the batch forms are in
+//! `batch.rs`, forwarding in `forward.rs`).
 //!
 //! Each handle keeps a local cursor (`head`) and a cached `tail`. Per packet it touches only
 //! slot memory and the buffer; the shared `head`/`cur` are published (Release) and the `tail`
@@ -19,18 +19,10 @@ use std::sync::Arc;
 use crate::error::Error;
 use bytes::Bytes;
 
-use crate::sync::batch::{BatchReservation, RxBatch};
+use crate::ring::{advance, distance, next, Dir, RawRing};
 use crate::sync::claim::Claim;
 use crate::sync::frame::{Frame, INLINE_CAPACITY};
-use crate::sync::port::PortInner;
-use crate::sync::raw::{advance, distance, next, RawRing};
-
-/// Direction of a ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    Tx,
-    Rx,
-}
+use crate::sync::port_inner::PortInner;
 
 /// Distance from the last sync to a handle's [`mark`](Handle::mark).
 fn mark_gap(dir: Dir, n: u32) -> u32 {
@@ -53,6 +45,10 @@ pub(super) struct Handle {
     pub(super) mark: u32,
     pub(super) index: usize,
     dir: Dir,
+    /// netmap's ring id and whether it is a host ring, taken from the port when the handle
+    /// was made.
+    ring_id: u16,
+    host: bool,
     pub(super) port: Arc<PortInner>,
     /// This process's only handle of the ring (released on drop).
     _claim: Claim,
@@ -76,6 +72,7 @@ impl Handle {
             )));
         }
         let mark = advance(head, mark_gap(dir, raw.num_slots()), raw.num_slots());
+        let (ring_id, host) = (b.ring_id, b.host);
         Ok(Handle {
             raw,
             head,
@@ -84,16 +81,11 @@ impl Handle {
             mark,
             index,
             dir,
+            ring_id,
+            host,
             port,
             _claim: claim,
         })
-    }
-
-    fn bound(&self) -> &crate::sync::layout::BoundRing {
-        match self.dir {
-            Dir::Tx => &self.port.tx[self.index],
-            Dir::Rx => &self.port.rx[self.index],
-        }
     }
 
     /// Slots between the cursor and the kernel's tail, refreshing the cached tail.
@@ -178,12 +170,12 @@ macro_rules! common_ring_methods {
 
         /// netmap's ring id (within the NIC or the host rings).
         pub fn ring_id(&self) -> u16 {
-            self.h.bound().ring_id
+            self.h.ring_id
         }
 
         /// Whether this is a host-stack ring.
         pub fn is_host(&self) -> bool {
-            self.h.bound().host
+            self.h.host
         }
 
         /// Total number of slots in the ring.
@@ -278,16 +270,6 @@ impl TxRing {
         unsafe { std::ptr::copy(buf.as_ptr(), p.as_ptr(), buf.len()) };
         h.head = next(k, h.raw.num_slots());
         Ok(())
-    }
-
-    /// Reserves `count` slots to fill in place. Fails with [`Error::InsufficientSpace`] when
-    /// fewer are free. Dropping the reservation uncommitted sends nothing.
-    pub fn reserve_batch(&mut self, count: usize) -> Result<BatchReservation<'_>, Error> {
-        let free = distance(self.h.head, self.h.tail, self.h.raw.num_slots()) as usize;
-        if free < count && (self.h.refresh() as usize) < count {
-            return Err(Error::InsufficientSpace);
-        }
-        Ok(BatchReservation::new(self, count))
     }
 
     /// Hands every written packet to the kernel (`NIOCTXSYNC`) and refreshes the free space.
@@ -498,11 +480,6 @@ impl RxRing {
         n
     }
 
-    /// An iterator over at most `max` received frames, all borrowing the ring.
-    pub fn batch(&mut self, max: usize) -> RxBatch<'_> {
-        RxBatch::new(self, max)
-    }
-
     /// Hands consumed slots back to the kernel (`NIOCRXSYNC`) and looks for new packets.
     pub fn sync(&mut self) -> Result<(), Error> {
         self.h.sync()
@@ -595,5 +572,4 @@ impl Drop for RxRing {
 }
 
 #[cfg(test)]
-#[path = "ring_tests.rs"]
 mod tests;

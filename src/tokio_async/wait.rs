@@ -1,0 +1,200 @@
+//! [`Waiter`]: a ring handle's reusable wait for readiness of its own ring, over the ring's
+//! own readiness source, following the protocol in the module docs above (arm, sync, look;
+//! sleep; sync and look again; clear readiness only when the ring still lacks work).
+
+use std::io;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio_util::sync::ReusableBoxFuture;
+
+use super::{no_runtime, AsyncPort};
+use crate::error::Error;
+use crate::sync::{Armed, Dir, RingWaker};
+
+impl AsyncPort {
+    fn ring_ready(&self, dir: Dir, idx: usize, need: u32) -> bool {
+        self.netmap.ring_ready(dir, idx, need)
+    }
+
+    fn sync(&self, dir: Dir) -> Result<(), Error> {
+        self.netmap.sync_dir(dir)
+    }
+}
+
+/// Sleeps until ring `idx` has `need` packets or free slots in direction `dir`.
+/// Cancel-safe: it consumes nothing.
+async fn wait_ready(
+    port: Arc<AsyncPort>,
+    fd: Arc<AsyncFd<RingWaker>>,
+    resync: Option<Arc<Resync>>,
+    dir: Dir,
+    idx: usize,
+    need: u32,
+) -> io::Result<()> {
+    let waker = fd.get_ref();
+    // Ask for signals before the sync below: a delivery after that sync finds the waker
+    // armed and produces an edge. Disarmed when this future completes or is dropped.
+    let _armed = Armed::new(waker);
+    // Look once more now that signals are on: a delivery between the caller's last sync and
+    // the arming above produced no signal, so only a sync can see it.
+    waker.clear();
+    port.sync(dir)?;
+    if port.ring_ready(dir, idx, need) {
+        return Ok(());
+    }
+    let mut interval = FIRST_RESYNC;
+    loop {
+        let guard = woken(&fd, resync.as_deref(), &mut interval).await?;
+        waker.clear();
+        port.sync(dir)?;
+        if port.ring_ready(dir, idx, need) {
+            return Ok(());
+        }
+        // Still not enough after a sync: only now may readiness be cleared. If an edge came
+        // in since the guard was taken, Tokio keeps the readiness and we loop at once.
+        if let Some(mut guard) = guard {
+            guard.clear_ready();
+        }
+    }
+}
+
+#[cfg(all(feature = "sys", target_os = "linux"))]
+use super::resync::{self, Resync, FIRST as FIRST_RESYNC};
+
+/// No safety net where the kernel backend does not exist (or has no timerfd).
+#[cfg(not(all(feature = "sys", target_os = "linux")))]
+#[derive(Debug)]
+struct Resync;
+#[cfg(not(all(feature = "sys", target_os = "linux")))]
+const FIRST_RESYNC: std::time::Duration = std::time::Duration::ZERO;
+
+/// Waits for the ring's readiness source; with a [`Resync`] timer (the kernel module), also
+/// for the timer, armed to `interval` (then lengthened). `None`: the timer fired.
+async fn woken<'a>(
+    fd: &'a AsyncFd<RingWaker>,
+    resync: Option<&Resync>,
+    interval: &mut std::time::Duration,
+) -> io::Result<Option<tokio::io::unix::AsyncFdReadyGuard<'a, RingWaker>>> {
+    let writable = fd.get_ref().reports_writable();
+    #[cfg(all(feature = "sys", target_os = "linux"))]
+    if let Some(timer) = resync {
+        timer.arm(*interval)?;
+        return std::future::poll_fn(|cx| {
+            let r = if writable {
+                fd.poll_write_ready(cx)
+            } else {
+                fd.poll_read_ready(cx)
+            };
+            if let Poll::Ready(g) = r {
+                return Poll::Ready(g.map(Some));
+            }
+            ready!(timer.poll_expired(cx))?;
+            tracing::trace!("ring wait: no edge within {interval:?}; syncing again");
+            *interval = resync::longer(*interval);
+            Poll::Ready(Ok(None))
+        })
+        .await;
+    }
+    let _ = (resync, interval);
+    Ok(Some(if writable {
+        fd.writable().await?
+    } else {
+        fd.readable().await?
+    }))
+}
+
+/// A ring handle's reusable, owned wait for readiness of its ring (one allocation per
+/// handle), over the ring's own readiness source.
+pub(crate) struct Waiter {
+    port: Arc<AsyncPort>,
+    fd: Arc<AsyncFd<RingWaker>>,
+    dir: Dir,
+    idx: usize,
+    /// The kernel module's safety-net timer (see `resync.rs`); `None` elsewhere.
+    resync: Option<Arc<Resync>>,
+    fut: ReusableBoxFuture<'static, io::Result<()>>,
+    active: bool,
+}
+
+/// A [`Resync`] timer for a port on the netmap kernel module (Linux) driven by a
+/// multi-thread runtime, else none: on a current-thread runtime the reactor's poll runs on the
+/// thread that syncs, so the two never overlap and no edge is lost that way.
+fn resync_for(port: &AsyncPort) -> Result<Option<Arc<Resync>>, Error> {
+    #[cfg(all(feature = "sys", target_os = "linux"))]
+    if port.netmap.backend() == crate::BackendKind::Kernel
+        && tokio::runtime::Handle::current().runtime_flavor()
+            != tokio::runtime::RuntimeFlavor::CurrentThread
+    {
+        return Ok(Some(Arc::new(Resync::new()?)));
+    }
+    let _ = port;
+    Ok(None)
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter")
+            .field("dir", &self.dir)
+            .field("ring", &self.idx)
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl Waiter {
+    /// Registers ring `idx`'s readiness source with the current runtime's reactor.
+    pub(crate) fn new(port: Arc<AsyncPort>, dir: Dir, idx: usize) -> Result<Waiter, Error> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Io(no_runtime("taking an async ring handle")));
+        }
+        let waker = port.netmap.ring_waker(dir, idx)?;
+        let interest = if waker.reports_writable() {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        // SAFETY: the descriptor belongs to the RingWaker (an OwnedFd, or an eventfd owned by
+        // the Arc'd notifier it holds). The AsyncFd owns the RingWaker, so the descriptor
+        // stays open and names the same file for as long as it is registered, and
+        // `as_raw_fd` returns the same number every time.
+        let fd = unsafe { AsyncFd::register_with_interest(waker, interest) }
+            .map_err(|e| Error::Io(e.into_parts().1))?;
+        let resync = resync_for(&port)?;
+        Ok(Waiter {
+            port,
+            fd: Arc::new(fd),
+            resync,
+            dir,
+            idx,
+            fut: ReusableBoxFuture::new(async { Ok(()) }),
+            active: false,
+        })
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Starts a wait for `need` packets (RX) or free slots (TX).
+    pub(crate) fn start(&mut self, need: usize) {
+        let need = u32::try_from(need).unwrap_or(u32::MAX);
+        self.fut.set(wait_ready(
+            self.port.clone(),
+            self.fd.clone(),
+            self.resync.clone(),
+            self.dir,
+            self.idx,
+            need,
+        ));
+        self.active = true;
+    }
+
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = ready!(self.fut.poll(cx));
+        self.active = false;
+        Poll::Ready(r)
+    }
+}
