@@ -2,29 +2,29 @@
 //!
 //! A driver is to this crate what a netmap adapter is to the kernel module
 //! (`nm_register`/`nm_txsync`/`nm_rxsync` in `netmap_kern.h`): it registers a port over
-//! memory laid out as netmap lays it out (the [`ring`](crate::ring) layer), and moves slots
+//! memory laid out as netmap lays it out (the `ring` layer), and moves slots
 //! between those rings and its "hardware" when asked to sync. What every driver provides,
 //! and nothing else:
 //!
 //! - **register**: a free function `open(spec, opts) -> Opened` in its folder, returning the
-//!   region, the offset of the `netmap_if` and the memory's [`MemIdentity`];
-//! - **txsync / rxsync / readiness**: the [`Driver`] trait, implemented by the folder's
+//!   region, the offset of the `netmap_if` and the memory's `MemIdentity`;
+//! - **txsync / rxsync / readiness**: the `Driver` trait, implemented by the folder's
 //!   `Port` type.
 //!
 //! The drivers, one folder each:
 //!
-//! - [`kernel`]: the netmap kernel module (`/dev/netmap`; Linux and FreeBSD, feature `sys`).
-//! - [`emulated`]: netmap pipes emulated in shared memory, within and across processes.
-//! - [`xdp`]: AF_XDP sockets, one per queue (Linux).
-//! - [`afpacket`]: an AF_PACKET socket with `TPACKET_V2` rings (Linux).
-//! - [`linux`]: the plumbing both Linux drivers use (sockets, interfaces, netlink, ring
+//! - `kernel`: the netmap kernel module (`/dev/netmap`; Linux and FreeBSD, feature `sys`).
+//! - `emulated`: netmap pipes emulated in shared memory, within and across processes.
+//! - `xdp`: AF_XDP sockets, one per queue (Linux).
+//! - `afpacket`: an AF_PACKET socket with `TPACKET_V2` rings (Linux).
+//! - `linux`: the plumbing both Linux drivers use (sockets, interfaces, netlink, ring
 //!   memory), and their tests.
 //!
-//! A port holds its driver as the [`Backend`] enum, not as a `Box<dyn Driver>`: the set of
+//! A port holds its driver as the `Backend` enum, not as a `Box<dyn Driver>`: the set of
 //! drivers is closed and known at compile time, each variant exists only on the platforms
 //! that have it (`cfg`), and a sync, called once per batch on the hot path, is a `match` the
 //! compiler inlines instead of an indirect call. The trait states the contract; the enum
-//! dispatches it ([`dispatch!`]).
+//! dispatches it (`dispatch!`).
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The synchronous core: ports, rings and frames. It stands on the [`ring`](crate::ring)
+//! The synchronous core: ports, rings and frames. It stands on the `ring`
 //! layer (the memory layout) and reaches the drivers only through the
 //! [`backend`](crate::backend) seam.
 //!

@@ -31,6 +31,7 @@ pub struct RingPointers {
 /// # Ok::<(), netmap_rs::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a builder opens nothing until build() or build_per_ring()"]
 pub struct NetmapBuilder {
     name: String,
     tx_rings: usize,

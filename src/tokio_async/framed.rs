@@ -44,6 +44,7 @@ use crate::error::Error;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
+#[must_use = "sinks do nothing unless polled"]
 pub struct NetmapFramed<C> {
     rx: Option<AsyncNetmapRxRing>,
     tx: Option<AsyncNetmapTxRing>,

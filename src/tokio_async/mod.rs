@@ -134,6 +134,11 @@ impl TokioNetmap {
     }
 
     /// Opens `name` with default settings and registers it (see [`crate::NetmapBuilder`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it completes in its first poll (opening does not wait), so a dropped
+    /// future has opened nothing.
     pub async fn open(name: &str) -> Result<TokioNetmap, Error> {
         let nm = crate::NetmapBuilder::new(name).build()?;
         Ok(TokioNetmap::new(nm)?)
@@ -159,11 +164,19 @@ impl TokioNetmap {
     }
 
     /// Same as [`rx_ring`](TokioNetmap::rx_ring), async for source compatibility.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it completes in its first poll.
     pub async fn async_rx_ring(&self, ring_idx: usize) -> Result<AsyncNetmapRxRing, Error> {
         self.rx_ring(ring_idx)
     }
 
     /// Same as [`tx_ring`](TokioNetmap::tx_ring), async for source compatibility.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it completes in its first poll.
     pub async fn async_tx_ring(&self, ring_idx: usize) -> Result<AsyncNetmapTxRing, Error> {
         self.tx_ring(ring_idx)
     }

@@ -107,14 +107,24 @@ impl AsyncNetmapRxRing {
         }
     }
 
-    /// Waits until at least one packet is waiting. Cancel-safe.
+    /// Waits until at least one packet is waiting.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it consumes nothing. A wait dropped half-way stays registered with the
+    /// handle and is reused (or replaced) by the next wait.
     pub async fn readable(&mut self) -> io::Result<()> {
         poll_fn(|cx| self.poll_recv_ready(cx)).await
     }
 
     /// Waits for the next packet and returns it borrowed from the ring (zero copy).
     /// A corrupt slot is consumed and returned as an error; the next call returns the next
-    /// packet. Cancel-safe: a dropped future consumes nothing.
+    /// packet.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a future dropped before it completes has consumed no packet; the next
+    /// `recv` returns the packet this one would have.
     pub async fn recv(&mut self) -> io::Result<Frame<'_>> {
         let taken = loop {
             self.readable().await?;
@@ -127,7 +137,11 @@ impl AsyncNetmapRxRing {
     }
 
     /// Waits until packets are waiting, then lends up to `max` of them borrowed from the ring
-    /// (zero copy). They are handed back to the kernel at the next sync. Cancel-safe.
+    /// (zero copy). They are handed back to the kernel at the next sync.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: until it completes it only waits, and a dropped future takes no packet.
     pub async fn recv_batch(&mut self, max: usize) -> io::Result<RxBatch<'_>> {
         self.readable().await?;
         self.partial = None;

@@ -110,12 +110,23 @@ impl AsyncNetmapTxRing {
         self.poll_send_ready_n(cx, 1)
     }
 
-    /// Waits until a slot is free. Cancel-safe.
+    /// Waits until a slot is free.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it writes nothing. A wait dropped half-way stays registered with the
+    /// handle and is reused (or replaced) by the next wait.
     pub async fn writable(&mut self) -> io::Result<()> {
         poll_fn(|cx| self.poll_send_ready(cx)).await
     }
 
     /// Waits for room and queues one packet (sent at the next flush or automatic sync).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the packet is queued in the same poll that finds room, so a future
+    /// dropped before it completes has queued nothing, and one that completed has queued the
+    /// whole packet. Call it again with the same packet after a cancellation.
     pub async fn send_packet(&mut self, packet: &[u8]) -> io::Result<()> {
         if packet.len() > self.ring.max_payload_size() {
             return Err(Error::PacketTooLarge(packet.len()).into());
@@ -126,7 +137,11 @@ impl AsyncNetmapTxRing {
     }
 
     /// Waits until `count` slots are free and reserves them to fill in place (zero copy).
-    /// Commit the reservation, then flush. Cancel-safe.
+    /// Commit the reservation, then flush.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: until it completes it only waits; a dropped future reserves nothing.
     pub async fn reserve(&mut self, count: usize) -> io::Result<BatchReservation<'_>> {
         poll_fn(|cx| self.poll_send_ready_n(cx, count)).await?;
         Ok(self.ring.reserve_batch(count)?)
@@ -134,7 +149,11 @@ impl AsyncNetmapTxRing {
 
     /// Waits until at least one slot is free, then reserves as many as are free, up to
     /// `max` (C `pkt-gen`'s burst: it sends what fits rather than waiting for a full burst).
-    /// Commit the reservation, then flush. Cancel-safe.
+    /// Commit the reservation, then flush.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: until it completes it only waits; a dropped future reserves nothing.
     pub async fn reserve_up_to(&mut self, max: usize) -> io::Result<BatchReservation<'_>> {
         if max > 0 {
             self.writable().await?;
@@ -150,6 +169,11 @@ impl AsyncNetmapTxRing {
     /// With nothing queued it returns at once, without a system call; to collect slots the
     /// kernel has finished with, sync the ring itself ([`get_mut`](Self::get_mut)`.sync()`)
     /// or wait for room ([`writable`](Self::writable), [`reserve`](Self::reserve)).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it never waits (the sync happens in its first poll), so there is no
+    /// point at which a drop could leave a packet half handed over.
     pub async fn flush_ring(&mut self) -> io::Result<()> {
         self.flush_queued()
     }

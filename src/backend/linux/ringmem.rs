@@ -1,7 +1,7 @@
 //! The netmap side of the Linux drivers: one region per port holding a `netmap_if`, a TX and
 //! an RX netmap ring per bound queue, and a buffer pool, laid out as the kernel module lays
 //! out its memory, so the ring, frame and Tokio code above sees netmap rings. The drivers
-//! (`xdp_port`, `afpacket_port`) move packets between these rings and the kernel's.
+//! (`backend::xdp`, `backend::afpacket`) move packets between these rings and the kernel's.
 //!
 //! Layout: interface at 0, rings from 128-byte aligned offsets after it, the pool from the
 //! next page boundary. Buffer `i` starts `buf_shift + i * BUF_SIZE` bytes into the pool: the
