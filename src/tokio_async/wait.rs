@@ -117,6 +117,8 @@ pub(crate) struct Waiter {
     resync: Option<Arc<Resync>>,
     fut: ReusableBoxFuture<'static, io::Result<()>>,
     active: bool,
+    /// What the active wait waits for (packets or free slots).
+    need: usize,
 }
 
 /// A [`Resync`] timer for a port on the netmap kernel module (Linux) driven by a
@@ -171,15 +173,25 @@ impl Waiter {
             idx,
             fut: ReusableBoxFuture::new(async { Ok(()) }),
             active: false,
+            need: 0,
         })
     }
 
-    pub(crate) fn is_active(&self) -> bool {
+    /// Whether a wait for `need` is in progress (started, not yet complete). A wait left
+    /// active for another amount (by a future that was dropped) is withdrawn here, its
+    /// arming undone: it would complete only at its own `need`, and the caller, who now
+    /// waits for a different amount, starts a fresh wait, which syncs and looks again first.
+    pub(crate) fn is_active_for(&mut self, need: usize) -> bool {
+        if self.active && self.need != need {
+            self.fut.set(async { Ok(()) });
+            self.active = false;
+        }
         self.active
     }
 
     /// Starts a wait for `need` packets (RX) or free slots (TX).
     pub(crate) fn start(&mut self, need: usize) {
+        self.need = need;
         let need = u32::try_from(need).unwrap_or(u32::MAX);
         self.fut.set(wait_ready(
             self.port.clone(),
