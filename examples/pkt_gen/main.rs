@@ -42,6 +42,8 @@
 //! for room or packets is one `poll` (the sync path) as in C `pkt-gen`.
 
 mod cli;
+#[path = "../common/mod.rs"]
+mod common;
 mod frames;
 mod jobs;
 mod stats;
@@ -145,7 +147,8 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
             ""
         }
     );
-    let stop = Arc::new(AtomicBool::new(false));
+    // Ctrl-C or SIGTERM stops the workers; the totals are printed as at a normal end.
+    let stop = common::stop_on_signals();
     let t0 = Instant::now();
     // The opposite function on the other pipe end, in-process.
     let mut peer_handles = Vec::new();
