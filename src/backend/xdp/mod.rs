@@ -184,6 +184,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
     })?;
+    // A frame longer than a buffer (after the XDP headroom) would be dropped by the kernel.
+    iface.check_rx_limit((BUF_SIZE as u64 - HEADROOM) as usize)?;
     let umem = Umem::new(mem.region.clone(), mem.pool_off, mem.pool_len, BUF_SIZE)?;
     // A foreign program fails the open here, before any socket exists.
     let prog = ProgShare::get(&iface)?;
