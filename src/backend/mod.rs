@@ -160,6 +160,9 @@ pub(crate) struct Opened {
     pub backend: Backend,
     pub region: Arc<Region>,
     pub if_off: usize,
+    /// Byte range of the buffer pool in the region, as the driver's allocator laid it out
+    /// (no buffer is ever seen outside it).
+    pub pool: std::ops::Range<usize>,
     pub mem: MemIdentity,
     pub extra_bufs: u32,
 }

@@ -4,7 +4,10 @@
 use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
 use crate::ring::next;
+use std::sync::Arc;
+
 use crate::sync::frame::Frame;
+use crate::sync::held::{self, Held};
 use crate::sync::ring::{RxRing, TxRing};
 
 /// Moves up to `max` received packets from `rx` to `tx` without copying, by swapping the
@@ -28,6 +31,15 @@ pub fn forward_filtered(
     }
     let mut forwarded = 0;
     let mut seen = 0;
+    // Both handles' held buffers live in one table (same memory): the swaps below move
+    // buffers between them, recorded in batches.
+    let mut moves = Moves {
+        held: rx.h.held.clone(),
+        from: rx.h.token,
+        to: tx.h.token,
+        pairs: [(0, 0); MOVES],
+        n: 0,
+    };
     while seen < max {
         let rx_n = rx.h.raw.num_slots();
         let tx_n = tx.h.raw.num_slots();
@@ -41,7 +53,9 @@ pub fn forward_filtered(
         let tk = tx.h.head;
         // SAFETY: rk is in rx's user range [head, tail), tk in tx's (both just checked or
         // refreshed with Acquire), so both slots are the user's.
-        let (rs, ts) = unsafe { (rx.h.raw.slot(rk), tx.h.raw.slot(tk)) };
+        let (mut rs, mut ts) = unsafe { (rx.h.raw.slot(rk), tx.h.raw.slot(tk)) };
+        // The buffers the two handles hold in these slots, not what the slots say now.
+        (rs.buf_idx, ts.buf_idx) = (rx.h.buf_of(rk), tx.h.buf_of(tk));
         seen += 1;
         let rptr = match rx.h.raw.buf_ptr(rs.buf_idx) {
             Some(p) if u32::from(rs.len) <= rx.h.raw.buf_size() => p,
@@ -63,6 +77,10 @@ pub fn forward_filtered(
         if !wanted {
             continue;
         }
+        // Each handle now holds the other's buffer (the table follows in `moves`).
+        moves.push(rs.buf_idx, ts.buf_idx);
+        tx.h.shadow[tk as usize] = rs.buf_idx;
+        rx.h.shadow[rk as usize] = ts.buf_idx;
         // SAFETY: both slots are the user's (see above); the buffer indices are exchanged,
         // so each buffer still belongs to exactly one slot, and NS_BUF_CHANGED tells the
         // kernel to reload both.
@@ -78,4 +96,53 @@ pub fn forward_filtered(
         forwarded += 1;
     }
     Ok(forwarded)
+}
+
+/// Buffer swaps between an RX handle (`from`) and a TX handle (`to`) not yet written into
+/// their memory's table of held buffers: written every `MOVES` swaps and when dropped (on
+/// every return path). Until then the table names the old holders, which only makes a
+/// claim of those buffers by anyone else fail: never two holders at once.
+struct Moves {
+    held: Arc<Held>,
+    from: u32,
+    to: u32,
+    pairs: [(u32, u32); MOVES],
+    n: usize,
+}
+
+const MOVES: usize = 64;
+
+impl Moves {
+    /// Records that buffer `r` went from the RX handle to the TX one, and `t` the other way.
+    #[inline]
+    fn push(&mut self, r: u32, t: u32) {
+        self.pairs[self.n] = (r, t);
+        self.n += 1;
+        if self.n == MOVES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        let mut table = self.held.lock();
+        for &(r, t) in &self.pairs[..self.n] {
+            let moved = held::transfer(&mut table, r, self.from, self.to)
+                & held::transfer(&mut table, t, self.to, self.from);
+            if !moved {
+                // Only a slot a peer rewrote twice gets here (one buffer in two slots of one
+                // ring): the table keeps whoever holds it, so nobody else can claim it.
+                tracing::warn!(r, t, "a swapped buffer was not its holder's");
+            }
+        }
+        self.n = 0;
+    }
+}
+
+impl Drop for Moves {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }

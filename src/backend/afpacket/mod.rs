@@ -142,6 +142,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     };
     Ok(Opened {
         backend: Backend::AfPacket(port),
+        pool: mem.buffers(),
         region: mem.region,
         if_off: 0,
         mem: mem.identity,

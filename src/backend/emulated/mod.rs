@@ -320,8 +320,10 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         mem_id: pipe.mem.id,
         base: region.base().as_ptr() as usize,
     };
+    let g = &pipe.mem.ctl.g;
     Ok(Opened {
         backend: Backend::Emulated(port),
+        pool: g.ring_end..g.ring_end + g.nbufs as usize * BUF_SIZE as usize,
         region,
         if_off,
         mem,

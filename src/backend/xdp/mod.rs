@@ -262,6 +262,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     };
     Ok(Opened {
         backend: Backend::Xdp(port),
+        pool: mem.buffers(),
         region: mem.region,
         if_off: 0,
         mem: mem.identity,
