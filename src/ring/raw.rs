@@ -187,6 +187,11 @@ impl RawRing {
         self.buf_size
     }
 
+    /// One past the largest buffer index this view accepts.
+    pub(crate) fn buf_limit(&self) -> u32 {
+        self.max_idx
+    }
+
     /// Valid buffer indices for this ring's mapping.
     #[cfg(test)]
     pub(crate) fn buf_range(&self) -> std::ops::Range<u32> {

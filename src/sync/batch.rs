@@ -154,7 +154,7 @@ impl<'a> BatchReservation<'a> {
         mut f: impl FnMut(usize, &mut [u8], bool) -> usize,
     ) -> Result<usize, Error> {
         let raw = &self.raw;
-        let shadow = &*self.ring.h.shadow;
+        let mirror = &*self.ring.h.mirror;
         let (n, max) = (raw.num_slots(), self.max_len);
         let first = self.filled;
         let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
@@ -163,7 +163,7 @@ impl<'a> BatchReservation<'a> {
             // `fill` reads only the buffer index; `fill_reused` also the flags.
             // The buffer this handle holds in the slot (see `held.rs`), never the index the
             // slot says now.
-            let idx = shadow[k as usize];
+            let idx = mirror.buf_of(k);
             let p = raw.buf_ptr(idx).ok_or(idx);
             let flags = if REUSED {
                 // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).

@@ -7,7 +7,7 @@ use crate::ring::next;
 use std::sync::Arc;
 
 use crate::sync::frame::Frame;
-use crate::sync::held::{self, Held};
+use crate::sync::held::{Held, Mirror};
 use crate::sync::ring::{RxRing, TxRing};
 
 /// Moves up to `max` received packets from `rx` to `tx` without copying, by swapping the
@@ -35,9 +35,9 @@ pub fn forward_filtered(
     // buffers between them, recorded in batches.
     let mut moves = Moves {
         held: rx.h.held.clone(),
-        from: rx.h.token,
-        to: tx.h.token,
-        pairs: [(0, 0); MOVES],
+        rx: rx.h.mirror.clone(),
+        tx: tx.h.mirror.clone(),
+        swaps: [(0, 0, 0, 0); MOVES],
         n: 0,
     };
     while seen < max {
@@ -78,9 +78,7 @@ pub fn forward_filtered(
             continue;
         }
         // Each handle now holds the other's buffer (the table follows in `moves`).
-        moves.push(rs.buf_idx, ts.buf_idx);
-        tx.h.shadow[tk as usize] = rs.buf_idx;
-        rx.h.shadow[rk as usize] = ts.buf_idx;
+        moves.push((rk, rs.buf_idx, tk, ts.buf_idx));
         // SAFETY: both slots are the user's (see above); the buffer indices are exchanged,
         // so each buffer still belongs to exactly one slot, and NS_BUF_CHANGED tells the
         // kernel to reload both.
@@ -98,25 +96,26 @@ pub fn forward_filtered(
     Ok(forwarded)
 }
 
-/// Buffer swaps between an RX handle (`from`) and a TX handle (`to`) not yet written into
-/// their memory's table of held buffers: written every `MOVES` swaps and when dropped (on
-/// every return path). Until then the table names the old holders, which only makes a
-/// claim of those buffers by anyone else fail: never two holders at once.
+/// Buffer swaps between an RX handle and a TX handle not yet written into their memory's
+/// table of held buffers and their shadows: written every `MOVES` swaps and when dropped (on
+/// every return path). Until then both handles still show the old buffers in the swapped
+/// slots, which they hold: anyone else trying to claim them is refused, and neither slot is
+/// lent again before the sync that releases it.
 struct Moves {
     held: Arc<Held>,
-    from: u32,
-    to: u32,
-    pairs: [(u32, u32); MOVES],
+    rx: Arc<Mirror>,
+    tx: Arc<Mirror>,
+    swaps: [(u32, u32, u32, u32); MOVES],
     n: usize,
 }
 
 const MOVES: usize = 64;
 
 impl Moves {
-    /// Records that buffer `r` went from the RX handle to the TX one, and `t` the other way.
+    /// Records that the buffer of RX slot `rk` went to TX slot `tk`, and the other way.
     #[inline]
-    fn push(&mut self, r: u32, t: u32) {
-        self.pairs[self.n] = (r, t);
+    fn push(&mut self, swap: (u32, u32, u32, u32)) {
+        self.swaps[self.n] = swap;
         self.n += 1;
         if self.n == MOVES {
             self.flush();
@@ -124,20 +123,10 @@ impl Moves {
     }
 
     fn flush(&mut self) {
-        if self.n == 0 {
-            return;
+        if self.n > 0 {
+            self.held.swapped(&self.rx, &self.tx, &self.swaps[..self.n]);
+            self.n = 0;
         }
-        let mut table = self.held.lock();
-        for &(r, t) in &self.pairs[..self.n] {
-            let moved = held::transfer(&mut table, r, self.from, self.to)
-                & held::transfer(&mut table, t, self.to, self.from);
-            if !moved {
-                // Only a slot a peer rewrote twice gets here (one buffer in two slots of one
-                // ring): the table keeps whoever holds it, so nobody else can claim it.
-                tracing::warn!(r, t, "a swapped buffer was not its holder's");
-            }
-        }
-        self.n = 0;
     }
 }
 

@@ -243,6 +243,12 @@ impl Netmap {
         let region = opened.region;
         let BoundRings { tx, rx, bufs_head } =
             bind_rings(&region, opened.if_off, opened.pool.clone(), &spec)?;
+        let nbufs = tx
+            .iter()
+            .chain(&rx)
+            .map(|b| b.raw.buf_limit())
+            .max()
+            .unwrap_or(0);
         let name = spec.to_string();
         tracing::debug!(port = %name, backend = %opened.backend.kind(), tx = tx.len(), rx = rx.len(), "port open");
         Ok(Netmap {
@@ -255,7 +261,7 @@ impl Netmap {
                 mem: opened.mem,
                 extra_bufs: opened.extra_bufs,
                 bufs_head,
-                held: Held::of(opened.mem),
+                held: Held::of(opened.mem, nbufs),
                 region,
             }),
         })

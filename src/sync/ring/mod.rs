@@ -22,7 +22,7 @@ use bytes::Bytes;
 use crate::ring::{advance, distance, next, Dir, RawRing};
 use crate::sync::claim::Claim;
 use crate::sync::frame::{Frame, INLINE_CAPACITY};
-use crate::sync::held::{self, Held, NO_BUF};
+use crate::sync::held::{Held, Mirror, NO_BUF};
 use crate::sync::port_inner::PortInner;
 
 /// Distance from the last sync to a handle's [`mark`](Handle::mark).
@@ -51,12 +51,10 @@ pub(super) struct Handle {
     ring_id: u16,
     host: bool,
     pub(super) port: Arc<PortInner>,
-    /// The buffer each slot of `[published, tail)` held when it entered the user's part of
-    /// the ring (`NO_BUF`: none); views are made from this copy, never from the index in
-    /// shared memory (see `held.rs`).
-    pub(super) shadow: Box<[u32]>,
-    /// This handle's token in the memory's table of held buffers.
-    pub(super) token: u32,
+    /// The buffers this handle holds: each slot of `[published, tail)` with the index it had
+    /// when it entered the user's part of the ring. Views are made from it, never from the
+    /// index in shared memory (see `held.rs`).
+    pub(super) mirror: Arc<Mirror>,
     pub(super) held: Arc<Held>,
     /// This process's only handle of the ring (released on drop).
     _claim: Claim,
@@ -81,12 +79,11 @@ impl Handle {
         }
         let mark = advance(head, mark_gap(dir, raw.num_slots()), raw.num_slots());
         let (ring_id, host) = (b.ring_id, b.host);
-        let token = held::new_token();
         let held = port.held.clone();
-        let mut shadow = vec![NO_BUF; raw.num_slots() as usize].into_boxed_slice();
+        let mirror = held.mirror(raw.num_slots(), head);
         // SAFETY: [head, tail) is the user's part of the ring (tail loaded with Acquire), and
         // this handle is the process's only one of the ring (the claim above).
-        unsafe { held::claim(&mut held.lock(), token, &raw, &mut shadow, head, tail) };
+        unsafe { held.claim(&mirror, &raw, head, tail, tail) };
         Ok(Handle {
             raw,
             head,
@@ -98,8 +95,7 @@ impl Handle {
             ring_id,
             host,
             port,
-            shadow,
-            token,
+            mirror,
             held,
             _claim: claim,
         })
@@ -108,7 +104,7 @@ impl Handle {
     /// The buffer slot `k` holds for this handle (`NO_BUF`: none).
     #[inline(always)]
     pub(super) fn buf_of(&self, k: u32) -> u32 {
-        self.shadow[k as usize]
+        self.mirror.buf_of(k)
     }
 
     /// Claims slot `k`'s buffer again after it was refused (a TX slot cannot be skipped the
@@ -118,20 +114,13 @@ impl Handle {
     #[inline(never)]
     pub(super) fn reclaim(&mut self, k: u32) -> bool {
         let n = self.raw.num_slots();
-        let mut table = self.held.lock();
         // SAFETY: the callers pass a slot of the user's part of the ring (a TX slot at or
-        // after the cursor, before the tail).
+        // after the cursor, before the tail, which stays the end of the held slots).
         unsafe {
-            held::claim(
-                &mut table,
-                self.token,
-                &self.raw,
-                &mut self.shadow,
-                k,
-                next(k, n),
-            )
+            self.held
+                .claim(&self.mirror, &self.raw, k, next(k, n), self.tail)
         };
-        self.shadow[k as usize] != NO_BUF
+        self.buf_of(k) != NO_BUF
     }
 
     /// Slots between the cursor and the kernel's tail, refreshing the cached tail.
@@ -165,19 +154,9 @@ impl Handle {
     /// Claims the slots `[tail, t)` and moves the cached tail to `t`.
     #[inline(never)]
     fn claim_to(&mut self, t: u32) {
-        let mut table = self.held.lock();
         // SAFETY: [tail, t) just entered the user's part of the ring: `t` was loaded with
         // Acquire and lies ahead of the cached tail, within the ring.
-        unsafe {
-            held::claim(
-                &mut table,
-                self.token,
-                &self.raw,
-                &mut self.shadow,
-                self.tail,
-                t,
-            )
-        };
+        unsafe { self.held.claim(&self.mirror, &self.raw, self.tail, t, t) };
         self.tail = t;
     }
 
@@ -205,13 +184,7 @@ impl Handle {
         .entered();
         // Every view of the slots handed back has ended (this needs `&mut self`): their
         // buffers are no longer this handle's.
-        held::release(
-            &mut self.held.lock(),
-            self.token,
-            &self.shadow,
-            self.published,
-            self.head,
-        );
+        self.mirror.release_to(self.head);
         self.raw.publish_head(self.head);
         self.published = self.head;
         let n = self.raw.num_slots();
@@ -264,13 +237,7 @@ impl Handle {
 impl Drop for Handle {
     /// The buffers of `[published, tail)` are no longer this process's to lend.
     fn drop(&mut self) {
-        held::release(
-            &mut self.held.lock(),
-            self.token,
-            &self.shadow,
-            self.published,
-            self.tail,
-        );
+        self.held.forget(&self.mirror);
     }
 }
 

@@ -407,3 +407,41 @@ fn forwarding_thread_between_two_pipes() {
     sender.join().unwrap();
     fwd.join().unwrap();
 }
+
+/// Issue 18.1 under Miri: a peer points a TX slot of another pipe of the same memory at the
+/// buffer of a frame this process is reading; taking that slot must not make a `&mut [u8]`
+/// over the frame's bytes (Miri reports the aliasing if it does).
+#[test]
+fn a_slot_naming_a_lent_buffer_is_refused() {
+    let (_a, b, mut tx, mut rx) = pipe_rings("alias");
+    let c = emu("alias{1");
+    let _d = emu("alias}1");
+    tx.send(b"hello").unwrap();
+    tx.sync().unwrap();
+    rx.sync().unwrap();
+    let x = rx.h.buf_of(rx.h.head);
+    let frame = rx.recv().unwrap();
+    let traw = &c.inner.tx[0].raw;
+    let k = traw.load_head();
+    // SAFETY: (test acting as a hostile peer) no handle of that ring exists yet.
+    let own = unsafe { traw.slot(k) }.buf_idx;
+    // SAFETY: as above.
+    unsafe { traw.set_buf_idx(k, x) };
+    let mut tx2 = c.tx_ring(0).unwrap();
+    let mut r = tx2.reserve_batch(1).unwrap();
+    match r.packet(0, 16) {
+        Err(Error::CorruptSlot { buf_idx, .. }) => assert_eq!(buf_idx, x),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(buf) => {
+            buf[0] = b'H';
+            panic!("two views of buffer {x}");
+        }
+    }
+    drop(r);
+    assert!(matches!(tx2.send(b"zz"), Err(Error::CorruptSlot { .. })));
+    assert_eq!(frame.payload(), b"hello");
+    drop(frame);
+    // SAFETY: as above; the slot gets its own buffer back for the teardown.
+    unsafe { traw.set_buf_idx(k, own) };
+    let _ = b;
+}
