@@ -657,3 +657,50 @@ fn a_peer_cannot_make_two_views_of_one_buffer() {
     tx2.send(b"ok").unwrap();
     tx2.sync().unwrap();
 }
+
+/// The same, when the frame was lent while its ring's handle was the only one on the memory
+/// (claims then skip the table): the second handle must still see the lent buffer as held.
+#[test]
+fn a_peer_cannot_make_two_views_after_a_lone_handle_lent() {
+    use netmap_rs::abi::NetmapRing;
+    let (a, b) = pipe("alone", 16);
+    // A packet sent by hand (no TX handle), so the RX handle is the memory's only one.
+    let ring: *mut NetmapRing = a.raw_tx_ring_ptr(0).unwrap();
+    // SAFETY: the test drives the TX ring by hand, alone: slot `head` is the user's; setting
+    // its length and publishing cur/head is what a C program does.
+    unsafe {
+        let head = (*ring).head;
+        let slot = ring
+            .cast::<u8>()
+            .add(size_of::<NetmapRing>())
+            .cast::<netmap_rs::abi::NetmapSlot>()
+            .add(head as usize);
+        (*slot).len = 60;
+        let next = (head + 1) % (*ring).num_slots;
+        (*ring).cur = next;
+        (*ring).head = next;
+    }
+    a.sync_tx_published().unwrap();
+    let mut rx = b.rx_ring(0).unwrap();
+    rx.sync().unwrap();
+    let rx_head = b.ring_pointers().rx[0][0];
+    let x = slot_buf_idx(b.raw_rx_ring_ptr(0).unwrap(), rx_head, None);
+    let frame = rx.recv().unwrap();
+    assert_eq!(frame.len(), 60);
+    let c = NetmapBuilder::new("alone{1").num_slots(16).build().unwrap();
+    let _d = NetmapBuilder::new("alone}1").num_slots(16).build().unwrap();
+    let tx2_ring = c.raw_tx_ring_ptr(0).unwrap();
+    let tx2_head = c.ring_pointers().tx[0][0];
+    let own = slot_buf_idx(tx2_ring, tx2_head, Some(x));
+    let mut tx2 = c.tx_ring(0).unwrap();
+    assert!(matches!(tx2.send(b"zz"), Err(Error::CorruptSlot { .. })));
+    {
+        let mut r = tx2.reserve_batch(1).unwrap();
+        if let Ok(buf) = r.packet(0, 16) {
+            let (a, b) = read_write_read(&frame, buf);
+            panic!("two live views of buffer {x}: read {a} then {b}");
+        }
+    }
+    drop(frame);
+    slot_buf_idx(tx2_ring, tx2_head, Some(own));
+}

@@ -442,6 +442,12 @@ impl RawRing {
         acc
     }
 
+    /// Whether buffer `idx` is one of this mapping's (as [`RawRing::buf_ptr`] checks it).
+    #[inline(always)]
+    pub(crate) fn buf_ok(&self, idx: u32) -> bool {
+        idx.wrapping_sub(self.min_idx) < self.max_idx - self.min_idx
+    }
+
     /// Pointer to buffer `idx`, or `None` when `idx` is outside the buffers of this mapping.
     /// The whole `buf_size` bytes behind the pointer lie inside the region and above the
     /// port's rings.

@@ -20,10 +20,13 @@
 //!
 //! The memory's [`Held`] table records, per buffer, which handle (and slot) claimed it last.
 //! It is sticky: releasing slots only moves the handle's published `lo` mark, so a ring
-//! whose buffers stay in their slots lap after lap (NIC rings, a pipe end whose peer is in
-//! another process) pays per packet a few loads and compares, and no write, lock or atomic
-//! read-modify-write. Taking a buffer another handle claimed last happens under the table's
-//! mutex (once per sync), and checks that the other handle does not hold it now.
+//! whose buffers stay in their slots lap after lap pays per packet a few loads and compares,
+//! and no lock or atomic read-modify-write. Taking a buffer another handle claimed last
+//! happens under the table's mutex (once per sync) and checks that the other handle does not
+//! hold it now. While a handle is the only one on its memory in this process (one ring per
+//! process, as a packet generator or a single-queue service has it), nothing can conflict
+//! with it: its claims fill its shadow alone, and the table is built from that shadow when
+//! a second handle comes.
 //!
 //! Two handles on two threads, one taking a buffer (slow path) while the other re-confirms
 //! its own claim (fast path), are ordered as in Dekker's algorithm: the fast path publishes
@@ -33,11 +36,11 @@
 //! peer that broke the protocol).
 
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::backend::MemIdentity;
-use crate::ring::{distance, next, RawRing};
+use crate::ring::{distance, runs, RawRing};
 
 /// A shadow entry for a slot that holds no buffer (its index was out of range or held by
 /// another handle): reaching it is reported as a corrupt slot.
@@ -50,6 +53,10 @@ pub(crate) struct Held {
     table: Box<[AtomicU64]>,
     /// The live handles' mirrors by token; its lock serialises the slow paths.
     holders: Mutex<HashMap<u32, Weak<Mirror>>>,
+    /// Whether a second handle ever lived on this memory. Until then the one handle cannot
+    /// meet itself in a conflict, and its claims only fill its shadow (`solo`); the table is
+    /// built from that shadow when the second handle comes.
+    shared: AtomicBool,
 }
 
 /// What other handles read of a handle: the slots it holds and the buffers in them.
@@ -61,6 +68,9 @@ pub(crate) struct Mirror {
     hi: AtomicU32,
     /// The buffer index each held slot was found with (`NO_BUF`: none).
     shadow: Box<[AtomicU32]>,
+    /// Scratch of the owner's claims: the previous claimant of a slot's buffer when it was
+    /// another handle (0: none), for the slow path.
+    prev: Box<[AtomicU64]>,
 }
 
 impl Held {
@@ -77,6 +87,7 @@ impl Held {
         let h = Arc::new(Held {
             table: (0..nbufs).map(|_| AtomicU64::new(0)).collect(),
             holders: Mutex::new(HashMap::new()),
+            shared: AtomicBool::new(false),
         });
         all.insert(mem, Arc::downgrade(&h));
         h
@@ -89,8 +100,33 @@ impl Held {
             lo: AtomicU32::new(at),
             hi: AtomicU32::new(at),
             shadow: (0..n).map(|_| AtomicU32::new(NO_BUF)).collect(),
+            prev: (0..n).map(|_| AtomicU64::new(0)).collect(),
         });
-        lock(&self.holders).insert(m.token, Arc::downgrade(&m));
+        let mut holders = lock(&self.holders);
+        holders.retain(|_, w| w.strong_count() > 0);
+        if !holders.is_empty() && !self.shared.load(Ordering::Relaxed) {
+            // The first other handle: from now on claims go through the table. Record what
+            // the handles that claimed alone hold (their claims after this see `shared`, or
+            // this sees their new `hi`: Dekker, as in `claim`).
+            self.shared.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            for o in holders.values().filter_map(Weak::upgrade) {
+                let n = o.shadow.len() as u32;
+                let (lo, hi) = (o.lo.load(Ordering::Acquire), o.hi.load(Ordering::Acquire));
+                if lo >= n || hi >= n {
+                    continue;
+                }
+                let mut k = lo;
+                while k != hi {
+                    let idx = o.shadow[k as usize].load(Ordering::Relaxed);
+                    if let Some(e) = self.table.get(idx as usize) {
+                        e.store(key(o.token, k), Ordering::Relaxed);
+                    }
+                    k = if k + 1 == n { 0 } else { k + 1 };
+                }
+            }
+        }
+        holders.insert(m.token, Arc::downgrade(&m));
         m
     }
 
@@ -104,105 +140,144 @@ impl Held {
     /// of the ring of `m`, or are claimed again) and sets `m`'s `hi` to `hi` (the handle's
     /// tail, at or past `to`).
     ///
+    /// Pass 1 records each slot's buffer in the shadow and the table (writing only what
+    /// changed), before `hi` covers the slot: until then no other handle takes the slot for
+    /// held, so nobody sees a stale shadow as held. Then `hi`, a fence, and pass 2 checks
+    /// every claim is still this handle's in the table (a slow path elsewhere may have
+    /// written it meanwhile: Dekker, see the module docs). Buffers whose last claimant was
+    /// another live handle are checked against that handle's held slots, under the lock.
+    ///
     /// # Safety
     /// The caller's handle owns these slots (after an Acquire load of the tail), so nobody
     /// else of this process reads or writes them.
     #[inline]
     pub(crate) unsafe fn claim(&self, m: &Mirror, raw: &RawRing, from: u32, to: u32, hi: u32) {
-        let n = raw.num_slots();
-        let mut changed = false;
-        // Pass 1: a slot whose index differs from its shadow holds nothing until resolved
-        // below, so no other handle sees it holding its old buffer.
-        let mut k = from;
-        while k != to {
-            // SAFETY: per the caller's contract, slot k is the user's.
-            let idx = unsafe { raw.slot_buf_idx(k) };
-            let s = &m.shadow[k as usize];
-            if idx != s.load(Ordering::Relaxed) {
-                s.store(NO_BUF, Ordering::Relaxed);
-                changed = true;
+        if !self.shared.load(Ordering::Relaxed) {
+            // SAFETY: as for this function.
+            if unsafe { self.claim_solo(m, raw, from, to, hi) } {
+                return;
             }
-            k = next(k, n);
+        }
+        let n = raw.num_slots();
+        let key = key(m.token, 0);
+        let mut contested = false;
+        for (start, count) in runs(from, to, n) {
+            let (lo, end) = (start as usize, (start + count) as usize);
+            for ((k, s), p) in (start..).zip(&m.shadow[lo..end]).zip(&m.prev[lo..end]) {
+                // SAFETY: per the caller's contract, slot k is the user's.
+                let idx = unsafe { raw.slot_buf_idx(k) };
+                let mine = key | u64::from(k);
+                let Some(e) = self.table.get(idx as usize).filter(|_| raw.buf_ok(idx)) else {
+                    s.store(NO_BUF, Ordering::Relaxed);
+                    continue;
+                };
+                let was = e.load(Ordering::Relaxed);
+                if was == mine && s.load(Ordering::Relaxed) == idx {
+                    continue; // in its slot since the last lap, and still ours
+                }
+                if was >> 32 != 0 && was >> 32 != key >> 32 {
+                    p.store(was, Ordering::Relaxed);
+                    contested = true;
+                }
+                e.store(mine, Ordering::Relaxed);
+                s.store(idx, Ordering::Relaxed);
+            }
         }
         m.hi.store(hi, Ordering::Release);
         fence(Ordering::SeqCst);
-        // Pass 2: every unchanged slot must still be this handle's claim in the table.
-        let key = key(m.token, 0);
-        if !changed {
-            let mut k = from;
-            while k != to {
-                let idx = m.shadow[k as usize].load(Ordering::Relaxed);
-                let mine = self
-                    .table
-                    .get(idx as usize)
-                    .is_some_and(|e| e.load(Ordering::Relaxed) == key | k as u64);
-                if !mine {
-                    changed = true;
-                    break;
-                }
-                k = next(k, n);
+        let mut lost = false;
+        for (start, count) in runs(from, to, n) {
+            for (k, s) in (start..).zip(&m.shadow[start as usize..(start + count) as usize]) {
+                let idx = s.load(Ordering::Relaxed);
+                lost |= idx != NO_BUF
+                    && self
+                        .table
+                        .get(idx as usize)
+                        .is_none_or(|e| e.load(Ordering::Relaxed) != key | u64::from(k));
             }
         }
-        if changed {
-            // SAFETY: as for this function.
-            unsafe { self.take(m, raw, from, to) };
+        if contested || lost {
+            self.settle(m, n, from, to);
         }
     }
 
-    /// The slow path of [`claim`](Self::claim): under the lock, every slot of `[from, to)`
-    /// gets the buffer it names now if no other live handle holds it.
+    /// [`claim`](Self::claim) while this is the memory's only handle: the shadow alone.
+    /// Returns `false` when a second handle came meanwhile (the caller then claims the
+    /// slots through the table).
     ///
     /// # Safety
     /// As for [`claim`](Self::claim).
+    #[inline]
+    unsafe fn claim_solo(&self, m: &Mirror, raw: &RawRing, from: u32, to: u32, hi: u32) -> bool {
+        let n = raw.num_slots();
+        for (start, count) in runs(from, to, n) {
+            for (k, s) in (start..).zip(&m.shadow[start as usize..(start + count) as usize]) {
+                // SAFETY: per the caller's contract, slot k is the user's.
+                let idx = unsafe { raw.slot_buf_idx(k) };
+                s.store(
+                    if raw.buf_ok(idx) { idx } else { NO_BUF },
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        m.hi.store(hi, Ordering::Release);
+        fence(Ordering::SeqCst);
+        !self.shared.load(Ordering::Relaxed)
+    }
+
+    /// The slow path of [`claim`](Self::claim), under the lock: a slot whose table entry is
+    /// no longer this handle's lost its buffer to another claim; a buffer whose previous
+    /// claimant is a live handle that still holds it goes back to that handle.
     #[cold]
     #[inline(never)]
-    unsafe fn take(&self, m: &Mirror, raw: &RawRing, from: u32, to: u32) {
-        let n = raw.num_slots();
+    fn settle(&self, m: &Mirror, n: u32, from: u32, to: u32) {
         let holders = lock(&self.holders);
         let key = key(m.token, 0);
-        // Write the claims first; check the previous holders after one fence (Dekker).
-        let mut contested = Vec::new();
+        // The previous claimant last looked at, with its held range (read once: a handle
+        // releases and claims only in its own syncs, and its claims wait for this lock).
+        // The previous claimant last looked at, with its held range (read once: a handle
+        // releases and claims only in its own syncs, and its claims wait for this lock).
+        let mut last_token = 0;
+        let mut last: Option<(Arc<Mirror>, u32, u32)> = None;
         let mut k = from;
         while k != to {
-            // SAFETY: per the caller's contract, slot k is the user's.
-            let idx = unsafe { raw.slot_buf_idx(k) };
-            let s = &m.shadow[k as usize];
-            match self.table.get(idx as usize) {
-                Some(e) if raw.buf_ptr(idx).is_some() => {
-                    let prev = e.load(Ordering::Relaxed);
+            let ks = k as usize;
+            let idx = m.shadow[ks].load(Ordering::Relaxed);
+            let prev = m.prev[ks].load(Ordering::Relaxed);
+            let mine = key | u64::from(k);
+            let mut refuse = false;
+            if let Some(e) = self.table.get(idx as usize) {
+                if e.load(Ordering::Relaxed) != mine {
+                    refuse = true; // another claim won the race (pass 2 of `claim`)
+                } else if prev != 0 {
+                    m.prev[ks].store(0, Ordering::Relaxed);
                     let other = (prev >> 32) as u32;
-                    if other != 0 && other != m.token {
-                        contested.push((k, idx, prev));
+                    if other != last_token {
+                        last_token = other;
+                        last = holders.get(&other).and_then(Weak::upgrade).map(|o| {
+                            let lo = o.lo.load(Ordering::Acquire);
+                            let hi = o.hi.load(Ordering::Acquire);
+                            (o, lo, hi)
+                        });
                     }
-                    e.store(key | k as u64, Ordering::Relaxed);
-                    s.store(idx, Ordering::Relaxed);
+                    if let Some((o, lo, hi)) = &last {
+                        if o.holds_in(*lo, *hi, prev as u32, idx) {
+                            // The other handle keeps it, and stays its claimant.
+                            e.store(prev, Ordering::Relaxed);
+                            refuse = true;
+                        }
+                    }
                 }
-                _ => s.store(NO_BUF, Ordering::Relaxed),
             }
-            k = next(k, n);
-        }
-        if contested.is_empty() {
-            return;
-        }
-        fence(Ordering::SeqCst);
-        let mut last: Option<(u32, Option<Arc<Mirror>>)> = None;
-        for (k, idx, prev) in contested {
-            let (other, slot) = ((prev >> 32) as u32, prev as u32);
-            if last.as_ref().is_none_or(|(t, _)| *t != other) {
-                last = Some((other, holders.get(&other).and_then(Weak::upgrade)));
-            }
-            let Some((_, Some(o))) = &last else { continue };
-            if o.holds(slot, idx) {
-                // The other handle keeps it, and stays its claimant in the table (so a later
-                // claim of ours is checked against it again).
-                self.table[idx as usize].store(prev, Ordering::Relaxed);
-                m.shadow[k as usize].store(NO_BUF, Ordering::Relaxed);
+            if refuse {
+                m.shadow[ks].store(NO_BUF, Ordering::Relaxed);
                 tracing::warn!(
                     slot = k,
                     buf_idx = idx,
                     "slot names a buffer another ring of this process holds: refused"
                 );
             }
+            k = if k + 1 == n { 0 } else { k + 1 };
         }
     }
 
@@ -236,13 +311,11 @@ impl Mirror {
         self.shadow[k as usize].load(Ordering::Relaxed)
     }
 
-    /// Whether slot `k` is held and holds buffer `idx`.
-    fn holds(&self, k: u32, idx: u32) -> bool {
+    /// Whether slot `k` is in the held slots `[lo, hi)` (read by the caller) and holds
+    /// buffer `idx`.
+    #[inline]
+    fn holds_in(&self, lo: u32, hi: u32, k: u32, idx: u32) -> bool {
         let n = self.shadow.len() as u32;
-        let (lo, hi) = (
-            self.lo.load(Ordering::Acquire),
-            self.hi.load(Ordering::Acquire),
-        );
         k < n
             && lo < n
             && hi < n
