@@ -154,7 +154,9 @@ impl<'a> BatchReservation<'a> {
         mut f: impl FnMut(usize, &mut [u8], bool) -> usize,
     ) -> Result<usize, Error> {
         let raw = &self.raw;
-        let mirror = &*self.ring.h.mirror;
+        // A reference of our own (one count per batch): a refused slot's reclaim below needs
+        // the handle mutably.
+        let mirror = self.ring.h.mirror.clone();
         let (n, max) = (raw.num_slots(), self.max_len);
         let first = self.filled;
         let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
@@ -174,12 +176,17 @@ impl<'a> BatchReservation<'a> {
             let p = match p {
                 Ok(p) => p,
                 Err(idx) => {
-                    self.filled = i;
                     // A slot refused when it was claimed may name a free buffer by now.
-                    if self.ring.h.reclaim(k) {
-                        return self.fill_slots::<REUSED>(f).map(|m| m + (i - first));
+                    match Some(())
+                        .filter(|_| self.ring.h.reclaim(k))
+                        .and_then(|_| raw.buf_ptr(mirror.buf_of(k)))
+                    {
+                        Some(p) => p,
+                        None => {
+                            self.filled = i;
+                            return Err(self.ring.h.corrupt(k, idx, 0));
+                        }
                     }
-                    return Err(self.ring.h.corrupt(k, idx, 0));
                 }
             };
             let changed = !REUSED || i < fresh_until || flags & NS_BUF_CHANGED != 0;

@@ -212,12 +212,9 @@ impl Held {
         let n = raw.num_slots();
         for (start, count) in runs(from, to, n) {
             for (k, s) in (start..).zip(&m.shadow[start as usize..(start + count) as usize]) {
-                // SAFETY: per the caller's contract, slot k is the user's.
-                let idx = unsafe { raw.slot_buf_idx(k) };
-                s.store(
-                    if raw.buf_ok(idx) { idx } else { NO_BUF },
-                    Ordering::Relaxed,
-                );
+                // SAFETY: per the caller's contract, slot k is the user's. (An index out of
+                // range is kept as it is: every view checks its index and refuses it.)
+                s.store(unsafe { raw.slot_buf_idx(k) }, Ordering::Relaxed);
             }
         }
         m.hi.store(hi, Ordering::Release);

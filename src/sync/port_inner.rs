@@ -79,6 +79,12 @@ impl crate::sync::Netmap {
         distance(cur, tail, n) >= need.max(1)
     }
 
+    /// How soon a waiter should sync again by itself (see `Driver::retry_after`).
+    #[inline]
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        self.inner.backend.retry_after()
+    }
+
     /// A readiness source of ring `idx` in direction `dir` alone (see [`RingWaker`]).
     pub(crate) fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
         self.inner.backend.ring_waker(dir, idx)

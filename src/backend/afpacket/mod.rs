@@ -317,8 +317,14 @@ impl Driver for Port {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        self.socks
-            .wait(want, timeout, &|| self.rxsync(), &|| self.txsync(), check)
+        self.socks.wait(
+            want,
+            timeout,
+            &|| self.rxsync(),
+            &|| self.txsync(),
+            check,
+            &|| None,
+        )
     }
 }
 

@@ -489,6 +489,7 @@ impl Driver for Port {
             rx_fd: self.rx_note.as_fd(),
             tx_fd: self.tx_note.as_fd(),
             poll_error: &|e| Error::from(e),
+            retry: &|| None,
         };
         wait_loop(want, timeout, parts)
     }

@@ -150,9 +150,15 @@ pub(crate) struct Port {
     nbufs: u32,
     socks: SocketSet,
     queues: Vec<XdpQueue>,
+    /// Whether the last txsync left frames on an AF_XDP TX ring that the kernel did not take
+    /// (a busy device): nothing may complete then, so a waiter must sync again by itself.
+    tx_busy: std::sync::atomic::AtomicBool,
     // After the queues: their sockets leave the XSKMAP (in Drop) and close first.
     prog: ProgShare,
 }
+
+/// How soon a wait syncs again while the kernel leaves frames unsent (`Port::tx_busy`).
+const BUSY_RETRY: Duration = Duration::from_millis(1);
 
 /// Opens `spec` (an `xdp:` name, or a bare one routed here) on AF_XDP.
 pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
@@ -258,6 +264,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         nbufs,
         socks,
         queues,
+        tx_busy: Default::default(),
         prog,
     };
     Ok(Opened {
@@ -344,13 +351,22 @@ fn open_queue(
 impl Driver for Port {
     fn txsync(&self) -> Result<(), Error> {
         let mut first = Ok(());
+        let mut busy = false;
         for (pos, q) in self.queues.iter().enumerate() {
-            let r = self.txsync_queue(pos, q);
+            let r = self.txsync_queue(pos, q, &mut busy);
             if first.is_ok() {
                 first = r;
             }
         }
+        self.tx_busy
+            .store(busy, std::sync::atomic::Ordering::Relaxed);
         first
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.tx_busy
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(BUSY_RETRY)
     }
 
     fn rxsync(&self) -> Result<(), Error> {
@@ -374,8 +390,14 @@ impl Driver for Port {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        self.socks
-            .wait(want, timeout, &|| self.rxsync(), &|| self.txsync(), check)
+        self.socks.wait(
+            want,
+            timeout,
+            &|| self.rxsync(),
+            &|| self.txsync(),
+            check,
+            &|| self.retry_after(),
+        )
     }
 }
 

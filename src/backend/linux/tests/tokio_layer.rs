@@ -254,3 +254,50 @@ fn a_full_sink_sleeps_until_completions_free_room() {
         });
     }
 }
+
+/// Issue 18, suspected and settled: a kick the kernel answers "busy" (EBUSY/ENOBUFS, a full
+/// device queue) leaves frames on the AF_XDP TX ring, and with nothing in flight no
+/// completion might wake a waiter. A full ring's `writable()` (and a blocking
+/// `wait_writable`) must still get room. Five kicks are made to report busy (the hook stands
+/// in for the device). In copy mode the kernel's poll handler transmits by itself
+/// (`xsk_poll` calls the generic xmit), so the waiter is not stranded even without the
+/// driver's retry (`Driver::retry_after`), which is there for drivers whose poll does not.
+#[test]
+fn a_busy_kick_does_not_leave_a_tx_waiter_asleep() {
+    use crate::backend::xdp::xsk::busy_hook;
+    require_net!();
+    let pair = VethPair::new();
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&pair.mac_b);
+    f[6..12].copy_from_slice(&pair.mac_a);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    runtime().block_on(async {
+        let nm = port("xdp", &pair.a);
+        let mut tx = nm.tx_ring(0).unwrap();
+        busy_hook::set(&pair.a, 5);
+        while tx.get_mut().send(&f).is_ok() {}
+        tx.flush_ring().await.unwrap();
+        assert_eq!(
+            tx.get_mut().space(),
+            0,
+            "the ring is full, nothing was sent"
+        );
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(PATIENCE) => panic!("the TX waiter slept with frames unsent"),
+            r = tx.writable() => r.unwrap(),
+        }
+    });
+    // The same through the blocking wait.
+    let nm = NetmapBuilder::new(&format!("xdp:{}", pair.a))
+        .build()
+        .unwrap();
+    let mut tx = nm.tx_ring(0).unwrap();
+    busy_hook::set(&pair.a, 5);
+    while tx.send(&f).is_ok() {}
+    tx.sync().unwrap();
+    assert!(
+        nm.wait_writable(Some(PATIENCE)).unwrap(),
+        "the blocking wait slept with frames unsent"
+    );
+}
