@@ -529,3 +529,5 @@ impl Drop for Port {
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, target_os = "linux", not(miri)))]
+mod xproc_tests;
