@@ -111,7 +111,13 @@ fn squat(name: &str) -> Option<OwnedFd> {
     let fd = socket(libc::SOCK_STREAM);
     let (sa, len) = sockaddr(name);
     // SAFETY: sa is a live sockaddr_un of at least len bytes.
-    let r = unsafe { libc::bind(fd.as_raw_fd(), (&sa as *const libc::sockaddr_un).cast(), len) };
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
     // SAFETY: listen on a descriptor we own.
     (r == 0 && unsafe { libc::listen(fd.as_raw_fd(), 16) } == 0).then_some(fd)
 }
@@ -305,7 +311,10 @@ impl Foreign {
             eprintln!("SKIPPED: needs root and setpriv to run a helper as another user");
             return None;
         }
-        let dir = tempfile::Builder::new().prefix("nmrs-foreign").tempdir().ok()?;
+        let dir = tempfile::Builder::new()
+            .prefix("nmrs-foreign")
+            .tempdir()
+            .ok()?;
         let exe = dir.path().join("helper");
         std::fs::copy(std::env::current_exe().unwrap(), &exe).ok()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).ok()?;
@@ -592,7 +601,10 @@ fn a_joiner_never_maps_an_object_that_is_being_replaced() {
     fl.l_start = 1 << 40;
     fl.l_len = 1;
     // SAFETY: fcntl with a live flock on a descriptor we own.
-    assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) }, 0);
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) },
+        0
+    );
     let mut joiner = spawn("recv-one", &format!("{parent}}}1"));
     joiner.line("READY");
     // Now replace: the stale object goes, its lock with it.
@@ -699,7 +711,10 @@ fn a_parent_name_squatted_everywhere_fails_with_cause_and_fix() {
     let e = try_open(&format!("{parent}{{1")).unwrap_err();
     assert!(t0.elapsed() < BOUND);
     let m = e.to_string();
-    assert!(m.contains("another user") && m.contains("NETMAP_RS_EMU_NS"), "{m}");
+    assert!(
+        m.contains("another user") && m.contains("NETMAP_RS_EMU_NS"),
+        "{m}"
+    );
 }
 
 /// Defect 5: another user can neither wake nor inject into our wake-up sockets, nor fetch
@@ -728,7 +743,10 @@ fn another_user_cannot_wake_inject_or_read() {
     };
     assert!(tried > 0, "found none of our wake-up sockets");
     rx.sync().unwrap();
-    assert!(!readable(fd), "a foreign datagram keeps the descriptor readable");
+    assert!(
+        !readable(fd),
+        "a foreign datagram keeps the descriptor readable"
+    );
     let cpu = thread_cpu();
     let t0 = Instant::now();
     assert!(!b.wait_readable(Some(Duration::from_secs(1))).unwrap());
@@ -737,11 +755,18 @@ fn another_user_cannot_wake_inject_or_read() {
         spent < wall / 2,
         "a 1 s wait used {spent:?} of CPU: spinning on foreign datagrams"
     );
-    assert_eq!(sent, 0, "another user's datagrams reached {sent} of {tried} sockets");
+    assert_eq!(
+        sent, 0,
+        "another user's datagrams reached {sent} of {tried} sockets"
+    );
     let mut f = foreign.spawn("foreign-fetch", &parent);
     let fetched = f.line("FETCHED");
-    assert!(fetched.ends_with(" 0"), "another user got descriptors: {fetched}");
+    assert!(
+        fetched.ends_with(" 0"),
+        "another user got descriptors: {fetched}"
+    );
     // And the pipe still works.
+    drop(rx);
     one_frame(&a, &b).unwrap();
 }
 

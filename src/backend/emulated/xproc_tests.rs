@@ -127,7 +127,10 @@ fn a_peer_frozen_holding_the_memory_lock_blocks_nothing_beyond_the_bound() {
         let t = Instant::now();
         let r = open(&format!("{name}{{3"));
         step("open", t);
-        eprintln!("open while the lock holder is frozen: {:?}", r.as_ref().err());
+        eprintln!(
+            "open while the lock holder is frozen: {:?}",
+            r.as_ref().err()
+        );
         drop((tx, rx, a, b, r));
     });
     for _ in 0..4 {
