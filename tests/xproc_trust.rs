@@ -588,6 +588,7 @@ fn a_joiner_never_maps_an_object_that_is_being_replaced() {
         .read(true)
         .write(true)
         .create(true)
+        .truncate(false)
         .mode(0o600)
         .open(&path)
         .unwrap();
