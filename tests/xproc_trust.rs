@@ -827,3 +827,30 @@ fn a_frozen_peer_holds_up_nothing() {
     c.signal(libc::SIGCONT);
     drop(me);
 }
+
+/// Processes joining while the last other user leaves always meet: the memory is handed from
+/// a live user or made afresh, never mapped from a user that is going away. Each round, this
+/// process makes the memory, a child joins it, this process closes (the child is then its
+/// only user and serves it), reopens, and sends: the child must receive.
+#[test]
+fn a_memory_passes_from_user_to_user_without_splitting() {
+    if !shared() {
+        return;
+    }
+    let parent = unique("pass");
+    for round in 0..8 {
+        let me = open(&format!("{parent}{{1"));
+        let mut c = spawn("recv-one", &format!("{parent}}}1"));
+        c.line("READY");
+        drop(me);
+        let me = open(&format!("{parent}{{1"));
+        assert_eq!(me.peer_present(), Some(true), "round {round}: split");
+        let mut tx = me.tx_ring(0).unwrap();
+        tx.send(&[round; LEN]).unwrap();
+        tx.sync().unwrap();
+        assert_eq!(c.line("GOT"), format!("GOT {round}"), "round {round}");
+        drop(tx);
+        drop(me);
+        drop(c);
+    }
+}

@@ -183,15 +183,17 @@ impl Note {
     /// when a flag is set and whenever a waiter of this process is armed, so whatever made
     /// it readable is consumed before that waiter sleeps (see the module docs).
     pub(crate) fn clear(&self) {
-        let pending = self
-            .cells
-            .iter()
-            .any(|c| c.pending().load(Ordering::SeqCst) != 0);
-        if pending || self.armed.load(Ordering::SeqCst) > 0 {
+        let mut drained = false;
+        if self.armed.load(Ordering::SeqCst) > 0 {
             self.bell.drain();
+            drained = true;
         }
-        if pending {
-            for c in &self.cells {
+        for c in &self.cells {
+            if c.pending().load(Ordering::SeqCst) != 0 {
+                if !drained {
+                    self.bell.drain();
+                    drained = true;
+                }
                 c.pending().store(0, Ordering::SeqCst);
             }
         }
