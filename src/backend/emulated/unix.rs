@@ -17,10 +17,11 @@ use crate::os::{cvt, poll_fds};
 /// The longest abstract name (`sun_path` less the leading NUL).
 pub(super) const NAME_MAX: usize = 107;
 
-/// This process's real user id.
+/// This process's real user id (read once: rings name their bell with it).
 pub(super) fn uid() -> u32 {
+    static UID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    *UID.get_or_init(|| unsafe { libc::getuid() })
 }
 
 /// The address of abstract name `name` (without the leading NUL; at most [`NAME_MAX`]).

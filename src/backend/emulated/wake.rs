@@ -19,10 +19,12 @@
 //!
 //! A bell is drained at every clear that may matter: when a cell says a signal is pending,
 //! and whenever this process has a waiter armed on the note (counted here, not in the shared
-//! cell, which a peer may overwrite). A datagram that arrived without a pending flag (a
-//! confused or hostile peer of the same memory) is therefore consumed by the next wait's
-//! sync: it can cost a waiter one wake-up, never leave its descriptor readable for good (a
-//! wait would spin on it). A busy pair with nobody waiting still makes no system call.
+//! cell, which a peer may overwrite), except the clear right after arming. A datagram that
+//! arrived without a pending flag (a confused or hostile peer of the same memory) thus wakes
+//! a waiter once at most and is consumed by its next sync: it can never leave the descriptor
+//! readable for good (a wait would spin on it). A busy pair with nobody waiting makes no
+//! system call, and a waiter makes no more than before (one drain per wake-up); a descriptor
+//! handed out through `AsFd` (armed for good) is drained at every sync of its direction.
 //!
 //! No wake-up is lost: the waiter arms (SeqCst) before its last sync, and the signaller
 //! publishes the ring words before it looks at `waiters` (with SeqCst fences on both sides):
@@ -36,7 +38,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::ctl::Ctl;
@@ -115,6 +117,10 @@ pub(crate) struct Note {
     /// Waiters of this process armed on the note (the cells' counts are shared, and a peer
     /// may overwrite them; this one decides when the bell is drained).
     armed: AtomicU32,
+    /// Set by `arm`, taken by the next `clear`: the clear right after arming (before the
+    /// waiter's first sleep) need not drain; a stray datagram then wakes that first sleep at
+    /// once, and the next clear drains it.
+    fresh: AtomicBool,
 }
 
 impl std::fmt::Debug for Note {
@@ -134,6 +140,7 @@ impl Note {
             bell: Bell::new(ringer)?,
             cells,
             armed: AtomicU32::new(0),
+            fresh: AtomicBool::new(false),
         })
     }
 
@@ -146,6 +153,7 @@ impl Note {
 
     /// Announces a waiter: from now on signals ring the bell. Pair with [`Note::disarm`].
     pub(crate) fn arm(&self) {
+        self.fresh.store(true, Ordering::SeqCst);
         self.armed.fetch_add(1, Ordering::SeqCst);
         for c in &self.cells {
             c.waiters().fetch_add(1, Ordering::SeqCst);
@@ -180,11 +188,12 @@ impl Note {
 
     /// Clears pending signals before a sync: drains the bell first, then resets the flags
     /// (see `super::notify::Notifier::clear` for why in this order). The bell is drained
-    /// when a flag is set and whenever a waiter of this process is armed, so whatever made
-    /// it readable is consumed before that waiter sleeps (see the module docs).
+    /// when a flag is set, and whenever a waiter of this process is armed (but for the clear
+    /// right after arming), so whatever made it readable is consumed before that waiter
+    /// sleeps a second time (see the module docs).
     pub(crate) fn clear(&self) {
         let mut drained = false;
-        if self.armed.load(Ordering::SeqCst) > 0 {
+        if self.armed.load(Ordering::SeqCst) > 0 && !self.fresh.swap(false, Ordering::SeqCst) {
             self.bell.drain();
             drained = true;
         }
