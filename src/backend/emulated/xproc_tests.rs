@@ -154,3 +154,98 @@ fn a_peer_frozen_holding_the_memory_lock_blocks_nothing_beyond_the_bound() {
     rx.sync().unwrap();
     assert_eq!(rx.recv().unwrap().payload(), &[4; 60]);
 }
+
+/// Defect 5, from inside: a datagram that reaches a bell without a pending flag (a confused
+/// or hostile process of the same memory sends it through the memory's ringer) wakes a wait
+/// once at most: the wait does not spin, and a descriptor taken through `AsFd` is readable
+/// only until the next sync.
+#[test]
+fn a_stray_datagram_from_the_memory_wakes_a_wait_once_at_most() {
+    use std::os::fd::{AsFd, AsRawFd};
+    if !shared() {
+        return;
+    }
+    let parent = format!("stray{}", std::process::id());
+    let a = open(&format!("{parent}{{1")).unwrap();
+    let b = open(&format!("{parent}}}1")).unwrap();
+    let fd = b.as_fd();
+    let mut rx = b.rx_ring(0).unwrap();
+    rx.sync().unwrap();
+    let mem = lock(registry())
+        .mems
+        .get(&parent)
+        .and_then(std::sync::Weak::upgrade)
+        .unwrap();
+    let ringer = mem.ringer().unwrap().clone();
+    let prefix = format!(
+        "netmap-rs.{}.bell.{:x}.",
+        super::unix::uid(),
+        std::process::id()
+    );
+    let names: Vec<String> = std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter_map(|p| p.strip_prefix('@'))
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    let mut sent = 0;
+    for n in &names {
+        let (sa, len) = super::unix::sockaddr(n.as_bytes()).unwrap();
+        // SAFETY: one byte from a live array to a live address of `len` bytes.
+        let r = unsafe {
+            libc::sendto(
+                ringer.fd().as_raw_fd(),
+                [1u8].as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT,
+                (&sa as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
+        sent += usize::from(r == 1);
+    }
+    assert!(
+        sent > 0,
+        "no bell of this memory took a datagram from its ringer"
+    );
+    let readable = || {
+        let r = crate::os::poll_fds(&[(fd, libc::POLLIN)], Some(Duration::ZERO)).unwrap();
+        r[0] & libc::POLLIN != 0
+    };
+    assert!(readable(), "the stray datagram did not arrive");
+    rx.sync().unwrap();
+    assert!(
+        !readable(),
+        "a stray datagram keeps the descriptor readable"
+    );
+    let cpu = || {
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into a live rusage.
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+        t(ru.ru_utime) + t(ru.ru_stime)
+    };
+    // Again, and wait with it queued on the registration's bells.
+    for n in &names {
+        let (sa, len) = super::unix::sockaddr(n.as_bytes()).unwrap();
+        // SAFETY: as above.
+        unsafe {
+            libc::sendto(
+                ringer.fd().as_raw_fd(),
+                [1u8].as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT,
+                (&sa as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        };
+    }
+    let (c0, t0) = (cpu(), Instant::now());
+    assert!(!b.wait_readable(Some(Duration::from_secs(1))).unwrap());
+    let (spent, wall) = (cpu() - c0, t0.elapsed());
+    assert!(spent < wall / 2, "a 1 s wait used {spent:?} of CPU");
+    drop((rx, a));
+}
