@@ -62,11 +62,16 @@ pub(super) fn ensure() {
             others.into_iter().for_each(release_pipe);
             for p in pipes {
                 for end in 0..2 {
-                    if !lock(&p.bound).any(end) {
+                    // Decided under the bindings lock, as `bind` claims an end under it: an
+                    // end this process just took is never marked gone with a stale look.
+                    let b = lock(&p.bound);
+                    if !b.any(end) {
                         continue;
                     }
-                    let gone = p.peer_crashed(end);
-                    if p.peer_gone[end].swap(gone, Ordering::AcqRel) != gone && gone {
+                    let gone = !b.any(1 - end) && p.peer_crashed(end);
+                    let changed = p.peer_gone[end].swap(gone, Ordering::AcqRel) != gone;
+                    drop(b);
+                    if changed && gone {
                         tracing::warn!(pipe = %p.name, end, "the peer process of a pipe end was killed");
                         p.wake_end(end);
                     }

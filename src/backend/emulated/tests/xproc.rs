@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{lock, registry};
+use super::super::{lock, registry};
 use crate::backend::BackendChoice;
 use crate::{Netmap, NetmapBuilder};
 
@@ -86,7 +86,7 @@ fn a_peer_frozen_holding_the_memory_lock_blocks_nothing_beyond_the_bound() {
     let mut kid = Kid(Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "backend::emulated::xproc_tests::child",
+            "backend::emulated::tests::xproc::child",
             "--nocapture",
             "--test-threads",
             "1",
@@ -179,7 +179,7 @@ fn a_stray_datagram_from_the_memory_wakes_a_wait_once_at_most() {
     let ringer = mem.ringer().unwrap().clone();
     let prefix = format!(
         "netmap-rs.{}.bell.{:x}.",
-        super::unix::uid(),
+        super::super::unix::uid(),
         std::process::id()
     );
     let names: Vec<String> = std::fs::read_to_string("/proc/net/unix")
@@ -192,7 +192,7 @@ fn a_stray_datagram_from_the_memory_wakes_a_wait_once_at_most() {
         .collect();
     let mut sent = 0;
     for n in &names {
-        let (sa, len) = super::unix::sockaddr(n.as_bytes()).unwrap();
+        let (sa, len) = super::super::unix::sockaddr(n.as_bytes()).unwrap();
         // SAFETY: one byte from a live array to a live address of `len` bytes.
         let r = unsafe {
             libc::sendto(
@@ -230,7 +230,7 @@ fn a_stray_datagram_from_the_memory_wakes_a_wait_once_at_most() {
     };
     // Again, and wait with it queued on the registration's bells.
     for n in &names {
-        let (sa, len) = super::unix::sockaddr(n.as_bytes()).unwrap();
+        let (sa, len) = super::super::unix::sockaddr(n.as_bytes()).unwrap();
         // SAFETY: as above.
         unsafe {
             libc::sendto(
