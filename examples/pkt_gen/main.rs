@@ -29,8 +29,8 @@
 //! Stock Linux without the module (as root), AF_XDP or AF_PACKET on a real interface:
 //!     pkt_gen -i xdp:eth0 -f rx -p 4             # one thread per queue; xdp:eth0-2 is queue 2
 //!     pkt_gen -i afpacket:eth0 -f tx -D MAC -S MAC -d IP:PORT -s IP:PORT
-//! Emulated (no module), two terminals, as on real netmap (the pipe is shared through
-//! /dev/shm; a side alone says `no peer on <other end> yet` once, after a second):
+//! Emulated (no module), two terminals, as on real netmap (the pipe's memory is handed from
+//! process to process; a side alone says `no peer on <other end> yet` once, after a second):
 //!     cargo run --release --example pkt_gen -- -i 'pipe}1' -f rx -n 10000000
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000
 //! or self-contained in one process:
