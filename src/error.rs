@@ -279,6 +279,7 @@ impl From<io::Error> for Error {
 
 impl Error {
     /// [`Error::NoSuchInterface`] for `name`.
+    #[cfg_attr(not(any(target_os = "linux", netmap_kernel)), allow(dead_code))]
     pub(crate) fn no_such_interface(name: &str, detail: impl Into<String>) -> Error {
         Error::NoSuchInterface {
             name: name.to_string(),
