@@ -300,3 +300,43 @@ fn a_busy_kick_does_not_leave_a_tx_waiter_asleep() {
         }
     });
 }
+
+/// Issue 18, faults on live interfaces through the Tokio layer: the interface set down, then
+/// deleted, while a port is open and traffic flows. Every wait returns (an error, a frame,
+/// or the guard's timeout) and the port closes: no hang, no panic.
+#[test]
+fn an_interface_set_down_or_deleted_under_async_rings_ends_in_errors_not_hangs() {
+    require_net!();
+    for (prefix, _) in PREFIXES {
+        let pair = VethPair::new();
+        let sock = ns_udp(&pair, 0);
+        let to = SocketAddrV4::new(pair.ip_a, 7000);
+        runtime().block_on(async {
+            let nm = port(prefix, &pair.a);
+            let mut rx = nm.rx_ring(0).unwrap();
+            let mut tx = nm.tx_ring(0).unwrap();
+            let frame = Bytes::from(vec![0u8; 60]);
+            for step in ["down", "deleted"] {
+                if step == "down" {
+                    pair.set_a_down();
+                } else {
+                    pair.delete();
+                }
+                let start = Instant::now();
+                for _ in 0..20 {
+                    let _ = sock.send_to(b"flow", to);
+                    let _ = tokio::time::timeout(Duration::from_millis(20), rx.next()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(20), tx.send(frame.clone()))
+                            .await;
+                    let _ = tokio::time::timeout(Duration::from_millis(20), tx.flush_ring()).await;
+                }
+                assert!(
+                    start.elapsed() < PATIENCE,
+                    "{prefix}: interface {step}: waits took {:?}",
+                    start.elapsed()
+                );
+            }
+        });
+    }
+}
