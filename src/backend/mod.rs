@@ -169,6 +169,10 @@ pub(crate) struct Opened {
     /// Byte range of the buffer pool in the region, as the driver's allocator laid it out
     /// (no buffer is ever seen outside it).
     pub pool: std::ops::Range<usize>,
+    /// Rings whose slots share their buffers with another ring of the memory, slot for slot
+    /// (an emulated pipe's TX ring and its peer's RX ring): `(ring offset, group)`, the
+    /// group being the same value for both. Empty where no two rings share slots.
+    pub slot_groups: Vec<(usize, usize)>,
     pub mem: MemIdentity,
     pub extra_bufs: u32,
 }

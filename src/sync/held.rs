@@ -51,12 +51,32 @@ pub(crate) const NO_BUF: u32 = u32::MAX;
 pub(crate) struct Held {
     /// Buffer index -> `token << 32 | slot` of the handle that claimed it last (0: none).
     table: Box<[AtomicU64]>,
-    /// The live handles' mirrors by token; its lock serialises the slow paths.
-    holders: Mutex<HashMap<u32, Weak<Mirror>>>,
+    /// The live handles' mirrors; its lock serialises the slow paths.
+    holders: Mutex<Registry>,
+    /// Batches that wrote the table (see `claim`).
+    writes: AtomicU64,
     /// Whether a second handle ever lived on this memory. Until then the one handle cannot
     /// meet itself in a conflict, and its claims only fill its shadow (`solo`); the table is
     /// built from that shadow when the second handle comes.
     shared: AtomicBool,
+}
+
+/// The live handles of a memory, by token, and the tokens of slot groups.
+#[derive(Debug, Default)]
+struct Registry {
+    by_token: HashMap<u32, Vec<Weak<Mirror>>>,
+    by_group: HashMap<usize, u32>,
+}
+
+impl Registry {
+    fn prune(&mut self) {
+        self.by_token.retain(|_, v| {
+            v.retain(|w| w.strong_count() > 0);
+            !v.is_empty()
+        });
+        let live = &self.by_token;
+        self.by_group.retain(|_, t| live.contains_key(t));
+    }
 }
 
 /// What other handles read of a handle: the slots it holds and the buffers in them.
@@ -71,6 +91,12 @@ pub(crate) struct Mirror {
     /// Scratch of the owner's claims: the previous claimant of a slot's buffer when it was
     /// another handle (0: none), for the slow path.
     prev: Box<[AtomicU64]>,
+    /// The other ring of this process that shares this ring's buffers slot for slot (the
+    /// peer end of an in-process emulated pipe), if open: the two share a token, and may
+    /// never hold the same slot at once.
+    partner: Mutex<Weak<Mirror>>,
+    /// Whether a partner was ever linked (read without the lock on the claim path).
+    partnered: AtomicBool,
 }
 
 impl Held {
@@ -86,31 +112,53 @@ impl Held {
         }
         let h = Arc::new(Held {
             table: (0..nbufs).map(|_| AtomicU64::new(0)).collect(),
-            holders: Mutex::new(HashMap::new()),
+            holders: Mutex::new(Registry::default()),
             shared: AtomicBool::new(false),
+            writes: AtomicU64::new(0),
         });
         all.insert(mem, Arc::downgrade(&h));
         h
     }
 
-    /// A new handle's mirror, for a ring of `n` slots holding nothing yet.
-    pub(crate) fn mirror(&self, n: u32, at: u32) -> Arc<Mirror> {
+    /// A new handle's mirror, for a ring of `n` slots holding nothing yet. `group` names the
+    /// ring's buffers: two rings with the same group share them slot for slot (the two ends
+    /// of a pipe's direction, in the emulated backend); any other ring passes a value of its
+    /// own (its offset).
+    pub(crate) fn mirror(&self, n: u32, at: u32, group: usize) -> Arc<Mirror> {
+        let mut reg = lock(&self.holders);
+        reg.prune();
+        let (token, partner) = match reg.by_group.get(&group) {
+            Some(&t) => {
+                let p = reg
+                    .by_token
+                    .get(&t)
+                    .and_then(|v| v.iter().find_map(Weak::upgrade));
+                (t, p)
+            }
+            None => (new_token(), None),
+        };
         let m = Arc::new(Mirror {
-            token: new_token(),
+            token,
             lo: AtomicU32::new(at),
             hi: AtomicU32::new(at),
             shadow: (0..n).map(|_| AtomicU32::new(NO_BUF)).collect(),
             prev: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            partner: Mutex::new(Weak::new()),
+            partnered: AtomicBool::new(partner.is_some()),
         });
-        let mut holders = lock(&self.holders);
-        holders.retain(|_, w| w.strong_count() > 0);
-        if !holders.is_empty() && !self.shared.load(Ordering::Relaxed) {
+        if let Some(p) = &partner {
+            *lock(&p.partner) = Arc::downgrade(&m);
+            *lock(&m.partner) = Arc::downgrade(p);
+            p.partnered.store(true, Ordering::SeqCst);
+        }
+        if !reg.by_token.is_empty() && !self.shared.load(Ordering::Relaxed) {
             // The first other handle: from now on claims go through the table. Record what
             // the handles that claimed alone hold (their claims after this see `shared`, or
             // this sees their new `hi`: Dekker, as in `claim`).
             self.shared.store(true, Ordering::SeqCst);
+            self.writes.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            for o in holders.values().filter_map(Weak::upgrade) {
+            for o in reg.by_token.values().flatten().filter_map(Weak::upgrade) {
                 let n = o.shadow.len() as u32;
                 let (lo, hi) = (o.lo.load(Ordering::Acquire), o.hi.load(Ordering::Acquire));
                 if lo >= n || hi >= n {
@@ -126,14 +174,22 @@ impl Held {
                 }
             }
         }
-        holders.insert(m.token, Arc::downgrade(&m));
+        reg.by_group.insert(group, token);
+        reg.by_token
+            .entry(token)
+            .or_default()
+            .push(Arc::downgrade(&m));
         m
     }
 
     /// Forgets a dropped handle (its claims in the table are then free for the taking).
     pub(crate) fn forget(&self, m: &Mirror) {
         m.lo.store(m.hi.load(Ordering::Relaxed), Ordering::Release);
-        lock(&self.holders).remove(&m.token);
+        let mut reg = lock(&self.holders);
+        if let Some(v) = reg.by_token.get_mut(&m.token) {
+            v.retain(|w| !std::ptr::eq(w.as_ptr(), m));
+        }
+        reg.prune();
     }
 
     /// Claims the buffers of slots `[from, to)` of `raw` (they just entered the user's part
@@ -160,14 +216,20 @@ impl Held {
         }
         let n = raw.num_slots();
         let key = key(m.token, 0);
+        let partnered = m.partnered.load(Ordering::Relaxed);
         let mut contested = false;
+        // Writers of the table count themselves in `writes` before their first write of a
+        // batch: a batch that wrote nothing, during which nobody wrote, needs no pass 2.
+        let writes0 = self.writes.load(Ordering::Acquire);
+        let mut wrote = false;
         for (start, count) in runs(from, to, n) {
-            let (lo, end) = (start as usize, (start + count) as usize);
-            for ((k, s), p) in (start..).zip(&m.shadow[lo..end]).zip(&m.prev[lo..end]) {
+            for k in start..start + count {
+                let ks = k as usize;
                 // SAFETY: per the caller's contract, slot k is the user's.
                 let idx = unsafe { raw.slot_buf_idx(k) };
+                let s = &m.shadow[ks];
                 let mine = key | u64::from(k);
-                let Some(e) = self.table.get(idx as usize).filter(|_| raw.buf_ok(idx)) else {
+                let Some(e) = self.table.get(idx as usize) else {
                     s.store(NO_BUF, Ordering::Relaxed);
                     continue;
                 };
@@ -175,8 +237,17 @@ impl Held {
                 if was == mine && s.load(Ordering::Relaxed) == idx {
                     continue; // in its slot since the last lap, and still ours
                 }
-                if was >> 32 != 0 && was >> 32 != key >> 32 {
-                    p.store(was, Ordering::Relaxed);
+                if !raw.buf_ok(idx) {
+                    s.store(NO_BUF, Ordering::Relaxed);
+                    continue;
+                }
+                if !wrote {
+                    wrote = true;
+                    self.writes.fetch_add(1, Ordering::SeqCst);
+                }
+                if was != 0 && (was >> 32 != key >> 32 || partnered) {
+                    // Claimed last by another handle (or, in a group, maybe by the partner).
+                    m.prev[ks].store(was, Ordering::Relaxed);
                     contested = true;
                 }
                 e.store(mine, Ordering::Relaxed);
@@ -186,18 +257,57 @@ impl Held {
         m.hi.store(hi, Ordering::Release);
         fence(Ordering::SeqCst);
         let mut lost = false;
-        for (start, count) in runs(from, to, n) {
-            for (k, s) in (start..).zip(&m.shadow[start as usize..(start + count) as usize]) {
-                let idx = s.load(Ordering::Relaxed);
-                lost |= idx != NO_BUF
-                    && self
-                        .table
-                        .get(idx as usize)
-                        .is_none_or(|e| e.load(Ordering::Relaxed) != key | u64::from(k));
+        if wrote || self.writes.load(Ordering::Relaxed) != writes0 {
+            for (start, count) in runs(from, to, n) {
+                for k in start..start + count {
+                    let idx = m.shadow[k as usize].load(Ordering::Relaxed);
+                    lost |= idx != NO_BUF
+                        && self
+                            .table
+                            .get(idx as usize)
+                            .is_none_or(|e| e.load(Ordering::Relaxed) != key | u64::from(k));
+                }
             }
         }
         if contested || lost {
             self.settle(m, n, from, to);
+        }
+        // The ring sharing these slots' buffers must not hold any of them (Dekker again:
+        // each stores its `hi`, fences, then reads the other's range).
+        if partnered {
+            let partner = lock(&m.partner).upgrade();
+            if let Some(p) = partner {
+                self.keep_apart(m, &p, n, from, to);
+            }
+        }
+    }
+
+    /// Refuses the slots of `[from, to)` that `p` (the ring sharing them) holds.
+    #[cold]
+    #[inline(never)]
+    fn keep_apart(&self, m: &Mirror, p: &Mirror, n: u32, from: u32, to: u32) {
+        let (plo, phi) = (p.lo.load(Ordering::Acquire), p.hi.load(Ordering::Acquire));
+        if plo >= n || phi >= n || plo == phi {
+            return;
+        }
+        // The claimed run and the partner's held run, as offsets from `from`: disjoint in
+        // every legitimate exchange (one end gets slots back only after the other gave them).
+        let (len, span) = (distance(from, to, n), distance(plo, phi, n));
+        let start = distance(from, plo, n);
+        let overlap = start < len || distance(plo, from, n) < span;
+        if !overlap {
+            return;
+        }
+        let mut k = from;
+        while k != to {
+            if distance(plo, k, n) < span {
+                m.shadow[k as usize].store(NO_BUF, Ordering::Relaxed);
+                tracing::warn!(
+                    slot = k,
+                    "slot held by the other end of the pipe in this process: refused"
+                );
+            }
+            k = if k + 1 == n { 0 } else { k + 1 };
         }
     }
 
@@ -228,14 +338,14 @@ impl Held {
     #[cold]
     #[inline(never)]
     fn settle(&self, m: &Mirror, n: u32, from: u32, to: u32) {
-        let holders = lock(&self.holders);
+        let reg = lock(&self.holders);
         let key = key(m.token, 0);
         // The previous claimant last looked at, with its held range (read once: a handle
         // releases and claims only in its own syncs, and its claims wait for this lock).
         // The previous claimant last looked at, with its held range (read once: a handle
         // releases and claims only in its own syncs, and its claims wait for this lock).
         let mut last_token = 0;
-        let mut last: Option<(Arc<Mirror>, u32, u32)> = None;
+        let mut last: Vec<(Arc<Mirror>, u32, u32)> = Vec::new();
         let mut k = from;
         while k != to {
             let ks = k as usize;
@@ -251,18 +361,30 @@ impl Held {
                     let other = (prev >> 32) as u32;
                     if other != last_token {
                         last_token = other;
-                        last = holders.get(&other).and_then(Weak::upgrade).map(|o| {
-                            let lo = o.lo.load(Ordering::Acquire);
-                            let hi = o.hi.load(Ordering::Acquire);
-                            (o, lo, hi)
-                        });
+                        // The handles that may hold it: the other token's, or (the group's
+                        // own token, another slot) this ring's partner.
+                        last = reg
+                            .by_token
+                            .get(&other)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Weak::upgrade)
+                            .filter(|o| !std::ptr::eq(&**o, m))
+                            .map(|o| {
+                                let lo = o.lo.load(Ordering::Acquire);
+                                let hi = o.hi.load(Ordering::Acquire);
+                                (o, lo, hi)
+                            })
+                            .collect();
                     }
-                    if let Some((o, lo, hi)) = &last {
-                        if o.holds_in(*lo, *hi, prev as u32, idx) {
-                            // The other handle keeps it, and stays its claimant.
-                            e.store(prev, Ordering::Relaxed);
-                            refuse = true;
-                        }
+                    if last
+                        .iter()
+                        .any(|(o, lo, hi)| o.holds_in(*lo, *hi, prev as u32, idx))
+                    {
+                        // The other handle keeps it, and stays its claimant.
+                        self.writes.fetch_add(1, Ordering::SeqCst);
+                        e.store(prev, Ordering::Relaxed);
+                        refuse = true;
                     }
                 }
             }
@@ -284,6 +406,7 @@ impl Held {
     /// path sees half a swap.
     pub(crate) fn swapped(&self, rx: &Mirror, tx: &Mirror, swaps: &[(u32, u32, u32, u32)]) {
         let _serialised = lock(&self.holders);
+        self.writes.fetch_add(1, Ordering::SeqCst);
         for &(rk, r, tk, t) in swaps {
             for (idx, to, k) in [(r, tx, tk), (t, rx, rk)] {
                 if let Some(e) = self.table.get(idx as usize) {

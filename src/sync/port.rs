@@ -262,6 +262,7 @@ impl Netmap {
                 extra_bufs: opened.extra_bufs,
                 bufs_head,
                 held: Held::of(opened.mem, nbufs),
+                slot_groups: opened.slot_groups,
                 region,
             }),
         })

@@ -29,6 +29,8 @@ pub(crate) struct PortInner {
     pub(crate) bufs_head: u32,
     /// The buffers this process's handles hold in this memory (shared by every port on it).
     pub(crate) held: Arc<Held>,
+    /// Rings sharing slots' buffers with another ring: `(ring offset, group)`.
+    pub(crate) slot_groups: Vec<(usize, usize)>,
     // Declared last: dropped after the backend and the ring views.
     pub(crate) region: Arc<Region>,
 }

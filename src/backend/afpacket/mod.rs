@@ -141,6 +141,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         }),
     };
     Ok(Opened {
+        slot_groups: Vec::new(),
         backend: Backend::AfPacket(port),
         pool: mem.buffers(),
         region: mem.region,

@@ -258,6 +258,16 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     for &i in &port.rx {
         ofs[nr + 1 + i] = pipe.ring_off[end][RX][i] as isize - if_off as isize;
     }
+    // TX ring i of one end and RX ring i of the other share their buffers slot for slot;
+    // both are named by the TX ring's offset.
+    let off = &pipe.ring_off;
+    let slot_groups = (port.tx.iter().map(|&i| (off[end][TX][i], off[end][TX][i])))
+        .chain(
+            port.rx
+                .iter()
+                .map(|&i| (off[end][RX][i], off[1 - end][TX][i])),
+        )
+        .collect();
     let name = match role {
         PipeRole::Master => master_name,
         PipeRole::Slave => format!("{parent}}}{id}"),
@@ -289,6 +299,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     Ok(Opened {
         backend: Backend::Emulated(port),
         pool,
+        slot_groups,
         region,
         if_off,
         mem,

@@ -84,6 +84,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     );
     let pool = buffer_pool(spec, reg.nr_mem_id, memsize);
     Ok(Opened {
+        slot_groups: Vec::new(),
         backend: Backend::Kernel(Port { fd }),
         region: Arc::new(region),
         if_off,

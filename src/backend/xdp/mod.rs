@@ -268,6 +268,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         prog,
     };
     Ok(Opened {
+        slot_groups: Vec::new(),
         backend: Backend::Xdp(port),
         pool: mem.buffers(),
         region: mem.region,

@@ -80,7 +80,12 @@ impl Handle {
         let mark = advance(head, mark_gap(dir, raw.num_slots()), raw.num_slots());
         let (ring_id, host) = (b.ring_id, b.host);
         let held = port.held.clone();
-        let mirror = held.mirror(raw.num_slots(), head);
+        let group = port
+            .slot_groups
+            .iter()
+            .find(|(off, _)| *off == b.off)
+            .map_or(b.off, |&(_, g)| g);
+        let mirror = held.mirror(raw.num_slots(), head, group);
         // SAFETY: [head, tail) is the user's part of the ring (tail loaded with Acquire), and
         // this handle is the process's only one of the ring (the claim above).
         unsafe { held.claim(&mirror, &raw, head, tail, tail) };

@@ -326,9 +326,8 @@ fn an_interface_set_down_or_deleted_under_async_rings_ends_in_errors_not_hangs()
                 for _ in 0..20 {
                     let _ = sock.send_to(b"flow", to);
                     let _ = tokio::time::timeout(Duration::from_millis(20), rx.next()).await;
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(20), tx.send(frame.clone()))
-                            .await;
+                    let _ = tokio::time::timeout(Duration::from_millis(20), tx.send(frame.clone()))
+                        .await;
                     let _ = tokio::time::timeout(Duration::from_millis(20), tx.flush_ring()).await;
                 }
                 assert!(
