@@ -95,8 +95,10 @@ impl<'a> BatchReservation<'a> {
             self.filled = index + 1;
         }
         // SAFETY: p is valid for buf_size >= len bytes (buf_ptr); the buffer belongs to a slot
-        // the user owns and is borrowed mutably through `self` for the slice's lifetime, and
-        // no other handle can reach this slot.
+        // the user owns and is borrowed mutably through `self` for the slice's lifetime. It
+        // is the buffer this handle claimed for the slot (its shadow), which no other handle
+        // of this process holds (`held.rs`): whatever a peer writes into the slot, no other
+        // view of these bytes exists here.
         Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) })
     }
 
@@ -192,7 +194,9 @@ impl<'a> BatchReservation<'a> {
             let changed = !REUSED || i < fresh_until || flags & NS_BUF_CHANGED != 0;
             // SAFETY: p is valid for buf_size >= max bytes (buf_ptr); the buffer belongs to a
             // slot the user owns, and the slice lives only during this call of `f` (a second
-            // slot naming the same buffer gets its slice after this one is gone).
+            // slot of this ring naming the same buffer gets its slice after this one is gone).
+            // No other handle of this process holds the buffer (the shadow, `held.rs`), so
+            // no other view of it exists.
             let len = f(
                 i,
                 unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), max) },
@@ -316,7 +320,10 @@ impl<'a> Iterator for RxBatch<'a> {
                 Ok(r) => {
                     // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size).
                     // The ring is mutably borrowed for 'a by this iterator, so no sync can
-                    // release the slot (or let anyone write its buffer) while the frame lives.
+                    // release the slot while the frame lives, and the buffer is this handle's
+                    // claim (shadow), held by no other handle here (`held.rs`): no `&mut` view
+                    // of it can exist while the frame lives. (A peer writing its bytes only
+                    // changes what the frame reads.)
                     let data =
                         unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
                     return Some(Frame::from_slot(data, r.flags, self.ring_index, k));

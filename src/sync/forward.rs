@@ -68,7 +68,8 @@ pub fn forward_filtered(
             return Err(tx.h.corrupt(tk, ts.buf_idx, ts.len));
         }
         let wanted = {
-            // SAFETY: rptr..+len is inside the region and the rx slot is the user's; the
+            // SAFETY: rptr..+len is inside the region and the rx slot is the user's; its
+            // buffer is the handle's claim, held by no other handle here (`held.rs`); the
             // slice only lives during this call, before any swap.
             let data = unsafe { std::slice::from_raw_parts(rptr.as_ptr(), rs.len as usize) };
             keep(&Frame::from_slot(data, rs.flags, rx.h.index as u16, rk))

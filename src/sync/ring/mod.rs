@@ -141,7 +141,9 @@ impl TxRing {
             }
         };
         // SAFETY: p points at buf_size >= buf.len() bytes inside the region (buf_ptr); the
-        // slot and hence its buffer are the user's; `copy` tolerates overlap.
+        // slot and hence its buffer are the user's, and the buffer is this handle's claim,
+        // held by no other handle (`held.rs`), so no frame of this process views it; `copy`
+        // tolerates overlap with `buf`.
         unsafe { std::ptr::copy(buf.as_ptr(), p.as_ptr(), buf.len()) };
         h.head = next(k, h.raw.num_slots());
         Ok(())
@@ -262,8 +264,10 @@ impl RxRing {
     fn frame<'a>(&self, r: RawFrame) -> Frame<'a> {
         // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size). The slot is
         // the user's until the next sync, and sync needs `&mut self` — which every caller of
-        // this function holds for 'a — so the buffer is neither released nor written while
-        // the frame lives. The region outlives the handle (Arc in the port).
+        // this function holds for 'a — so the buffer is not released while the frame lives.
+        // The buffer is this handle's claim (its shadow), held by no other handle of this
+        // process (`held.rs`), so no `&mut` view or write of ours meets it; a peer writing
+        // its bytes only changes what the frame reads. The region outlives the handle.
         let data = unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
         Frame::from_slot(data, r.flags, self.h.index as u16, r.slot)
     }
@@ -291,8 +295,9 @@ impl RxRing {
         h.head = next(k, h.raw.num_slots());
         // SAFETY: the buffer holds buf_size >= INLINE_CAPACITY initialized bytes inside the
         // region (buf_ptr checked the index). The slot is the user's until the next sync,
-        // which needs `&mut self` (borrowed for the returned lifetime), so nobody writes the
-        // buffer while the reference lives. Bytes past `len` are never exposed.
+        // which needs `&mut self` (borrowed for the returned lifetime), and the buffer is this
+        // handle's claim, held by no other handle here (`held.rs`), so nothing of ours writes
+        // it while the reference lives. Bytes past `len` are never exposed.
         let window = unsafe { &*ptr.as_ptr().cast::<[u8; INLINE_CAPACITY]>() };
         Some((window, len as u8, flags))
     }
