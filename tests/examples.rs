@@ -421,8 +421,8 @@ fn finish(mut child: std::process::Child, secs: u64) -> (bool, String) {
 }
 
 /// `pkt_gen -f tx` on `PREFIX:vethA` to `pkt_gen -f rx` (async) on `PREFIX:vethB` in the
-/// peer namespace, on AF_XDP and AF_PACKET: every packet arrives, none lost or reordered.
-/// Then `-f ping` / `-f pong` over the same pair.
+/// peer namespace, on AF_XDP and AF_PACKET: every packet arrives, none lost or reordered,
+/// and the receiver's kernel counters say the same. Then `-f ping` / `-f pong` over the same pair.
 #[test]
 fn pkt_gen_over_xdp_and_afpacket_on_veth() {
     if let Some(why) = veth::unavailable() {
@@ -471,6 +471,11 @@ fn pkt_gen_over_xdp_and_afpacket_on_veth() {
         assert!(ok_rx, "{prefix} rx failed:\n{rx_text}\ntx:\n{tx_text}");
         let want = format!("Received {n} packets: lost 0 reordered 0");
         assert!(rx_text.contains(&want), "{prefix}: {rx_text}");
+        // The kernel's counters are shown (issue 22.1) and agree: nothing dropped.
+        assert!(
+            rx_text.contains("Kernel counters: ") && rx_text.contains("rx_ring_full 0"),
+            "{prefix}: no kernel counters, or a drop: {rx_text}"
+        );
         println!("{prefix}:\n{tx_text}{rx_text}");
 
         // Round trips: pong in the namespace, ping here.

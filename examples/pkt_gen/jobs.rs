@@ -25,6 +25,7 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
     let cfg = job.cfg.clone();
     let stats = &job.stats;
     let mut left = if job.quota == 0 { u64::MAX } else { job.quota };
+    let mut kc = KernelCounters::new(cfg.report_ms, job.thread);
     match job.func {
         Func::Tx => {
             let tpl = templates(&cfg);
@@ -37,6 +38,7 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ job.thread as u64);
             let mut n = 0u64;
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
+                kc.poll(nm, stats, false);
                 let space = tx.space();
                 if space == 0 {
                     // The last sync published everything: one poll (which syncs) waits.
@@ -72,12 +74,14 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 tx.sync()?;
                 std::thread::sleep(Duration::from_micros(100));
             }
+            kc.poll(nm, stats, true);
         }
         Func::Rx => {
             let mut rx = nm.rx_ring(0)?;
             let mut check = cfg.seq.then(SeqCheck::new);
             let idle = Duration::from_millis(if cfg.idle_exit { 1000 } else { 100 });
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
+                kc.poll(nm, stats, false);
                 let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), check.as_mut());
                 if k == 0 {
                     // Everything consumed was released by the last sync: one poll (which
@@ -96,6 +100,7 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 rx.sync()?;
             }
             rx.sync()?;
+            kc.poll(nm, stats, true);
             if let Some(check) = check {
                 stats.lost.fetch_add(check.lost, Ordering::Relaxed);
                 stats
@@ -176,6 +181,7 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
         let nm = TokioNetmap::new(port)?;
         let stats = job.stats.clone();
         let mut left = if job.quota == 0 { u64::MAX } else { job.quota };
+        let mut kc = KernelCounters::new(cfg.report_ms, job.thread);
         match job.func {
             Func::Tx => {
                 let tpl = templates(&cfg);
@@ -188,6 +194,7 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                 };
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ job.thread as u64);
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
+                    kc.poll(nm.netmap(), &stats, false);
                     let want = cfg.burst.min(left.min(usize::MAX as u64) as usize);
                     // What fits, up to a burst, as the sync path and C pkt-gen send.
                     let mut r = match tokio::time::timeout(IDLE, tx.reserve_up_to(want)).await {
@@ -216,11 +223,13 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     tx.get_mut().sync()?;
                     tokio::time::sleep(Duration::from_micros(100)).await;
                 }
+                kc.poll(nm.netmap(), &stats, true);
             }
             Func::Rx => {
                 let mut rx = nm.rx_ring(0)?;
                 let mut check = cfg.seq.then(SeqCheck::new);
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
+                    kc.poll(nm.netmap(), &stats, false);
                     let want = cfg.burst.min(left as usize);
                     let idle_exit = cfg.idle_exit && stats.first.get().is_some();
                     let limit = if idle_exit {
@@ -241,6 +250,7 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     stats.record(k, b);
                 }
                 rx.get_mut().sync()?;
+                kc.poll(nm.netmap(), &stats, true);
                 if let Some(check) = check {
                     stats.lost.fetch_add(check.lost, Ordering::Relaxed);
                     stats

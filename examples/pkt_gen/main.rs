@@ -37,6 +37,11 @@
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000 --both
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f ping -n 100000 --both
 //!
+//! The report line ends with the kernel's drop counters (`Netmap::stats`), as `xdpsock`
+//! prints them, on the backends that count (AF_XDP, AF_PACKET): a receiver that loses
+//! packets says so (`rx_ring_full`, `rx_dropped`, ...), and a final `Kernel counters:` line
+//! gives the totals.
+//!
 //! The per-packet path does no allocation, formatting or system call: frames are filled in
 //! place from precomputed templates (`BatchReservation::fill`), one sync per burst, and a wait
 //! for room or packets is one `poll` (the sync path) as in C `pkt-gen`.
@@ -56,7 +61,7 @@ use netmap_rs::prelude::*;
 
 use cli::{parse_args, Cfg, Func};
 use jobs::{peer_name, run_async, run_sync, Job};
-use stats::{report_line, Stats};
+use stats::{kernel_part, report_line, Stats};
 
 fn open_ports(cfg: &Cfg, name: &str) -> Result<Vec<Netmap>, Error> {
     let b = NetmapBuilder::new(name)
@@ -87,6 +92,11 @@ fn spawn_jobs(
     t0: Instant,
 ) -> Vec<std::thread::JoinHandle<Result<Vec<u64>, Error>>> {
     let nthreads = ports.len() as u64;
+    stats
+        .kernel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .resize(ports.len(), None);
     ports
         .into_iter()
         .enumerate()
@@ -197,8 +207,9 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
                 stats.events.load(Ordering::Relaxed),
             );
             println!(
-                "{}",
-                report_line(label, p - last_p, b - last_b, e - last_e, last_t.elapsed())
+                "{}{}",
+                report_line(label, p - last_p, b - last_b, e - last_e, last_t.elapsed()),
+                kernel_part(stats.kernel_total())
             );
             (last_p, last_b, last_e, last_t) = (p, b, e, Instant::now());
         }
@@ -253,6 +264,11 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
             rx_stats.lost.load(Ordering::Relaxed),
             rx_stats.reordered.load(Ordering::Relaxed)
         );
+    }
+    // The kernel's drop counters over the run, where the backend has them (AF_XDP,
+    // AF_PACKET), as `xdpsock` prints them.
+    if let Some(k) = stats.kernel_total().filter(|k| *k != PortStats::default()) {
+        println!("Kernel counters: {k}");
     }
     if !rtts.is_empty() {
         rtts.sort_unstable();

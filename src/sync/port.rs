@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::abi;
-use crate::backend::{self, BackendChoice, BackendKind, OpenOptions, Readiness};
+use crate::backend::{self, BackendChoice, BackendKind, OpenOptions, PortStats, Readiness};
 #[cfg(netmap_kernel)]
 pub use crate::backend::{PoolsInfo, PortInfo};
 use crate::error::Error;
@@ -408,6 +408,25 @@ impl Netmap {
     /// peer). `None` where the backend cannot tell (the kernel's ports).
     pub fn peer_present(&self) -> Option<bool> {
         self.inner.backend.peer_present()
+    }
+
+    /// What the kernel dropped or refused on this port since it was opened, summed over its
+    /// queues (see [`PortStats`] for which kernel counter each field is). Fields the backend
+    /// does not count are `None`: all of them on the netmap module and on emulated pipes.
+    /// One `getsockopt` per queue: for a periodic report, not for the packet path.
+    pub fn stats(&self) -> Result<PortStats, Error> {
+        self.inner.backend.stats(None)
+    }
+
+    /// The counters of the queue behind RX ring `index` (`0..num_rx_rings()`; TX ring
+    /// `index` is the same queue), where the kernel counts per queue (AF_XDP: one socket per
+    /// queue). AF_PACKET has one ring: its counters are the port's.
+    pub fn ring_stats(&self, index: usize) -> Result<PortStats, Error> {
+        let n = self.num_rx_rings().max(self.num_tx_rings());
+        if index >= n {
+            return Err(Error::InvalidRingIndex(index));
+        }
+        self.inner.backend.stats(Some(index))
     }
 
     /// Waits until a TX ring has room (see [`Netmap::wait`]); returns whether one has.

@@ -8,6 +8,7 @@
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
 //! - `rate`: a quick TX-rate comparison of the two sockets.
+//! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
 
 mod faults;
@@ -15,6 +16,7 @@ mod port_errors;
 mod ports;
 mod rate;
 mod sockets;
+mod stats;
 pub(crate) mod testnet;
 #[cfg(feature = "tokio-async")]
 mod tokio_layer;
