@@ -76,4 +76,6 @@ pub use sync::{
     RxRing, TxRing,
 };
 #[cfg(feature = "tokio-async")]
-pub use tokio_async::{AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap};
+pub use tokio_async::{
+    AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap,
+};

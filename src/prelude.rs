@@ -6,4 +6,6 @@ pub use crate::sync::{
     zero_copy_forward, BatchReservation, Frame, Netmap, NetmapBuilder, RxBatch, RxRing, TxRing,
 };
 #[cfg(feature = "tokio-async")]
-pub use crate::tokio_async::{AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, TokioNetmap};
+pub use crate::tokio_async::{
+    AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, TokioNetmap,
+};

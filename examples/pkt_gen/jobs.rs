@@ -77,15 +77,30 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
             kc.poll(nm, stats, true);
         }
         Func::Rx => {
-            let mut rx = nm.rx_ring(0)?;
+            // Every ring of the port, as C pkt-gen reads them in its one thread: a
+            // multi-queue port (`xdp:eth0`) has a ring per queue and the kernel spreads
+            // flows over them.
+            let mut rings = all_rx_rings(nm)?;
             let mut check = cfg.seq.then(SeqCheck::new);
             let idle = Duration::from_millis(if cfg.idle_exit { 1000 } else { 100 });
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
                 kc.poll(nm, stats, false);
-                let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), check.as_mut());
-                if k == 0 {
-                    // Everything consumed was released by the last sync: one poll (which
-                    // syncs) waits, as in C pkt-gen.
+                let mut seen = 0;
+                for rx in &mut rings {
+                    if left == 0 {
+                        break;
+                    }
+                    let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), check.as_mut());
+                    if k > 0 {
+                        left -= k;
+                        seen += k;
+                        stats.record(k, b);
+                        rx.sync()?;
+                    }
+                }
+                if seen == 0 {
+                    // Everything consumed was released by the last syncs: one poll (which
+                    // syncs every ring) waits, as in C pkt-gen.
                     peer_notice(nm, &cfg, job.t0);
                     if !nm.wait_readable(Some(idle))?
                         && cfg.idle_exit
@@ -93,13 +108,11 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                     {
                         break;
                     }
-                    continue;
                 }
-                left -= k;
-                stats.record(k, b);
+            }
+            for rx in &mut rings {
                 rx.sync()?;
             }
-            rx.sync()?;
             kc.poll(nm, stats, true);
             if let Some(check) = check {
                 stats.lost.fetch_add(check.lost, Ordering::Relaxed);
@@ -111,7 +124,8 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
         Func::Ping => {
             let tpl = templates(&cfg);
             let mut tx = nm.tx_ring(0)?;
-            let mut rx = nm.rx_ring(0)?;
+            // The reply may come on any queue of a multi-queue port.
+            let mut rings = all_rx_rings(nm)?;
             let mut seq = 0u64;
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
                 let mut r = tx.reserve_batch(1)?;
@@ -120,12 +134,14 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 tx.sync()?;
                 let mut spins = 0u32;
                 'reply: loop {
-                    rx.sync()?;
-                    while let Some(f) = rx.recv() {
-                        if let Some((s, ts)) = parse_seq(f.payload()) {
-                            if s == seq {
-                                job.rtts.push(now_ns(job.t0) - ts);
-                                break 'reply;
+                    for rx in &mut rings {
+                        rx.sync()?;
+                        while let Some(f) = rx.recv() {
+                            if let Some((s, ts)) = parse_seq(f.payload()) {
+                                if s == seq {
+                                    job.rtts.push(now_ns(job.t0) - ts);
+                                    break 'reply;
+                                }
                             }
                         }
                     }
@@ -145,17 +161,19 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
         }
         Func::Pong => {
             let mut tx = nm.tx_ring(0)?;
-            let mut rx = nm.rx_ring(0)?;
+            let mut rings = all_rx_rings(nm)?;
             let mut idle = 0u32;
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                rx.sync()?;
                 let mut k = 0u64;
-                while let Some(f) = rx.recv() {
-                    if tx.send(f.payload()).is_err() {
-                        tx.sync()?;
-                        break;
+                for rx in &mut rings {
+                    rx.sync()?;
+                    while let Some(f) = rx.recv() {
+                        if tx.send(f.payload()).is_err() {
+                            tx.sync()?;
+                            break;
+                        }
+                        k += 1;
                     }
-                    k += 1;
                 }
                 tx.sync()?;
                 idle = if k == 0 { idle + 1 } else { 0 };
@@ -226,7 +244,8 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                 kc.poll(nm.netmap(), &stats, true);
             }
             Func::Rx => {
-                let mut rx = nm.rx_ring(0)?;
+                // Every ring of the port from this one task, fairly (see run_sync).
+                let mut rx = nm.rx_port()?;
                 let mut check = cfg.seq.then(SeqCheck::new);
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
                     kc.poll(nm.netmap(), &stats, false);
@@ -249,7 +268,9 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     left -= k;
                     stats.record(k, b);
                 }
-                rx.get_mut().sync()?;
+                for r in rx.rings_mut() {
+                    r.get_mut().sync()?;
+                }
                 kc.poll(nm.netmap(), &stats, true);
                 if let Some(check) = check {
                     stats.lost.fetch_add(check.lost, Ordering::Relaxed);
@@ -266,6 +287,11 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
         }
         Ok::<(), Error>(())
     })
+}
+
+/// Every RX ring of the port (one per queue on a multi-queue `xdp:` port).
+fn all_rx_rings(nm: &Netmap) -> Result<Vec<RxRing>, Error> {
+    (0..nm.num_rx_rings()).map(|i| nm.rx_ring(i)).collect()
 }
 
 /// How long an async wait runs before checking for a missing peer.

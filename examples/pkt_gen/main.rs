@@ -20,6 +20,10 @@
 //!   second (bursts cut to rate/300, as C does), `-p` one fd per ring and one thread each,
 //!   `-z`/`-Z` random source/destination address and port per packet, `-d`/`-s`/`-D`/`-S`
 //!   addresses. `--async` does the same work through the Tokio layer (to compare both paths).
+//! - Each thread receives from every RX ring of the port it opened, as C `pkt-gen` does: on
+//!   `xdp:eth0` (a ring per queue) one thread counts what the kernel spread over all queues
+//!   (`--async`: the Tokio layer's `TokioNetmap::rx_port`). `-p N` opens a port per ring
+//!   instead, one thread each.
 //! - `--both` (pipes only) also runs the opposite function on the other end of the pipe in
 //!   this process, so the tool is self-contained on the emulated backend.
 //!

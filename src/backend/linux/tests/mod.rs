@@ -5,6 +5,7 @@
 //! - `sockets`: the plumbing alone (AF_XDP sockets and UMEM, the redirect program, the
 //!   `TPACKET_V2` socket).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
+//! - `multiqueue`: every queue of a 4-queue `xdp:` port from one Tokio task.
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
 //! - `rate`: a quick TX-rate comparison of the two sockets.
@@ -12,6 +13,8 @@
 //! - `tokio_layer`: the Tokio layer over both drivers.
 
 mod faults;
+#[cfg(feature = "tokio-async")]
+mod multiqueue;
 mod port_errors;
 mod ports;
 mod rate;
