@@ -113,6 +113,8 @@ pub(crate) struct OpenOptions {
     pub extra_bufs: u32,
     /// `NR_*` flags: the name's and the builder's together.
     pub flags: u64,
+    /// Buffer pool on huge pages where the driver allocates it (AF_XDP, AF_PACKET).
+    pub huge_pages: bool,
 }
 
 /// Identity of a memory allocator, for zero-copy buffer swaps between ports and for

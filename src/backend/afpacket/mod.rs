@@ -98,6 +98,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         buf_shift: 0,
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
+        huge_pages: opts.huge_pages,
     })?;
     let (tx, rx) = (mem.tx[0].clone(), mem.rx[0].clone());
     for k in 0..ntx {

@@ -191,6 +191,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         buf_shift: HEADROOM as usize,
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
+        huge_pages: opts.huge_pages,
     })?;
     // A frame longer than a buffer (after the XDP headroom) would be dropped by the kernel.
     iface.check_rx_limit((BUF_SIZE as u64 - HEADROOM) as usize)?;

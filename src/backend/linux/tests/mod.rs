@@ -5,6 +5,7 @@
 //! - `sockets`: the plumbing alone (AF_XDP sockets and UMEM, the redirect program, the
 //!   `TPACKET_V2` socket).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
+//! - `huge`: the buffer pool on huge pages, and the fallback without them.
 //! - `multiqueue`: every queue of a 4-queue `xdp:` port from one Tokio task.
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
@@ -13,6 +14,7 @@
 //! - `tokio_layer`: the Tokio layer over both drivers.
 
 mod faults;
+mod huge;
 #[cfg(feature = "tokio-async")]
 mod multiqueue;
 mod port_errors;
