@@ -4,7 +4,8 @@
 //! Real netmap (as root):
 //!     cargo run --release --example bridge -- -i netmap:eth0 -i netmap:eth1
 //! Stock Linux without the module: `-i xdp:eth0 -i xdp:eth1` (or `afpacket:`); these ports
-//! have memories of their own, so the bridge copies.
+//! have memories of their own, so the bridge copies. Every RX ring of a port is forwarded
+//! (one per queue on `xdp:`), as C `bridge` does, from one task per direction.
 //! Self-contained demo on pipes (emulated when no module is loaded): a generator feeds
 //! `br{1`, the bridge forwards `br}1` <-> `br{2`, a sink counts on `br}2` (and back):
 //!     cargo run --release --example bridge -- --demo 2000000
@@ -14,15 +15,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netmap_rs::prelude::*;
-use netmap_rs::tokio_async::{AsyncNetmapRxRing, AsyncNetmapTxRing};
+use netmap_rs::tokio_async::{AsyncNetmapRxPort, AsyncNetmapTxRing};
 
 mod common;
 
 const BURST: usize = 512;
 
-/// Forwards one direction until `limit` packets (0: forever). Returns packets forwarded.
+/// Forwards one direction until `limit` packets (0: forever), from every RX ring of the
+/// source port (a multi-queue `xdp:` port has one per queue; they are served in turn) to TX
+/// ring 0 of the other. Returns packets forwarded.
 async fn forward(
-    mut rx: AsyncNetmapRxRing,
+    mut rx: AsyncNetmapRxPort,
     mut tx: AsyncNetmapTxRing,
     zero_copy: bool,
     limit: u64,
@@ -30,12 +33,13 @@ async fn forward(
 ) -> Result<u64, Error> {
     let mut total = 0u64;
     while limit == 0 || total < limit {
-        rx.readable().await?;
+        let ring = rx.readable().await?;
         tx.writable().await?;
+        let rx = rx.rings_mut()[ring].get_mut();
         let n = if zero_copy {
-            zero_copy_forward(rx.get_mut(), tx.get_mut(), BURST)? as u64
+            zero_copy_forward(rx, tx.get_mut(), BURST)? as u64
         } else {
-            let (r, t) = (rx.get_mut(), tx.get_mut());
+            let (r, t) = (rx, tx.get_mut());
             let mut n = 0;
             while let Some(Ok(f)) = r.peek() {
                 match t.send(f.payload()) {
@@ -96,14 +100,14 @@ async fn bridge(a: Netmap, b: Netmap, limit: u64) -> Result<(u64, u64), Error> {
     let counters = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
     let rep = report("bridge", &counters, Duration::from_secs(1));
     let ab = tokio::spawn(forward(
-        a.rx_ring(0)?,
+        a.rx_port()?,
         b.tx_ring(0)?,
         zc,
         limit,
         counters[0].clone(),
     ));
     let ba = tokio::spawn(forward(
-        b.rx_ring(0)?,
+        b.rx_port()?,
         a.tx_ring(0)?,
         zc,
         limit,

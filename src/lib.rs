@@ -68,7 +68,7 @@ pub mod tokio_async;
 #[cfg(netmap_kernel)]
 pub mod vale;
 
-pub use backend::{BackendChoice, BackendKind, Readiness};
+pub use backend::{BackendChoice, BackendKind, PortStats, Readiness};
 pub use error::{Error, Result};
 pub use port_name::PortSpec;
 pub use sync::{
@@ -76,4 +76,6 @@ pub use sync::{
     RxRing, TxRing,
 };
 #[cfg(feature = "tokio-async")]
-pub use tokio_async::{AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap};
+pub use tokio_async::{
+    AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap,
+};

@@ -22,6 +22,10 @@ enum Kind {
     /// `mmap`ed; `munmap` on drop.
     #[cfg_attr(miri, allow(dead_code))]
     Mapped,
+    /// `mmap`ed on huge pages (`MAP_HUGETLB`, Linux; `len` is a multiple of the huge page
+    /// size); `munmap` on drop.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    HugeMapped,
     /// Allocated with the global allocator with this alignment (Miri only).
     #[cfg_attr(not(miri), allow(dead_code))]
     Heap(usize),
@@ -132,6 +136,44 @@ impl Region {
         }
     }
 
+    /// An anonymous zeroed region of at least `len` bytes on huge pages (`MAP_HUGETLB`), its
+    /// length rounded up to whole huge pages of `huge_page` bytes. The pages are reserved at
+    /// once: `ENOMEM` when the pool (`/proc/sys/vm/nr_hugepages`) lacks them, so a later touch
+    /// never faults for want of one.
+    /// (Under Miri: `Unsupported`, and the caller falls back to [`anonymous`](Self::anonymous).)
+    #[cfg(target_os = "linux")]
+    pub(crate) fn anonymous_huge(len: usize, huge_page: usize) -> io::Result<Region> {
+        assert!(len > 0 && huge_page.is_power_of_two());
+        if cfg!(miri) {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let len = len.next_multiple_of(huge_page);
+        // SAFETY: anonymous private mapping, null hint; result checked for MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANON | libc::MAP_HUGETLB,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region {
+            base: NonNull::new(p.cast()).expect("mmap returned null"),
+            len,
+            kind: Kind::HugeMapped,
+        })
+    }
+
+    /// Whether the region lies on huge pages.
+    pub(crate) fn is_huge(&self) -> bool {
+        matches!(self.kind, Kind::HugeMapped)
+    }
+
     /// Base address of the region.
     #[inline]
     pub(crate) fn base(&self) -> NonNull<u8> {
@@ -161,8 +203,9 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         match self.kind {
-            Kind::Mapped => {
-                // SAFETY: base/len are exactly what mmap returned; nothing references the
+            Kind::Mapped | Kind::HugeMapped => {
+                // SAFETY: base/len are exactly what mmap returned (a huge mapping's len is
+                // whole huge pages, as munmap needs); nothing references the
                 // region any more (every user holds the Region alive through an Arc).
                 unsafe {
                     libc::munmap(self.base.as_ptr().cast(), self.len);

@@ -36,6 +36,8 @@ pub(crate) struct Cfg {
     pub(crate) async_mode: bool,
     pub(crate) both: bool,
     pub(crate) slots: u32,
+    /// `--huge`: the port's memory on huge pages (AF_XDP, AF_PACKET; falls back if none).
+    pub(crate) huge: bool,
     /// `-W`: a receiver exits after 1 s without traffic (once the first packet came).
     pub(crate) idle_exit: bool,
     /// Second `-l`: random lengths in `[len_min, len)` (0: fixed length).
@@ -52,7 +54,7 @@ pub(crate) fn die(msg: &str) -> ! {
     eprintln!(
         "usage: pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] \
          [-T MS] [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC] \
-         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N]"
+         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge]"
     );
     std::process::exit(2)
 }
@@ -110,6 +112,7 @@ impl Default for Cfg {
             async_mode: false,
             both: false,
             slots: 0,
+            huge: false,
             idle_exit: false,
             len_min: 0,
             seq: false,
@@ -168,6 +171,7 @@ pub(crate) fn parse_args() -> Cfg {
             "-z" => c.rand_src = true,
             "-Z" => c.rand_dst = true,
             "--seq" => c.seq = true,
+            "--huge" => c.huge = true,
             _ => die(&format!("unknown option {a}")),
         }
     }

@@ -25,6 +25,7 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
     let cfg = job.cfg.clone();
     let stats = &job.stats;
     let mut left = if job.quota == 0 { u64::MAX } else { job.quota };
+    let mut kc = KernelCounters::new(cfg.report_ms, job.thread);
     match job.func {
         Func::Tx => {
             let tpl = templates(&cfg);
@@ -37,6 +38,7 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ job.thread as u64);
             let mut n = 0u64;
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
+                kc.poll(nm, stats, false);
                 let space = tx.space();
                 if space == 0 {
                     // The last sync published everything: one poll (which syncs) waits.
@@ -72,16 +74,33 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 tx.sync()?;
                 std::thread::sleep(Duration::from_micros(100));
             }
+            kc.poll(nm, stats, true);
         }
         Func::Rx => {
-            let mut rx = nm.rx_ring(0)?;
+            // Every ring of the port, as C pkt-gen reads them in its one thread: a
+            // multi-queue port (`xdp:eth0`) has a ring per queue and the kernel spreads
+            // flows over them.
+            let mut rings = all_rx_rings(nm)?;
             let mut check = cfg.seq.then(SeqCheck::new);
             let idle = Duration::from_millis(if cfg.idle_exit { 1000 } else { 100 });
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), check.as_mut());
-                if k == 0 {
-                    // Everything consumed was released by the last sync: one poll (which
-                    // syncs) waits, as in C pkt-gen.
+                kc.poll(nm, stats, false);
+                let mut seen = 0;
+                for rx in &mut rings {
+                    if left == 0 {
+                        break;
+                    }
+                    let (k, b) = account_rx(rx.batch(cfg.burst.min(left as usize)), check.as_mut());
+                    if k > 0 {
+                        left -= k;
+                        seen += k;
+                        stats.record(k, b);
+                        rx.sync()?;
+                    }
+                }
+                if seen == 0 {
+                    // Everything consumed was released by the last syncs: one poll (which
+                    // syncs every ring) waits, as in C pkt-gen.
                     peer_notice(nm, &cfg, job.t0);
                     if !nm.wait_readable(Some(idle))?
                         && cfg.idle_exit
@@ -89,13 +108,12 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                     {
                         break;
                     }
-                    continue;
                 }
-                left -= k;
-                stats.record(k, b);
+            }
+            for rx in &mut rings {
                 rx.sync()?;
             }
-            rx.sync()?;
+            kc.poll(nm, stats, true);
             if let Some(check) = check {
                 stats.lost.fetch_add(check.lost, Ordering::Relaxed);
                 stats
@@ -106,7 +124,8 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
         Func::Ping => {
             let tpl = templates(&cfg);
             let mut tx = nm.tx_ring(0)?;
-            let mut rx = nm.rx_ring(0)?;
+            // The reply may come on any queue of a multi-queue port.
+            let mut rings = all_rx_rings(nm)?;
             let mut seq = 0u64;
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
                 let mut r = tx.reserve_batch(1)?;
@@ -115,12 +134,14 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
                 tx.sync()?;
                 let mut spins = 0u32;
                 'reply: loop {
-                    rx.sync()?;
-                    while let Some(f) = rx.recv() {
-                        if let Some((s, ts)) = parse_seq(f.payload()) {
-                            if s == seq {
-                                job.rtts.push(now_ns(job.t0) - ts);
-                                break 'reply;
+                    for rx in &mut rings {
+                        rx.sync()?;
+                        while let Some(f) = rx.recv() {
+                            if let Some((s, ts)) = parse_seq(f.payload()) {
+                                if s == seq {
+                                    job.rtts.push(now_ns(job.t0) - ts);
+                                    break 'reply;
+                                }
                             }
                         }
                     }
@@ -140,17 +161,19 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
         }
         Func::Pong => {
             let mut tx = nm.tx_ring(0)?;
-            let mut rx = nm.rx_ring(0)?;
+            let mut rings = all_rx_rings(nm)?;
             let mut idle = 0u32;
             while left > 0 && !job.stop.load(Ordering::Relaxed) {
-                rx.sync()?;
                 let mut k = 0u64;
-                while let Some(f) = rx.recv() {
-                    if tx.send(f.payload()).is_err() {
-                        tx.sync()?;
-                        break;
+                for rx in &mut rings {
+                    rx.sync()?;
+                    while let Some(f) = rx.recv() {
+                        if tx.send(f.payload()).is_err() {
+                            tx.sync()?;
+                            break;
+                        }
+                        k += 1;
                     }
-                    k += 1;
                 }
                 tx.sync()?;
                 idle = if k == 0 { idle + 1 } else { 0 };
@@ -176,6 +199,7 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
         let nm = TokioNetmap::new(port)?;
         let stats = job.stats.clone();
         let mut left = if job.quota == 0 { u64::MAX } else { job.quota };
+        let mut kc = KernelCounters::new(cfg.report_ms, job.thread);
         match job.func {
             Func::Tx => {
                 let tpl = templates(&cfg);
@@ -188,6 +212,7 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                 };
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ job.thread as u64);
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
+                    kc.poll(nm.netmap(), &stats, false);
                     let want = cfg.burst.min(left.min(usize::MAX as u64) as usize);
                     // What fits, up to a burst, as the sync path and C pkt-gen send.
                     let mut r = match tokio::time::timeout(IDLE, tx.reserve_up_to(want)).await {
@@ -216,11 +241,14 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     tx.get_mut().sync()?;
                     tokio::time::sleep(Duration::from_micros(100)).await;
                 }
+                kc.poll(nm.netmap(), &stats, true);
             }
             Func::Rx => {
-                let mut rx = nm.rx_ring(0)?;
+                // Every ring of the port from this one task, fairly (see run_sync).
+                let mut rx = nm.rx_port()?;
                 let mut check = cfg.seq.then(SeqCheck::new);
                 while left > 0 && !job.stop.load(Ordering::Relaxed) {
+                    kc.poll(nm.netmap(), &stats, false);
                     let want = cfg.burst.min(left as usize);
                     let idle_exit = cfg.idle_exit && stats.first.get().is_some();
                     let limit = if idle_exit {
@@ -240,7 +268,10 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                     left -= k;
                     stats.record(k, b);
                 }
-                rx.get_mut().sync()?;
+                for r in rx.rings_mut() {
+                    r.get_mut().sync()?;
+                }
+                kc.poll(nm.netmap(), &stats, true);
                 if let Some(check) = check {
                     stats.lost.fetch_add(check.lost, Ordering::Relaxed);
                     stats
@@ -256,6 +287,11 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
         }
         Ok::<(), Error>(())
     })
+}
+
+/// Every RX ring of the port (one per queue on a multi-queue `xdp:` port).
+fn all_rx_rings(nm: &Netmap) -> Result<Vec<RxRing>, Error> {
+    (0..nm.num_rx_rings()).map(|i| nm.rx_ring(i)).collect()
 }
 
 /// How long an async wait runs before checking for a missing peer.

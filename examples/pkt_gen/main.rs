@@ -3,7 +3,7 @@
 //! ```text
 //! pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] [-T MS]
 //!         [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC]
-//!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N]
+//!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge]
 //! ```
 //!
 //! - By default the work per packet is C `pkt-gen`'s: `tx` copies a prepared Ethernet/IPv4/UDP
@@ -20,6 +20,12 @@
 //!   second (bursts cut to rate/300, as C does), `-p` one fd per ring and one thread each,
 //!   `-z`/`-Z` random source/destination address and port per packet, `-d`/`-s`/`-D`/`-S`
 //!   addresses. `--async` does the same work through the Tokio layer (to compare both paths).
+//! - Each thread receives from every RX ring of the port it opened, as C `pkt-gen` does: on
+//!   `xdp:eth0` (a ring per queue) one thread counts what the kernel spread over all queues
+//!   (`--async`: the Tokio layer's `TokioNetmap::rx_port`). `-p N` opens a port per ring
+//!   instead, one thread each.
+//! - `--huge` puts the port's memory on huge pages (`NetmapBuilder::huge_pages`; AF_XDP and
+//!   AF_PACKET, ordinary pages with a log line when none are reserved).
 //! - `--both` (pipes only) also runs the opposite function on the other end of the pipe in
 //!   this process, so the tool is self-contained on the emulated backend.
 //!
@@ -36,6 +42,11 @@
 //! or self-contained in one process:
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000 --both
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f ping -n 100000 --both
+//!
+//! The report line ends with the kernel's drop counters (`Netmap::stats`), as `xdpsock`
+//! prints them, on the backends that count (AF_XDP, AF_PACKET): a receiver that loses
+//! packets says so (`rx_ring_full`, `rx_dropped`, ...), and a final `Kernel counters:` line
+//! gives the totals.
 //!
 //! The per-packet path does no allocation, formatting or system call: frames are filled in
 //! place from precomputed templates (`BatchReservation::fill`), one sync per burst, and a wait
@@ -56,13 +67,14 @@ use netmap_rs::prelude::*;
 
 use cli::{parse_args, Cfg, Func};
 use jobs::{peer_name, run_async, run_sync, Job};
-use stats::{report_line, Stats};
+use stats::{kernel_part, report_line, Stats};
 
 fn open_ports(cfg: &Cfg, name: &str) -> Result<Vec<Netmap>, Error> {
     let b = NetmapBuilder::new(name)
         .num_tx_rings(cfg.threads)
         .num_rx_rings(cfg.threads)
-        .num_slots(cfg.slots);
+        .num_slots(cfg.slots)
+        .huge_pages(cfg.huge);
     if cfg.threads == 1 {
         return Ok(vec![b.build()?]);
     }
@@ -87,6 +99,11 @@ fn spawn_jobs(
     t0: Instant,
 ) -> Vec<std::thread::JoinHandle<Result<Vec<u64>, Error>>> {
     let nthreads = ports.len() as u64;
+    stats
+        .kernel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .resize(ports.len(), None);
     ports
         .into_iter()
         .enumerate()
@@ -197,8 +214,9 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
                 stats.events.load(Ordering::Relaxed),
             );
             println!(
-                "{}",
-                report_line(label, p - last_p, b - last_b, e - last_e, last_t.elapsed())
+                "{}{}",
+                report_line(label, p - last_p, b - last_b, e - last_e, last_t.elapsed()),
+                kernel_part(stats.kernel_total())
             );
             (last_p, last_b, last_e, last_t) = (p, b, e, Instant::now());
         }
@@ -253,6 +271,11 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
             rx_stats.lost.load(Ordering::Relaxed),
             rx_stats.reordered.load(Ordering::Relaxed)
         );
+    }
+    // The kernel's drop counters over the run, where the backend has them (AF_XDP,
+    // AF_PACKET), as `xdpsock` prints them.
+    if let Some(k) = stats.kernel_total().filter(|k| *k != PortStats::default()) {
+        println!("Kernel counters: {k}");
     }
     if !rtts.is_empty() {
         rtts.sort_unstable();

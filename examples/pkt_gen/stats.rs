@@ -1,7 +1,7 @@
 //! Counting: shared counters, the receiver's sequence check, pacing and report lines.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use netmap_rs::prelude::*;
@@ -24,6 +24,9 @@ pub(crate) struct Stats {
     /// When the last worker finished, in nanoseconds after the run's `t0`: a sender's rate
     /// ends there (not when the reporting thread, which looks every 10 ms, notices).
     pub(crate) end_ns: AtomicU64,
+    /// The kernel's drop counters of each worker's port (`Netmap::stats`), by thread, as the
+    /// worker last read them (`None` until then).
+    pub(crate) kernel: Mutex<Vec<Option<PortStats>>>,
 }
 
 impl Stats {
@@ -43,6 +46,59 @@ impl Stats {
         self.pkts.fetch_add(pkts, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.events.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Stats {
+    /// The kernel counters of all workers' ports together, for the report line: `None`
+    /// before every worker has read its port's once.
+    pub(crate) fn kernel_total(&self) -> Option<PortStats> {
+        let k = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = k.iter();
+        let first = (*all.next()?)?;
+        all.try_fold(first, |acc, s| Some(acc.merge(&(*s)?)))
+    }
+}
+
+/// A worker's reader of its port's kernel counters: at most one `Netmap::stats` call per
+/// report period (a few system calls), never on the packet path otherwise.
+pub(crate) struct KernelCounters {
+    every: Duration,
+    last: Option<Instant>,
+    thread: usize,
+}
+
+impl KernelCounters {
+    pub(crate) fn new(report_ms: u64, thread: usize) -> Self {
+        KernelCounters {
+            every: Duration::from_millis(report_ms / 2),
+            last: None,
+            thread,
+        }
+    }
+
+    /// Reads the counters when the period has passed (or `now` is set: at the end).
+    pub(crate) fn poll(&mut self, nm: &Netmap, stats: &Stats, now: bool) {
+        if !now && self.last.is_some_and(|t| t.elapsed() < self.every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        // A backend without counters, or a read that failed, shows nothing.
+        let Ok(st) = nm.stats() else { return };
+        let mut k = stats.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        if k.len() <= self.thread {
+            k.resize(self.thread + 1, None);
+        }
+        k[self.thread] = Some(st);
+    }
+}
+
+/// The kernel counters for a report line, as `xdpsock` shows them: empty where the backend
+/// has none (netmap module, emulated pipes).
+pub(crate) fn kernel_part(k: Option<PortStats>) -> String {
+    match k {
+        Some(k) if k != PortStats::default() => format!(" | kernel: {k}"),
+        _ => String::new(),
     }
 }
 

@@ -8,8 +8,8 @@
 //!
 //! - **register**: a free function `open(spec, opts) -> Opened` in its folder, returning the
 //!   region, the offset of the `netmap_if` and the memory's `MemIdentity`;
-//! - **txsync / rxsync / readiness**: the `Driver` trait, implemented by the folder's
-//!   `Port` type.
+//! - **txsync / rxsync / readiness / statistics**: the `Driver` trait, implemented by the
+//!   folder's `Port` type.
 //!
 //! The drivers, one folder each:
 //!
@@ -45,6 +45,7 @@ pub(crate) mod emulated;
 pub(crate) mod kernel;
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
+mod stats;
 pub(crate) mod wait;
 pub(crate) mod waker;
 #[cfg(target_os = "linux")]
@@ -56,6 +57,7 @@ pub use choice::{kernel_available, BackendChoice, BackendKind};
 pub(crate) use kernel::{pools_info, port_info};
 #[cfg(netmap_kernel)]
 pub use kernel::{PoolsInfo, PortInfo};
+pub use stats::PortStats;
 pub(crate) use waker::{Armed, RingWaker};
 
 /// What a driver's port does once registered: the per-port half of the contract (the other
@@ -92,6 +94,13 @@ pub(crate) trait Driver {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+    /// The kernel's drop and error counters since the port opened: of the whole port
+    /// (`ring: None`) or of the queue behind ring `ring` (the caller checked the index).
+    /// Default: the driver counts nothing (every field `None`).
+    fn stats(&self, ring: Option<usize>) -> Result<PortStats, Error> {
+        let _ = ring;
+        Ok(PortStats::default())
+    }
 }
 
 /// Registration parameters beyond the name.
@@ -104,6 +113,8 @@ pub(crate) struct OpenOptions {
     pub extra_bufs: u32,
     /// `NR_*` flags: the name's and the builder's together.
     pub flags: u64,
+    /// Buffer pool on huge pages where the driver allocates it (AF_XDP, AF_PACKET).
+    pub huge_pages: bool,
 }
 
 /// Identity of a memory allocator, for zero-copy buffer swaps between ports and for
@@ -282,6 +293,11 @@ impl Backend {
     #[inline]
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         dispatch!(self, p => p.retry_after())
+    }
+
+    /// See [`Driver::stats`].
+    pub(crate) fn stats(&self, ring: Option<usize>) -> Result<PortStats, Error> {
+        dispatch!(self, p => p.stats(ring))
     }
 
     /// See [`Driver::exposed_rx_fd`].

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::abi;
-use crate::backend::{self, BackendChoice, BackendKind, OpenOptions, Readiness};
+use crate::backend::{self, BackendChoice, BackendKind, OpenOptions, PortStats, Readiness};
 #[cfg(netmap_kernel)]
 pub use crate::backend::{PoolsInfo, PortInfo};
 use crate::error::Error;
@@ -42,6 +42,7 @@ pub struct NetmapBuilder {
     extra_bufs: u32,
     flags: u64,
     backend: Option<BackendChoice>,
+    huge_pages: bool,
 }
 
 impl NetmapBuilder {
@@ -57,6 +58,7 @@ impl NetmapBuilder {
             extra_bufs: 0,
             flags: 0,
             backend: None,
+            huge_pages: false,
         }
     }
 
@@ -138,6 +140,17 @@ impl NetmapBuilder {
         self.flag(abi::NR_RX_RINGS_ONLY, true)
     }
 
+    /// Puts the port's buffer pool and rings on huge pages (`MAP_HUGETLB`) where this crate
+    /// allocates them: the AF_XDP (the pool is the UMEM) and AF_PACKET backends. Fewer TLB
+    /// misses per packet, as DPDK and xsk-rs do. When the system has too few free huge pages
+    /// (`/proc/sys/vm/nr_hugepages`), the port opens on ordinary pages and an INFO event says
+    /// how many to reserve; [`Netmap::uses_huge_pages`] tells which. The netmap module and
+    /// the emulated pipes allocate their own memory and ignore it.
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.huge_pages = on;
+        self
+    }
+
     /// Which backend to use; without this call `NETMAP_RS_BACKEND` decides, else `Auto`.
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
@@ -165,6 +178,7 @@ impl NetmapBuilder {
             rx_slots: self.rx_slots,
             extra_bufs: self.extra_bufs,
             flags,
+            huge_pages: self.huge_pages,
         })
     }
 
@@ -330,6 +344,11 @@ impl Netmap {
             .unwrap_or(0)
     }
 
+    /// Whether the port's memory lies on huge pages (see [`NetmapBuilder::huge_pages`]).
+    pub fn uses_huge_pages(&self) -> bool {
+        self.inner.region.is_huge()
+    }
+
     /// Size of the mapped memory region in bytes.
     pub fn memsize(&self) -> usize {
         self.inner.region.len()
@@ -409,6 +428,25 @@ impl Netmap {
     /// peer). `None` where the backend cannot tell (the kernel's ports).
     pub fn peer_present(&self) -> Option<bool> {
         self.inner.backend.peer_present()
+    }
+
+    /// What the kernel dropped or refused on this port since it was opened, summed over its
+    /// queues (see [`PortStats`] for which kernel counter each field is). Fields the backend
+    /// does not count are `None`: all of them on the netmap module and on emulated pipes.
+    /// One `getsockopt` per queue: for a periodic report, not for the packet path.
+    pub fn stats(&self) -> Result<PortStats, Error> {
+        self.inner.backend.stats(None)
+    }
+
+    /// The counters of the queue behind RX ring `index` (`0..num_rx_rings()`; TX ring
+    /// `index` is the same queue), where the kernel counts per queue (AF_XDP: one socket per
+    /// queue). AF_PACKET has one ring: its counters are the port's.
+    pub fn ring_stats(&self, index: usize) -> Result<PortStats, Error> {
+        let n = self.num_rx_rings().max(self.num_tx_rings());
+        if index >= n {
+            return Err(Error::InvalidRingIndex(index));
+        }
+        self.inner.backend.stats(Some(index))
     }
 
     /// Waits until a TX ring has room (see [`Netmap::wait`]); returns whether one has.

@@ -47,6 +47,13 @@
 //! opened. A wait knows how much it waits for (one packet, or `n` free slots for
 //! [`AsyncNetmapTxRing::reserve`]) and completes only when that much is there.
 //!
+//! # Every ring from one task
+//!
+//! A multi-queue port (`xdp:eth0` over 4 queues) has a ring per queue, and the kernel spreads
+//! flows over them: reading ring 0 alone sees a quarter of the traffic.
+//! [`TokioNetmap::rx_port`] receives from all of them in one task, fairly
+//! ([`AsyncNetmapRxPort`]); a task per ring ([`TokioNetmap::rx_ring`]) scales over cores.
+//!
 //! # Batching
 //!
 //! Packets are taken from and put into the ring with no system call; a sync happens when the
@@ -64,8 +71,8 @@
 //! # End of stream
 //!
 //! A netmap pipe or NIC has no "closed" state: when the peer end of a pipe goes away, a
-//! receiver simply sees no more packets, so [`AsyncNetmapRxRing`]'s `Stream` never ends by
-//! itself. Bound waits with `tokio::time::timeout`, or end them with your own protocol.
+//! receiver simply sees no more packets, so [`AsyncNetmapRxRing`]'s `Stream` (and
+//! [`AsyncNetmapRxPort`]'s) never ends by itself. Bound waits with `tokio::time::timeout`, or end them with your own protocol.
 
 use std::io;
 use std::sync::Arc;
@@ -79,6 +86,7 @@ mod framed;
 #[allow(unsafe_code)]
 mod resync;
 mod rx;
+mod rx_port;
 pub mod tap;
 mod tx;
 #[allow(unsafe_code)]
@@ -86,6 +94,7 @@ mod wait;
 
 pub use framed::NetmapFramed;
 pub use rx::AsyncNetmapRxRing;
+pub use rx_port::AsyncNetmapRxPort;
 pub use tap::{PcapWriter, Tap};
 pub use tx::AsyncNetmapTxRing;
 
@@ -154,6 +163,23 @@ impl TokioNetmap {
         let ring = self.port.netmap.rx_ring(ring_idx)?;
         let waiter = Waiter::new(self.port.clone(), Dir::Rx, ring_idx)?;
         Ok(AsyncNetmapRxRing::new(ring, waiter))
+    }
+
+    /// Every RX ring of the port as one receiver ([`AsyncNetmapRxPort`]: a merged `Stream`
+    /// and zero-copy batches, fair across rings), for one task instead of a task per ring.
+    /// Fails when a ring is already taken, or when the port has no RX ring.
+    pub fn rx_port(&self) -> Result<AsyncNetmapRxPort, Error> {
+        let n = self.port.netmap.num_rx_rings();
+        if n == 0 {
+            return Err(Error::BindFail(format!(
+                "{} has no RX ring to receive from (opened TX-only?): open it without /T",
+                self.port.netmap.name()
+            )));
+        }
+        let rings = (0..n)
+            .map(|i| self.rx_ring(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(AsyncNetmapRxPort::new(rings))
     }
 
     /// Async handle to TX ring `ring_idx`.

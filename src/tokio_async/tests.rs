@@ -34,3 +34,65 @@ async fn a_wait_sees_deliveries_made_before_it_armed() {
         .unwrap();
     assert_eq!(rx.get_mut().recv().unwrap().payload(), b"quiet");
 }
+
+/// `rx_port` over a 3-ring pipe: a ring with one packet is not starved by a ring with many
+/// (`recv_batch` moves to the next ready ring each call; the `Stream` after 64 frames), a
+/// packet sent later to an idle ring wakes the one waiting task, and every packet arrives.
+#[tokio::test]
+async fn the_port_receiver_serves_every_ring_in_turn() {
+    use futures::StreamExt;
+    let a = open("rxport{0", 3, 512);
+    let b = TokioNetmap::new(open("rxport}0", 3, 512)).unwrap();
+    let mut txs: Vec<_> = (0..3).map(|i| a.tx_ring(i).unwrap()).collect();
+    for k in 0..300u32 {
+        txs[0].send(&k.to_be_bytes()).unwrap();
+    }
+    txs[2].send(b"two").unwrap();
+    for t in &mut txs {
+        t.sync().unwrap();
+    }
+    let mut rx = b.rx_port().unwrap();
+    assert!(b.rx_ring(1).is_err(), "the port receiver holds every ring");
+    // Batches: ring 0, then ring 2 (ring 1 is empty), then ring 0 again.
+    let rings: Vec<usize> = {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let batch = rx.recv_batch(16).await.unwrap();
+            let idx: Vec<usize> = batch.map(|f| f.ring_index()).collect();
+            seen.push(idx[0]);
+        }
+        seen
+    };
+    assert_eq!(
+        rings,
+        [0, 2, 0],
+        "a ring with packets waits at most N calls"
+    );
+    // The Stream: ring 0's remaining 268 frames; ring 2's late packet comes within 64 + 1.
+    txs[2].send(b"late").unwrap();
+    txs[2].sync().unwrap();
+    let mut late_at = None;
+    for n in 0..269 {
+        let f = rx.next().await.unwrap().unwrap();
+        if f.ring_index() == 2 {
+            assert_eq!(f.payload(), b"late");
+            late_at = Some(n);
+        }
+    }
+    let late_at = late_at.expect("every packet arrives");
+    assert!(
+        late_at <= 64,
+        "ring 2 waited {late_at} frames behind ring 0"
+    );
+    // Idle: a packet on ring 1 wakes the task waiting on all three.
+    let wait = tokio::spawn(async move { rx.recv_batch(8).await.map(|b| b.count()) });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    txs[1].send(b"one").unwrap();
+    txs[1].sync().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), wait)
+        .await
+        .expect("a packet on ring 1 did not wake the port receiver")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 1);
+}

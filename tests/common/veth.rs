@@ -38,6 +38,8 @@ pub struct Veth {
     pub ip_b: String,
     pub mac_a: String,
     pub mac_b: String,
+    /// TX and RX queues of each end.
+    pub queues: u32,
 }
 
 fn run(args: &[&str]) -> Result<(), String> {
@@ -59,6 +61,12 @@ fn run(args: &[&str]) -> Result<(), String> {
 impl Veth {
     /// Creates pair number `n` of this process.
     pub fn new(n: u32) -> Veth {
+        Veth::with_queues(n, 1)
+    }
+
+    /// Creates pair number `n` with `queues` TX and RX queues on each end (the peer's stack
+    /// spreads flows over them; each reaches the same-numbered queue of the other end).
+    pub fn with_queues(n: u32, queues: u32) -> Veth {
         let pid = std::process::id() % 10_000;
         let v = Veth {
             a: format!("nmxA{pid}x{n}"),
@@ -76,6 +84,7 @@ impl Veth {
                 pid >> 8 & 0xff,
                 pid & 0xff
             ),
+            queues,
         };
         if let Err(e) = v.setup() {
             panic!("veth fixture: {e}");
@@ -86,13 +95,11 @@ impl Veth {
     fn setup(&self) -> Result<(), String> {
         let (a, b, ns) = (self.a.as_str(), self.b.as_str(), self.ns.as_str());
         run(&["ip", "netns", "add", ns])?;
-        run(&[
-            "ip",
-            "link",
-            "add",
-            a,
-            "address",
-            &self.mac_a,
+        let q = self.queues.to_string();
+        let qs = ["numtxqueues", &q, "numrxqueues", &q];
+        let mut add = vec!["ip", "link", "add", a, "address", &self.mac_a];
+        add.extend(qs);
+        add.extend([
             "type",
             "veth",
             "peer",
@@ -102,7 +109,9 @@ impl Veth {
             &self.mac_b,
             "netns",
             ns,
-        ])?;
+        ]);
+        add.extend(qs);
+        run(&add)?;
         let v6 = |dev: &str| format!("echo 1 > /proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
         run(&["sh", "-c", &v6(a)])?;
         run(&["ip", "netns", "exec", ns, "sh", "-c", &v6(b)])?;

@@ -29,7 +29,7 @@ use crate::backend::linux::ringmem::{
 use crate::backend::linux::sockets::SocketSet;
 use crate::backend::linux::sys::{TPACKET2_RX_DATA_OFFSET, TPACKET2_TX_DATA_OFFSET};
 use crate::backend::linux::{extra_bufs_error, host_rings_error, FLUSH_AT_CLOSE};
-use crate::backend::{Backend, Driver, OpenOptions, Opened, Readiness, RingWaker};
+use crate::backend::{Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::ring::{distance, in_cyclic_range, next, prev, Dir, RawRing};
@@ -51,6 +51,9 @@ struct State {
     /// Frames the kernel cut (`tp_snaplen < tp_len`: the MTU was raised after the port was
     /// opened), dropped instead of delivered cut.
     rx_truncated: u64,
+    /// `PACKET_STATISTICS` summed since the open (the kernel resets it on every read).
+    tp_packets: u64,
+    tp_drops: u64,
 }
 
 /// An open `afpacket:` port.
@@ -95,6 +98,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         buf_shift: 0,
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
+        huge_pages: opts.huge_pages,
     })?;
     let (tx, rx) = (mem.tx[0].clone(), mem.rx[0].clone());
     for k in 0..ntx {
@@ -138,6 +142,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             rx_hwcur: 0,
             rx_hwtail: 0,
             rx_truncated: 0,
+            tp_packets: 0,
+            tp_drops: 0,
         }),
     };
     Ok(Opened {
@@ -149,14 +155,6 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         mem: mem.identity,
         extra_bufs: 0,
     })
-}
-
-impl Port {
-    /// Frames dropped because the kernel cut them (see `State::rx_truncated`).
-    #[cfg_attr(not(test), allow(dead_code))] // until the statistics call reports it
-    pub(crate) fn rx_truncated(&self) -> u64 {
-        lock(&self.state).rx_truncated
-    }
 }
 
 impl Driver for Port {
@@ -302,6 +300,21 @@ impl Driver for Port {
         st.rx_hwtail = tail;
         ring.store_tail(tail);
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// One ring: the port's counters whatever `ring` is. `PACKET_STATISTICS` resets on
+    /// read, so each read is added to the totals kept under the state lock.
+    fn stats(&self, _ring: Option<usize>) -> Result<PortStats, Error> {
+        let mut st = lock(&self.state);
+        let now = st.sock.statistics()?;
+        st.tp_packets += u64::from(now.tp_packets);
+        st.tp_drops += u64::from(now.tp_drops);
+        Ok(PortStats {
+            rx_packets: Some(st.tp_packets),
+            rx_ring_full: Some(st.tp_drops),
+            rx_truncated: Some(st.rx_truncated),
+            ..PortStats::default()
+        })
     }
 
     fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {

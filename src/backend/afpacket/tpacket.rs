@@ -365,7 +365,6 @@ impl PacketSocket {
 
     /// Packets seen and dropped for lack of RX ring room since the last call (the kernel
     /// resets the counters on read).
-    #[cfg(test)]
     pub(crate) fn statistics(&self) -> Result<sys::TpacketStats, Error> {
         os::getsockopt::<sys::TpacketStats>(
             self.fd.as_fd(),

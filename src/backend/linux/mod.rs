@@ -3,6 +3,7 @@
 //! module drives a NIC.
 //!
 //! - [`ringmem`]: the netmap interface, rings and buffer pool both drivers build.
+//! - [`huge`]: the region on huge pages when asked for, with a fallback.
 //! - [`sockets`]: readiness of their queue sockets (ring wakers, `AsFd`, blocking waits).
 //! - [`sys`]: kernel constants and `#[repr(C)]` layouts `libc` lacks, with asserted sizes.
 //! - [`os`]: the socket/ioctl/mmap wrappers (most of the `unsafe`).
@@ -10,6 +11,7 @@
 //! - [`netlink`]: rtnetlink `IFLA_XDP` query and attach/detach (fallback without BPF links).
 //! - `tests`: both drivers and their plumbing on a real veth pair, with the fixture
 //!   (`tests/testnet.rs`).
+pub(crate) mod huge;
 #[allow(unsafe_code)]
 pub(crate) mod iface;
 pub(crate) mod netlink;

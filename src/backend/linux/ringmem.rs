@@ -48,6 +48,8 @@ pub(crate) struct MemPlan<'a> {
     pub expose_tx: bool,
     /// Whether the interface lists the RX rings (`false` for a TX-only port, `/T`).
     pub expose_rx: bool,
+    /// Put the region on huge pages if the system has them (see [`super::huge`]).
+    pub huge_pages: bool,
 }
 
 /// A built region and checked views of its rings (`tx[i]`/`rx[i]` belong to `bound[i]`).
@@ -117,7 +119,11 @@ impl RingMem {
         let pool_off = off.next_multiple_of(page);
         let pool_len = plan.nbufs as usize * BUF_SIZE as usize;
         // The last buffer ends buf_shift bytes past the pool.
-        let region = Arc::new(Region::anonymous(pool_off + pool_len + plan.buf_shift)?);
+        let region = super::huge::region(
+            plan.name,
+            pool_off + pool_len + plan.buf_shift,
+            plan.huge_pages,
+        )?;
         let buf_base = pool_off + plan.buf_shift;
         let mut ofs = vec![0isize; 2 * nq];
         for (&q, &(tx, rx)) in plan.bound.iter().zip(&ring_offs) {
@@ -235,6 +241,7 @@ mod tests {
             buf_shift: 256,
             expose_tx: true,
             expose_rx: true,
+            huge_pages: false,
         };
         let m = RingMem::build(&plan).unwrap();
         assert_eq!(m.pool_off % super::super::os::page_size(), 0);

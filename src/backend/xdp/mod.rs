@@ -41,12 +41,12 @@ use crate::backend::linux::iface::Interface;
 use crate::backend::linux::ringmem::{slots, MemPlan, RingMem, BUF_SIZE};
 use crate::backend::linux::sockets::SocketSet;
 use crate::backend::linux::sys::XdpDesc;
-use crate::backend::{Backend, Driver, OpenOptions, Opened, Readiness, RingWaker};
+use crate::backend::{Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::ring::{distance, in_cyclic_range, next, prev, Dir, RawRing};
 use prog::{XdpAttachOptions, XdpProgram};
-use xsk::{Umem, XskBindMode, XskConfig, XskRx, XskSocket, XskTx};
+use xsk::{Umem, XskBindMode, XskConfig, XskCounters, XskRx, XskSocket, XskTx};
 
 /// Where a received packet starts in its frame (`HEADROOM`), and so where netmap
 /// buffer `i` starts in UMEM frame `i`.
@@ -140,6 +140,8 @@ struct XdpQueue {
     rx: RawRing,
     txs: Mutex<TxSide>,
     rxs: Mutex<RxSide>,
+    /// The socket's drop counters, read without either lock.
+    counters: XskCounters,
 }
 
 /// An open `xdp:` port.
@@ -189,6 +191,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         buf_shift: HEADROOM as usize,
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
+        huge_pages: opts.huge_pages,
     })?;
     // A frame longer than a buffer (after the XDP headroom) would be dropped by the kernel.
     iface.check_rx_limit((BUF_SIZE as u64 - HEADROOM) as usize)?;
@@ -219,12 +222,13 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             &rx,
             prog.prog(),
         ) {
-            Ok((txs, rxs)) => queues.push(XdpQueue {
+            Ok((txs, rxs, counters)) => queues.push(XdpQueue {
                 id: q,
                 tx,
                 rx,
                 txs: Mutex::new(txs),
                 rxs: Mutex::new(rxs),
+                counters,
             }),
             Err(e) => {
                 for done in &queues {
@@ -292,7 +296,7 @@ fn open_queue(
     tx: &RawRing,
     rx: &RawRing,
     prog: &XdpProgram,
-) -> Result<(TxSide, RxSide), Error> {
+) -> Result<(TxSide, RxSide, XskCounters), Error> {
     // A queue whose previous socket just closed stays taken until the kernel's deferred
     // release of that socket's buffer pool has run (a workqueue item): retry briefly before
     // calling the queue busy.
@@ -326,6 +330,7 @@ fn open_queue(
         )));
     }
     prog.register(q, xsk.fd())?;
+    let counters = xsk.counters();
     let (xtx, xrx) = xsk.split();
     let tx = TxSide {
         xsk: xtx,
@@ -346,7 +351,24 @@ fn open_queue(
             refill: Vec::with_capacity(2 * nrx as usize),
         },
     };
-    Ok((tx, rx))
+    Ok((tx, rx, counters))
+}
+
+/// One queue's `XDP_STATISTICS` as [`PortStats`]; the counters a kernel before 5.9 does not
+/// fill (it writes 24 of the 48 bytes) are `None`.
+fn queue_stats(c: &XskCounters) -> Result<PortStats, Error> {
+    let (s, len) = c.read()?;
+    let full = len >= std::mem::size_of::<libc::xdp_statistics>();
+    let newer = |v: u64| full.then_some(v);
+    Ok(PortStats {
+        rx_dropped: Some(s.rx_dropped),
+        rx_invalid: Some(s.rx_invalid_descs),
+        tx_invalid: Some(s.tx_invalid_descs),
+        rx_ring_full: newer(s.rx_ring_full),
+        rx_fill_empty: newer(s.rx_fill_ring_empty_descs),
+        tx_ring_empty: newer(s.tx_ring_empty_descs),
+        ..PortStats::default()
+    })
 }
 
 impl Driver for Port {
@@ -379,6 +401,17 @@ impl Driver for Port {
 
     fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
         self.socks.ring_waker(dir, idx)
+    }
+
+    fn stats(&self, ring: Option<usize>) -> Result<PortStats, Error> {
+        match ring {
+            Some(i) => queue_stats(&self.queues[i].counters),
+            None => {
+                let mut all = self.queues.iter().map(|q| queue_stats(&q.counters));
+                let first = all.next().unwrap_or_else(|| Ok(PortStats::default()))?;
+                all.try_fold(first, |acc, s| Ok(acc.merge(&s?)))
+            }
+        }
     }
 
     fn exposed_rx_fd(&self) -> BorrowedFd<'_> {

@@ -154,6 +154,23 @@ impl Link {
     }
 }
 
+/// Reads a socket's `XDP_STATISTICS` without taking either half's lock: the descriptor is
+/// shared with the halves (a statistics read never holds up a sync).
+#[derive(Debug, Clone)]
+pub(crate) struct XskCounters {
+    fd: Arc<OwnedFd>,
+    ifname: String,
+}
+
+impl XskCounters {
+    /// The counters and how many bytes of them the kernel filled (24 before Linux 5.9: the
+    /// first three fields only).
+    pub(crate) fn read(&self) -> Result<(libc::xdp_statistics, usize), Error> {
+        os::getsockopt::<libc::xdp_statistics>(self.fd.as_fd(), sys::SOL_XDP, sys::XDP_STATISTICS)
+            .map_err(|e| os_error(e, "reading AF_XDP statistics", CAPS_RAW, &self.ifname))
+    }
+}
+
 /// The sending half of a [split](XskSocket::split) socket: TX and completion rings.
 #[derive(Debug)]
 pub(crate) struct XskTx {
@@ -434,13 +451,15 @@ impl XskSocket {
     /// The kernel's drop and error counters for this socket.
     #[cfg(test)]
     pub(crate) fn statistics(&self) -> Result<libc::xdp_statistics, Error> {
-        os::getsockopt::<libc::xdp_statistics>(
-            self.link.fd.as_fd(),
-            sys::SOL_XDP,
-            sys::XDP_STATISTICS,
-        )
-        .map(|(s, _)| s)
-        .map_err(|e| os_error(e, "reading AF_XDP statistics", CAPS_RAW, &self.link.ifname))
+        self.counters().read().map(|(s, _)| s)
+    }
+
+    /// A reader of this socket's counters that needs neither half (see [`XskCounters`]).
+    pub(crate) fn counters(&self) -> XskCounters {
+        XskCounters {
+            fd: self.link.fd.clone(),
+            ifname: self.link.ifname.clone(),
+        }
     }
 
     /// Zero copy or copy.

@@ -5,16 +5,23 @@
 //! - `sockets`: the plumbing alone (AF_XDP sockets and UMEM, the redirect program, the
 //!   `TPACKET_V2` socket).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
+//! - `huge`: the buffer pool on huge pages, and the fallback without them.
+//! - `multiqueue`: every queue of a 4-queue `xdp:` port from one Tokio task.
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
 //! - `rate`: a quick TX-rate comparison of the two sockets.
+//! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
 
 mod faults;
+mod huge;
+#[cfg(feature = "tokio-async")]
+mod multiqueue;
 mod port_errors;
 mod ports;
 mod rate;
 mod sockets;
+mod stats;
 pub(crate) mod testnet;
 #[cfg(feature = "tokio-async")]
 mod tokio_layer;

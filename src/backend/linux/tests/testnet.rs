@@ -69,6 +69,8 @@ pub(crate) struct VethPair {
     pub mac_a: [u8; 6],
     /// MAC of `b`.
     pub mac_b: [u8; 6],
+    /// TX and RX queues of each end (1: the kernel's default for veth).
+    pub queues: u32,
 }
 
 fn mac_str(m: &[u8; 6]) -> String {
@@ -96,6 +98,13 @@ fn run(args: &[&str]) -> Result<String, String> {
 impl VethPair {
     /// Creates the pair (names unique per process and call, ≤ 15 characters).
     pub(crate) fn new() -> VethPair {
+        VethPair::with_queues(1)
+    }
+
+    /// Creates the pair with `queues` TX and RX queues on each end (`numtxqueues` /
+    /// `numrxqueues`): the peer's stack spreads flows over them by hash, and each reaches the
+    /// receive queue of the same number on the other end.
+    pub(crate) fn with_queues(queues: u32) -> VethPair {
         let pid = std::process::id() % 100_000;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let pair = VethPair {
@@ -106,6 +115,7 @@ impl VethPair {
             ip_b: Ipv4Addr::new(10, 100 + (pid % 100) as u8, (n % 250) as u8, 2),
             mac_a: [0x02, 0x6e, (pid >> 8) as u8, pid as u8, n as u8, 0x0a],
             mac_b: [0x02, 0x6e, (pid >> 8) as u8, pid as u8, n as u8, 0x0b],
+            queues,
         };
         // From here on, Drop cleans up whatever was created.
         if let Err(e) = pair.setup() {
@@ -119,10 +129,15 @@ impl VethPair {
         let (ma, mb) = (mac_str(&self.mac_a), mac_str(&self.mac_b));
         let (ia, ib) = (self.ip_a.to_string(), self.ip_b.to_string());
         run(&["ip", "netns", "add", ns])?;
-        run(&[
-            "ip", "link", "add", a, "address", &ma, "type", "veth", "peer", "name", b, "address",
-            &mb, "netns", ns,
-        ])?;
+        let q = self.queues.to_string();
+        let qs = ["numtxqueues", &q, "numrxqueues", &q];
+        let mut add = vec!["ip", "link", "add", a, "address", &ma];
+        add.extend(qs);
+        add.extend([
+            "type", "veth", "peer", "name", b, "address", &mb, "netns", ns,
+        ]);
+        add.extend(qs);
+        run(&add)?;
         // IPv6 off before the links come up: no router solicitations or MLD on the wire.
         std::fs::write(format!("/proc/sys/net/ipv6/conf/{a}/disable_ipv6"), "1")
             .map_err(|e| format!("disable_ipv6 on {a}: {e}"))?;
