@@ -114,6 +114,7 @@ pub(crate) struct OpenOptions {
     /// `NR_*` flags: the name's and the builder's together.
     pub flags: u64,
     /// Buffer pool on huge pages where the driver allocates it (AF_XDP, AF_PACKET).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub huge_pages: bool,
 }
 
@@ -291,6 +292,7 @@ impl Backend {
 
     /// See [`Driver::retry_after`].
     #[inline]
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         dispatch!(self, p => p.retry_after())
     }

@@ -292,6 +292,7 @@ impl RawRing {
     /// # Safety
     /// As for [`RawRing::slot`]: the caller owns slot `k`.
     #[inline(always)]
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the Linux drivers
     pub(crate) unsafe fn fill_slot(
         &self,
         k: u32,
@@ -361,6 +362,7 @@ impl RawRing {
     /// # Safety
     /// As for [`RawRing::slot`]: the caller owns slot `k`.
     #[inline(always)]
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // the Linux drivers
     pub(crate) unsafe fn slot_meta(&self, k: u32) -> (u32, u16, u16) {
         let s = self.slot_ptr(k);
         // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
