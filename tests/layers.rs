@@ -160,6 +160,12 @@ fn violation(rel: &str, a: &str, b: &str) -> Option<String> {
 #[test]
 fn every_floor_imports_only_from_below() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    if !src.is_dir() {
+        // A test binary copied away from its checkout (ci/kernel-tests.sh runs them in the
+        // netmap guest): the sources were checked where it was built.
+        println!("skipped: {} not found", src.display());
+        return;
+    }
     let mut files = Vec::new();
     sources(&src, &mut files);
     assert!(files.len() > 40, "found only {} sources", files.len());
