@@ -119,6 +119,20 @@ impl Geometry {
     }
 }
 
+/// Test-only crash points (`crash`): kill the process at a named step of the shared
+/// protocol. Compiled to nothing outside the crate's own tests.
+#[cfg(test)]
+#[path = "crash.rs"]
+pub(super) mod crash;
+
+/// Crash point `at` (see [`crash`]): nothing outside tests.
+#[inline(always)]
+pub(super) fn crash_point(at: &'static str) {
+    #[cfg(test)]
+    crash::point(at);
+    let _ = at;
+}
+
 /// Typed access to the control area of one region.
 #[derive(Clone)]
 pub(super) struct Ctl {
