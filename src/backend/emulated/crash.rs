@@ -9,7 +9,9 @@
 //! points pay nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, Weak};
+
+use super::super::memory::EmuMem;
 
 /// The environment variable that arms a point.
 pub(super) const ENV: &str = "NETMAP_RS_CRASH_AT";
@@ -88,4 +90,10 @@ pub(super) fn point(at: &'static str) {
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         std::process::abort();
     }
+}
+
+/// The memory of parent name `parent` in this process, if open.
+pub(in super::super) fn memory(parent: &str) -> Option<Arc<EmuMem>> {
+    let reg = super::super::lock(super::super::registry());
+    reg.mems.get(parent).and_then(Weak::upgrade)
 }

@@ -310,3 +310,7 @@ impl Drop for Pipe {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

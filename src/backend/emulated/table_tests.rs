@@ -1,0 +1,89 @@
+//! Regression tests of the pipe table: building and tearing down pipes over a control area
+//! another process may have written anything into.
+
+use std::sync::atomic::Ordering;
+
+use super::super::ctl::crash::memory;
+use super::super::ctl::Area;
+use crate::backend::BackendChoice;
+use crate::{Error, Netmap, NetmapBuilder};
+
+fn open(name: &str, slots: u32) -> Result<Netmap, Error> {
+    NetmapBuilder::new(name)
+        .backend(BackendChoice::Emulated)
+        .num_slots(slots)
+        .build()
+}
+
+/// The header, the buffer bitmap and the words of slot `s` (its links among them): what an
+/// open that fails must leave as it found it.
+fn control_words(parent: &str, s: usize) -> Vec<u64> {
+    let mem = memory(parent).unwrap();
+    let ctl = &mem.ctl;
+    let slot = ctl.slot(s);
+    (0..ctl.slot(0) / 8)
+        .chain(slot / 8..(slot + super::super::ctl::SLOT_SIZE) / 8)
+        .map(|k| ctl.a64(k * 8).load(Ordering::Relaxed))
+        .collect()
+}
+
+fn slot_of(parent: &str, name: &str) -> usize {
+    let mem = memory(parent).unwrap();
+    (0..mem.ctl.g.max_pipes)
+        .find(|&s| mem.ctl.slot_named(s, name.as_bytes()))
+        .unwrap()
+}
+
+fn pair(p: &str, k: u32, slots: u32) -> (Netmap, Netmap) {
+    (
+        open(&format!("{p}{{{k}"), slots).unwrap(),
+        open(&format!("{p}}}{k}"), slots).unwrap(),
+    )
+}
+
+fn works(a: &Netmap, b: &Netmap) {
+    let (mut tx, mut rx) = (a.tx_ring(0).unwrap(), b.rx_ring(0).unwrap());
+    tx.send(b"still works").unwrap();
+    tx.sync().unwrap();
+    rx.sync().unwrap();
+    assert_eq!(rx.recv().unwrap().payload(), b"still works");
+}
+
+/// A hostile allocator cursor (defect: `next_multiple_of` wrapped to 0 in release builds and
+/// the next `netmap_if` or ring landed over the magic and live link words; in debug builds
+/// the open panicked) fails the open with a clear error, and the header, the bitmap and a
+/// live pipe's words stay as they were.
+#[test]
+fn hostile_cursors_fail_the_open_and_write_nothing_over_the_control_area() {
+    let p = format!("hcur{}", std::process::id());
+    let keep = pair(&p, 9, 8);
+    // One end open: opening the other needs only a `netmap_if`.
+    let _half = open(&format!("{p}{{1"), 8).unwrap();
+    let live = slot_of(&p, &format!("{p}{{9"));
+    let mem = memory(&p).unwrap();
+    for (area, word, start) in [
+        (Area::If, 16, mem.ctl.g.if_start),
+        (Area::Ring, 24, mem.ctl.g.if_end),
+    ] {
+        for bad in [u64::MAX - 10, u64::MAX, 1 << 63] {
+            mem.ctl.a64(word).store(bad, Ordering::Relaxed);
+            let before = control_words(&p, live);
+            let name = match area {
+                Area::If => format!("{p}}}1"),
+                Area::Ring => format!("{p}{{2"),
+            };
+            match open(&name, 8) {
+                Err(Error::BindFail(m)) => assert!(m.contains("no room"), "{m}"),
+                other => panic!("cursor {bad:#x}: {other:?}"),
+            }
+            assert_eq!(
+                control_words(&p, live),
+                before,
+                "cursor {bad:#x}: the control area changed"
+            );
+        }
+        mem.ctl.a64(word).store(start as u64, Ordering::Relaxed);
+    }
+    assert!(mem.ctl.valid());
+    works(&keep.0, &keep.1);
+}
