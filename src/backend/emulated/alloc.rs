@@ -8,6 +8,10 @@
 //! (an area below the cursor overlapping no free entry, a buffer whose bit is set), so a
 //! teardown redone after a crash, or one reading hostile words, frees nothing twice.
 //!
+//! Allocation can be split in two, for crash consistency (see `table`): [`Ctl::pick_area`]
+//! and [`Ctl::pick_bufs`] say what would be handed out without taking it (a pure function of
+//! the header), the caller records it, then allocates it.
+
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
@@ -78,7 +82,15 @@ impl Ctl {
         (sz != 0).then(|| (self.a64(e).load(Ordering::Relaxed), sz))
     }
 
-    /// Where `size` bytes (rounded up to `align`) go, not yet taken (see [`Ctl::commit`]).
+    /// Where [`Ctl::alloc_area`] would place `size` bytes (rounded up to `align`) now,
+    /// without taking them: a pure function of the header, so a caller holding the memory
+    /// lock can record the offset where teardown finds it before allocating it. Every
+    /// offset read from the header is checked, with checked arithmetic, to lie inside the
+    /// area: what is returned always does.
+    pub(in super::super) fn pick_area(&self, a: Area, size: usize, align: usize) -> Option<usize> {
+        self.pick(a, size, align).map(|p| p.off)
+    }
+
     fn pick(&self, a: Area, size: usize, align: usize) -> Option<Pick> {
         let (_, _, n, start, end) = self.area(a);
         let size = size.checked_next_multiple_of(align)?;
@@ -191,10 +203,21 @@ impl Ctl {
         (w, 1u64 << (b % 64))
     }
 
-    /// The `n` buffer indices [`Ctl::alloc_bufs`] hands out, not yet marked; `None` when
-    /// fewer are free. Never the reserved buffers 0 and 1, nor an index past the pool,
-    /// whatever the bitmap says.
-    fn pick_bufs(&self, n: usize) -> Option<Vec<u32>> {
+    /// Whether buffer `b` is marked in use (`false` for an index outside the pool).
+    #[cfg(test)]
+    pub(in super::super) fn buf_in_use(&self, b: u32) -> bool {
+        if b >= self.g.nbufs {
+            return false;
+        }
+        let (w, m) = self.bit(b);
+        w.load(Ordering::Relaxed) & m != 0
+    }
+
+    /// The `n` buffer indices [`Ctl::alloc_bufs`] would hand out now, not marked: a pure
+    /// function of the bitmap and hint (see [`Ctl::pick_area`]); `None` when fewer are free.
+    /// Never the reserved buffers 0 and 1, nor an index past the pool, whatever the bitmap
+    /// says. Under the memory lock.
+    pub(in super::super) fn pick_bufs(&self, n: usize) -> Option<Vec<u32>> {
         let words = self.g.bitmap_words;
         let hint = (self.a64(H_BUF_HINT).load(Ordering::Relaxed) as usize).min(words);
         let mut out = Vec::with_capacity(n);

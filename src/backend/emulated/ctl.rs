@@ -55,10 +55,14 @@ const S_CELLS: usize = S_LINKS + 2 * MAX_RINGS as usize * LINK_SIZE;
 const CELL_SIZE: usize = 16;
 const _: () = assert!(S_CELLS + 8 * MAX_RINGS as usize * CELL_SIZE <= SLOT_SIZE);
 
-/// A pipe slot is free.
+/// A pipe slot is free: nothing reads its other words.
 pub(super) const SLOT_FREE: u32 = 0;
 /// A pipe slot describes a live pipe.
 pub(super) const SLOT_LIVE: u32 = 1;
+/// A pipe is being built in the slot: its ring offset words name what it holds so far.
+pub(super) const SLOT_BUILDING: u32 = 2;
+/// A pipe is being torn down in the slot: what its words still name is being freed.
+pub(super) const SLOT_DYING: u32 = 3;
 /// A pipe end was never bound.
 #[allow(dead_code)]
 pub(super) const END_NEVER: u32 = 0;
