@@ -30,9 +30,32 @@ use std::sync::{Arc, Mutex};
 use super::ctl::{crash_point, Area, Ctl, SLOT_BUILDING, SLOT_DYING, SLOT_FREE, SLOT_LIVE, W};
 use super::memory::{EmuMem, MemGuard};
 use super::pipe::{Bindings, Pipe};
-use super::{BUF_SIZE, MAX_RINGS, MAX_SLOTS, RX, TX};
+use super::{lock, BUF_SIZE, MAX_RINGS, MAX_SLOTS, RX, TX};
 use crate::error::Error;
 use crate::ring::{distance, init_ring, ring_bytes, RawRing, RingInit};
+
+/// The ring bytes the live pipe views of this process use: (mapping base, slot, start, end).
+/// The shared table and allocator may say anything (another process may write them), so a
+/// build never initialises, and an attach never views, bytes that a view of another slot in
+/// this process uses: this process's threads could otherwise write plainly over a ring
+/// another of its threads syncs. Touched at open and close only.
+static LOCAL_RINGS: Mutex<Vec<(usize, usize, usize, usize)>> = Mutex::new(Vec::new());
+
+/// Whether bytes `off..end` of the mapping at `base` overlap a ring of a live view of this
+/// process that is not of slot `s`.
+fn used_here(base: usize, s: usize, off: usize, end: usize) -> bool {
+    lock(&LOCAL_RINGS)
+        .iter()
+        .any(|&(b, slot, o, e)| b == base && slot != s && o < end && off < e)
+}
+
+fn in_use_here() -> Error {
+    Error::BadLayout(
+        "the emulated memory's table names a ring a pipe of this process uses (written by \
+         another process?)"
+            .into(),
+    )
+}
 
 /// Rings of a slot, `[end][TX/RX][ring]`: offset and checked view.
 pub(super) type Rings = [[Vec<Option<(usize, RawRing)>>; 2]; 2];
@@ -197,6 +220,9 @@ fn build(g: &MemGuard<'_>, s: usize, nrings: usize, nslots: u32) -> Result<(), E
                     .pick_area(Area::Ring, size, 128)
                     .ok_or_else(|| no_room("another ring"))?;
                 let word = u32::try_from(off).map_err(|_| no_room("a ring below 4 GiB"))?;
+                if used_here(ctl.region.base().as_ptr() as usize, s, off, off + size) {
+                    return Err(in_use_here());
+                }
                 crash_point("build.ring_picked");
                 let init = RingInit {
                     num_slots: nslots,
@@ -290,7 +316,17 @@ fn teardown(g: &MemGuard<'_>, s: usize, name: &str, redo: bool) {
     ctl.slot_state(s).store(SLOT_DYING, Ordering::Release);
     crash_point("teardown.dying");
     match rings(ctl, s, true) {
-        Ok((_, ns, rings)) => {
+        Ok((_, ns, mut rings)) => {
+            // Never what a view of another slot in this process uses (a hostile table).
+            let base = ctl.region.base().as_ptr() as usize;
+            for r in rings.iter_mut().flatten().flatten() {
+                if r.as_ref()
+                    .is_some_and(|r| used_here(base, s, r.0, r.0 + ring_bytes(ns)))
+                {
+                    tracing::warn!(pipe = %name, "pipe teardown: a ring in use here left alone");
+                    *r = None;
+                }
+            }
             // A slot may hold anything a hostile write left there: only buffers the memory
             // has handed out are taken back, each once.
             let refused = g.free_bufs(owned_bufs(ctl, s, ns, &rings));
@@ -416,6 +452,17 @@ impl Pipe {
                 return Err(e);
             }
         };
+        let base = mem.region.base().as_ptr() as usize;
+        let size = ring_bytes(nslots);
+        let overlap = rings.iter().flatten().flatten().flatten();
+        if overlap
+            .clone()
+            .any(|r| used_here(base, slot, r.0, r.0 + size))
+        {
+            Self::leave_users(&mut g, slot);
+            return Err(in_use_here());
+        }
+        lock(&LOCAL_RINGS).extend(overlap.map(|r| (base, slot, r.0, r.0 + size)));
         let mut ring_off: [[Vec<usize>; 2]; 2] = Default::default();
         let mut raw: [[Vec<RawRing>; 2]; 2] = Default::default();
         for (e, dirs) in rings.into_iter().enumerate() {
@@ -495,6 +542,16 @@ impl Pipe {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
+        let base = self.mem.region.base().as_ptr() as usize;
+        let mut local = lock(&LOCAL_RINGS);
+        for &off in self.ring_off.iter().flatten().flatten() {
+            let mine =
+                |r: &(usize, usize, usize, usize)| r.0 == base && r.1 == self.slot && r.2 == off;
+            if let Some(k) = local.iter().position(mine) {
+                local.swap_remove(k);
+            }
+        }
+        drop(local);
         let mut g = self.mem.locked();
         if Self::leave_users(&mut g, self.slot) {
             crash_point("table.last_user_left");

@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering;
 
 use super::super::ctl::crash::{audit, memory};
-use super::super::ctl::{Area, SLOT_BUILDING, SLOT_DYING};
+use super::super::ctl::{Area, SLOT_BUILDING, SLOT_DYING, SLOT_FREE, SLOT_LIVE};
+use super::super::{RX, TX};
 use crate::backend::BackendChoice;
 use crate::{Error, Netmap, NetmapBuilder};
 
@@ -153,4 +154,61 @@ fn half_done_slots_are_finished_by_the_next_open() {
     }
     works(&e, &f);
     works(&keep.0, &keep.1);
+}
+
+/// A ring cursor rewound over rings this process uses (inside the ring area, so the
+/// allocator's own checks pass): the build refuses rather than zero a ring that another
+/// thread of this process may be syncing.
+#[test]
+fn a_rewound_ring_cursor_never_zeroes_a_ring_used_here() {
+    let p = format!("rewind{}", std::process::id());
+    let (a, b) = pair(&p, 1, 8);
+    let mem = memory(&p).unwrap();
+    mem.ctl
+        .a64(24)
+        .store(mem.ctl.g.if_end as u64, Ordering::Relaxed);
+    let e = open(&format!("{p}{{2"), 8).unwrap_err();
+    assert!(e.to_string().contains("uses"), "{e}");
+    works(&a, &b);
+}
+
+/// A forged table slot naming the rings of a live pipe of this process: tearing it down
+/// (its users are gone) leaves those rings and their buffers alone, and joining it (another
+/// process uses it) is refused.
+#[test]
+fn a_forged_slot_over_rings_used_here_is_neither_freed_nor_joined() {
+    let p = format!("forged{}", std::process::id());
+    let (a, b) = pair(&p, 1, 8);
+    let mem = memory(&p).unwrap();
+    let (ctl, live) = (&mem.ctl, slot_of(&p, &format!("{p}{{1")));
+    let forge = |name: &str| {
+        let s = (0..ctl.g.max_pipes)
+            .find(|&s| ctl.slot_state(s).load(Ordering::Acquire) == SLOT_FREE)
+            .unwrap();
+        ctl.set_slot_name(s, name.as_bytes());
+        ctl.set_slot_geometry(s, 1, 8);
+        for e in 0..2 {
+            for dir in [TX, RX] {
+                let off = ctl.ring_off(live, e, dir, 0).load(Ordering::Relaxed);
+                ctl.ring_off(s, e, dir, 0).store(off, Ordering::Relaxed);
+            }
+        }
+        ctl.slot_state(s).store(SLOT_LIVE, Ordering::Release);
+        s
+    };
+    let before = audit(&mem).unwrap();
+    // Users gone: the next open tears it down, leaving the live pipe's rings and buffers.
+    forge(&format!("{p}{{3"));
+    let (c, d) = pair(&p, 4, 8);
+    works(&a, &b);
+    works(&c, &d);
+    drop((c, d));
+    assert_eq!(audit(&mem).unwrap(), before);
+    // A user in some process (pinned here): joining it is refused.
+    let s = forge(&format!("{p}{{5"));
+    *mem.locked().local_users(s) += 1;
+    let e = open(&format!("{p}{{5"), 8).unwrap_err();
+    assert!(e.to_string().contains("uses"), "{e}");
+    *mem.locked().local_users(s) -= 1;
+    works(&a, &b);
 }
