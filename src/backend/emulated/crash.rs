@@ -1,7 +1,11 @@
 //! Test-only crash points: the process kills itself (`SIGKILL`, as `kill -9` or the OOM
 //! killer would: no unwinding, no destructors; the kernel drops its locks) at a named step of
 //! the protocol it shares with other processes, so a test can check what every survivor finds
-//! after a crash at that step (`crash_tests`).
+//! after a crash at that step (`crash_tests`, with [`audit`]: what a consistent memory is).
+//!
+//! A new step: name it in [`POINTS`] (or take a name from [`RESERVED`]), call
+//! `super::ctl::crash_point("<name>")` there (any module of the emulated backend), and give it
+//! a case in `crash_tests` (the test fails while a point has none).
 //!
 //! Armed by `NETMAP_RS_CRASH_AT=<point>[:<n>]` (the `n`-th time the point is reached, 1 by
 //! default), read once. Only the crate's own test builds have this module: elsewhere
