@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use netmap_rs::prelude::*;
 use netmap_rs::tokio_async::{AsyncNetmapRxRing, AsyncNetmapTxRing};
 
+mod common;
+
 const BURST: usize = 512;
 
 /// Forwards one direction until `limit` packets (0: forever). Returns packets forwarded.
@@ -107,7 +109,16 @@ async fn bridge(a: Netmap, b: Netmap, limit: u64) -> Result<(u64, u64), Error> {
         limit,
         counters[1].clone(),
     ));
-    let r = (ab.await.expect("task")?, ba.await.expect("task")?);
+    let (stop_ab, stop_ba) = (ab.abort_handle(), ba.abort_handle());
+    let r = tokio::select! {
+        r = async { (ab.await, ba.await) } => (r.0.expect("task")?, r.1.expect("task")?),
+        // Ctrl-C or SIGTERM: stop forwarding (the tasks drop their rings) and report.
+        _ = common::signalled() => {
+            stop_ab.abort();
+            stop_ba.abort();
+            (counters[0].load(Ordering::Relaxed), counters[1].load(Ordering::Relaxed))
+        }
+    };
     rep.abort();
     Ok(r)
 }
@@ -171,7 +182,9 @@ async fn main() -> Result<(), Error> {
         [i1, a, i2, b] if i1 == "-i" && i2 == "-i" => {
             let a = NetmapBuilder::new(a).build()?;
             let b = NetmapBuilder::new(b).build()?;
-            bridge(a, b, 0).await.map(|_| ())
+            let (ab, ba) = bridge(a, b, 0).await?;
+            println!("bridge: forwarded {ab} packets a->b and {ba} b->a");
+            Ok(())
         }
         _ => {
             eprintln!("usage: bridge -i PORT_A -i PORT_B | bridge --demo COUNT");

@@ -13,6 +13,8 @@ use std::time::Duration;
 use netmap_rs::prelude::*;
 use netmap_rs::tokio_async::tap::summarize;
 
+mod common;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let ifname = args.next().unwrap_or_else(|| "eth0".into());
@@ -34,8 +36,9 @@ fn run(ifname: &str, count: u64) -> Result<(), Error> {
     let mut rings: Vec<RxRing> = (0..nm.num_rx_rings())
         .map(|i| nm.rx_ring(i))
         .collect::<Result<_, _>>()?;
+    let stop = common::stop_on_signals();
     let mut seen = 0;
-    while seen < count {
+    while seen < count && !common::stopped(&stop) {
         nm.wait_readable(Some(Duration::from_secs(1)))?;
         for r in &mut rings {
             r.sync()?;
@@ -50,5 +53,6 @@ fn run(ifname: &str, count: u64) -> Result<(), Error> {
             }
         }
     }
+    println!("host_rings: {seen} frame(s) seen");
     Ok(())
 }

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use netmap_rs::tokio_async::TokioNetmap;
@@ -53,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut tx = a.tx_ring(0)?;
     let mut rx = b.rx_ring(0)?;
+    let stop = common::stop_on_signals();
     let rss_start = peak_rss_kib();
     let start = Instant::now();
     let sender = tokio::spawn(async move {
@@ -67,6 +70,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut expect, mut lost, mut reordered, mut dup) = (0u64, 0u64, 0u64, 0u64);
     let mut max_seen = None::<u64>;
     while expect < count {
+        if common::stopped(&stop) {
+            // Ctrl-C or SIGTERM: report what was counted, drop the ports.
+            sender.abort();
+            println!(
+                "soak stopped: {expect} of {count} frames received: lost {lost}, reordered \
+                 {reordered}, duplicated {dup}"
+            );
+            return Ok(());
+        }
         let f = rx.next().await.expect("stream ended")?;
         let seq = u64::from_le_bytes(f.payload()[..8].try_into()?);
         match max_seen {

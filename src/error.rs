@@ -111,6 +111,16 @@ pub enum Error {
         /// Largest frame the interface takes (MTU plus the 14-byte Ethernet header).
         max: usize,
     },
+    /// The interface's MTU admits frames longer than this port can receive whole: they would
+    /// be dropped (AF_XDP) or cut (AF_PACKET), so the port is not opened.
+    MtuTooLarge {
+        /// Interface name.
+        interface: String,
+        /// The interface's MTU.
+        mtu: u32,
+        /// Largest frame (Ethernet header included) the port receives whole.
+        max_frame: usize,
+    },
     /// The process holding the other end of an emulated pipe was killed while it had the end
     /// open. A sender gets this at once; a receiver after it has taken every packet that was
     /// delivered before. The message says which end.
@@ -226,6 +236,19 @@ impl fmt::Display for Error {
                  Ethernet header): send smaller frames or raise the MTU (`ip link set dev IF \
                  mtu N`)"
             ),
+            Error::MtuTooLarge {
+                interface,
+                mtu,
+                max_frame,
+            } => write!(
+                f,
+                "interface {interface:?} has MTU {mtu} (frames up to {} bytes), but this port \
+                 receives frames of at most {max_frame} bytes whole: longer ones would be lost. \
+                 Lower the MTU (`ip link set dev {interface} mtu {}`), or use the netmap \
+                 module (netmap:{interface})",
+                *mtu as usize + 14,
+                max_frame.saturating_sub(14)
+            ),
             Error::PeerGone(m) => write!(
                 f,
                 "peer gone: {m}. Restart the peer and reopen the pipe end (closing this end \
@@ -256,6 +279,7 @@ impl From<io::Error> for Error {
 
 impl Error {
     /// [`Error::NoSuchInterface`] for `name`.
+    #[cfg_attr(not(any(target_os = "linux", netmap_kernel)), allow(dead_code))]
     pub(crate) fn no_such_interface(name: &str, detail: impl Into<String>) -> Error {
         Error::NoSuchInterface {
             name: name.to_string(),
@@ -274,7 +298,8 @@ impl Error {
             | Error::InvalidPortName { .. }
             | Error::MemoryMismatch
             | Error::QueueOutOfRange { .. }
-            | Error::FrameOverMtu { .. } => K::InvalidInput,
+            | Error::FrameOverMtu { .. }
+            | Error::MtuTooLarge { .. } => K::InvalidInput,
             Error::ModuleNotLoaded | Error::NoSuchInterface { .. } => K::NotFound,
             Error::InterfaceDown(_) => K::NotConnected,
             Error::PeerGone(_) => K::BrokenPipe,

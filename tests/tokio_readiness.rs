@@ -93,6 +93,46 @@ fn reserve_n_sleeps_until_n_slots_are_free() {
     });
 }
 
+/// Issue 18.6: a cancelled `reserve(n)` leaves its wait (for `n` slots) in the handle; a
+/// later `writable()` (one slot) must wait for one slot, not for the old `n`. On an 8-slot
+/// ring with one slot freed, `writable()` stayed pending for good.
+#[test]
+fn writable_after_a_cancelled_reserve_waits_for_one_slot() {
+    within(20, 0, "writable() after a cancelled reserve(4)", async {
+        let a = TokioNetmap::new(open("rescan{0", 1, 8)).unwrap();
+        let b = TokioNetmap::new(open("rescan}0", 1, 8)).unwrap();
+        let mut tx = a.tx_ring(0).unwrap();
+        let mut rx = b.rx_ring(0).unwrap();
+        // Fill the ring: 7 slots (one always stays empty).
+        for i in 0..7u8 {
+            tx.get_mut().send(&[i; 60]).unwrap();
+        }
+        tx.flush_ring().await.unwrap();
+        assert_eq!(tx.get_mut().space(), 0);
+        // reserve(4) gives up: its wait for 4 slots stays behind.
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), tx.reserve(4))
+            .await
+            .is_err();
+        assert!(cancelled, "the ring was full");
+        // The receiver frees exactly one slot.
+        let f = rx.recv().await.unwrap();
+        assert_eq!(f[0], 0);
+        drop(f);
+        rx.get_mut().sync().unwrap();
+        // One slot is free: writable() must see it.
+        // (A hang guard that is checked first: `timeout` would poll the wait once more when
+        // it fires, and that poll's own sync would hide the lost wake-up.)
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(Duration::from_secs(3)) => {
+                panic!("writable() still pending after 3 s with a free slot")
+            }
+            r = tx.writable() => r.unwrap(),
+        }
+        assert!(tx.get_mut().space() >= 1);
+    });
+}
+
 /// `reserve(n)` for more than a ring can ever hold is an error, not a wait.
 #[test]
 fn reserve_more_than_the_ring_holds_is_an_error() {

@@ -29,8 +29,8 @@
 //! Stock Linux without the module (as root), AF_XDP or AF_PACKET on a real interface:
 //!     pkt_gen -i xdp:eth0 -f rx -p 4             # one thread per queue; xdp:eth0-2 is queue 2
 //!     pkt_gen -i afpacket:eth0 -f tx -D MAC -S MAC -d IP:PORT -s IP:PORT
-//! Emulated (no module), two terminals, as on real netmap (the pipe is shared through
-//! /dev/shm; a side alone says `no peer on <other end> yet` once, after a second):
+//! Emulated (no module), two terminals, as on real netmap (the pipe's memory is handed from
+//! process to process; a side alone says `no peer on <other end> yet` once, after a second):
 //!     cargo run --release --example pkt_gen -- -i 'pipe}1' -f rx -n 10000000
 //!     cargo run --release --example pkt_gen -- -i 'pipe{1' -f tx -n 10000000
 //! or self-contained in one process:
@@ -42,6 +42,8 @@
 //! for room or packets is one `poll` (the sync path) as in C `pkt-gen`.
 
 mod cli;
+#[path = "../common/mod.rs"]
+mod common;
 mod frames;
 mod jobs;
 mod stats;
@@ -145,7 +147,8 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
             ""
         }
     );
-    let stop = Arc::new(AtomicBool::new(false));
+    // Ctrl-C or SIGTERM stops the workers; the totals are printed as at a normal end.
+    let stop = common::stop_on_signals();
     let t0 = Instant::now();
     // The opposite function on the other pipe end, in-process.
     let mut peer_handles = Vec::new();

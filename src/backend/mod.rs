@@ -86,6 +86,12 @@ pub(crate) trait Driver {
     fn peer_present(&self) -> Option<bool> {
         None
     }
+    /// How soon a waiter should sync again by itself: `Some` while the driver has work that
+    /// no event will announce (AF_XDP frames a busy device did not take: only another kick
+    /// sends them, and no completion wakes anyone meanwhile).
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Registration parameters beyond the name.
@@ -160,6 +166,9 @@ pub(crate) struct Opened {
     pub backend: Backend,
     pub region: Arc<Region>,
     pub if_off: usize,
+    /// Byte range of the buffer pool in the region, as the driver's allocator laid it out
+    /// (no buffer is ever seen outside it).
+    pub pool: std::ops::Range<usize>,
     pub mem: MemIdentity,
     pub extra_bufs: u32,
 }
@@ -263,6 +272,12 @@ impl Backend {
     /// See [`Driver::peer_present`].
     pub(crate) fn peer_present(&self) -> Option<bool> {
         dispatch!(self, p => p.peer_present())
+    }
+
+    /// See [`Driver::retry_after`].
+    #[inline]
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        dispatch!(self, p => p.retry_after())
     }
 
     /// See [`Driver::exposed_rx_fd`].

@@ -21,6 +21,9 @@ pub(crate) struct WaitParts<'a> {
     pub tx_fd: BorrowedFd<'a>,
     /// Turns an error of `poll` into the backend's error.
     pub poll_error: &'a dyn Fn(std::io::Error) -> Error,
+    /// How long to sleep at most before syncing again, when the driver knows no event may
+    /// come (frames the kernel would not take yet: see `Driver::retry_after`).
+    pub retry: &'a dyn Fn() -> Option<Duration>,
 }
 
 /// Loops sync → check → poll until a wanted direction is ready or `timeout` passes; returns
@@ -43,6 +46,10 @@ pub(crate) fn wait_loop(
                 _ => return Ok(r),
             },
             None => None,
+        };
+        let left = match (left, (parts.retry)()) {
+            (Some(l), Some(r)) => Some(l.min(r)),
+            (l, r) => l.or(r),
         };
         let mut fds = Vec::with_capacity(2);
         if want.readable {

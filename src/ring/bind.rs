@@ -29,9 +29,13 @@ pub(crate) struct BoundRings {
 /// Reads the `netmap_if` at `if_off` and builds a checked view of every ring it binds: each
 /// ring's geometry is read from shared memory once; rings may overlap neither the interface
 /// nor each other, and buffers may overlap neither.
+///
+/// `pool` is the byte range of the memory's buffer pool: buffers outside it are refused
+/// (see [`RawRing::with_pool`]).
 pub(crate) fn bind_rings(
     region: &Region,
     if_off: usize,
+    pool: std::ops::Range<usize>,
     spec: &dyn Display,
 ) -> Result<BoundRings, Error> {
     let info = read_if(region, if_off)?;
@@ -97,7 +101,7 @@ pub(crate) fn bind_rings(
         list.into_iter()
             .zip(views)
             .map(|((off, host, ring_id), raw)| BoundRing {
-                raw: raw.with_guard(guard),
+                raw: raw.with_guard(guard).with_pool(pool.clone()),
                 off,
                 host,
                 ring_id,
@@ -150,18 +154,18 @@ mod tests {
         let region = Region::anonymous(64 * 1024).unwrap();
         let r = ring_bytes(8).next_multiple_of(128);
         layout(&region, 1024, 1024 + r);
-        let b = bind_rings(&region, 512, &"ok").unwrap();
+        let b = bind_rings(&region, 512, 0..region.len(), &"ok").unwrap();
         assert_eq!((b.tx.len(), b.rx.len()), (1, 1));
         // Buffers start above the highest ring.
         let lowest = b.tx[0].raw.buf_ptr(0);
         assert!(lowest.is_some(), "buffer 0 at 32 KiB lies above both rings");
         // RX ring starting inside the TX ring's slots.
         layout(&region, 1024, 1024 + 128);
-        let e = bind_rings(&region, 512, &"overlap").unwrap_err();
+        let e = bind_rings(&region, 512, 0..region.len(), &"overlap").unwrap_err();
         assert!(e.to_string().contains("overlap"), "{e}");
         // A ring whose slots run over the interface (at 512).
         layout(&region, 1024, 384);
-        let e = bind_rings(&region, 512, &"on the interface").unwrap_err();
+        let e = bind_rings(&region, 512, 0..region.len(), &"on the interface").unwrap_err();
         assert!(e.to_string().contains("overlap"), "{e}");
     }
 }

@@ -140,6 +140,30 @@ impl RawRing {
         self
     }
 
+    /// The same view with buffers outside `pool` (a byte range of the region: the memory's
+    /// buffer pool, as its allocator laid it out) refused. A ring's `buf_ofs` is shared
+    /// memory a peer can write before it is read; with this bound, whatever it said, a buffer
+    /// never overlaps anything but the pool: no ring, interface or control word of any
+    /// registration.
+    pub(crate) fn with_pool(mut self, pool: std::ops::Range<usize>) -> RawRing {
+        let bs = self.buf_size as usize;
+        let lo = if self.buf_base >= pool.start {
+            0
+        } else {
+            (pool.start - self.buf_base).div_ceil(bs)
+        };
+        let hi = if pool.end <= self.buf_base {
+            0
+        } else {
+            (pool.end - self.buf_base) / bs
+        };
+        let lo = u32::try_from(lo).unwrap_or(u32::MAX).max(self.min_idx);
+        let hi = u32::try_from(hi).unwrap_or(u32::MAX).min(self.max_idx);
+        self.min_idx = lo;
+        self.max_idx = hi.max(lo);
+        self
+    }
+
     /// Byte range `[start, end)` of the ring header and its slots, relative to the region.
     pub(crate) fn extent(&self) -> (usize, usize) {
         let start = self.ring.as_ptr().addr() - self.region_base.as_ptr().addr();
@@ -161,6 +185,11 @@ impl RawRing {
     #[inline(always)]
     pub(crate) fn buf_size(&self) -> u32 {
         self.buf_size
+    }
+
+    /// One past the largest buffer index this view accepts.
+    pub(crate) fn buf_limit(&self) -> u32 {
+        self.max_idx
     }
 
     /// Valid buffer indices for this ring's mapping.
@@ -281,17 +310,50 @@ impl RawRing {
         Ok(p)
     }
 
-    /// The buffer of slot `k`, after checking its index; or the out-of-range index. Writes
-    /// nothing.
+    /// Writes the length and flags of slot `k` and returns the pointer to buffer `idx` (an
+    /// index the caller read earlier and holds, not the slot's current one); or returns `idx`
+    /// and writes nothing when it is outside the buffers of this mapping.
     ///
     /// # Safety
     /// As for [`RawRing::slot`]: the caller owns slot `k`.
     #[inline(always)]
-    pub(crate) unsafe fn slot_buf(&self, k: u32) -> Result<NonNull<u8>, u32> {
+    pub(crate) unsafe fn fill_slot_at(
+        &self,
+        k: u32,
+        idx: u32,
+        len: u16,
+        flags: u16,
+    ) -> Result<NonNull<u8>, u32> {
+        let s = self.slot_ptr(k);
+        let p = self.buf_ptr(idx).ok_or(idx)?;
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        unsafe {
+            addr_of_mut!((*s).len).write(len);
+            addr_of_mut!((*s).flags).write(flags);
+        }
+        Ok(p)
+    }
+
+    /// The buffer index slot `k` names now.
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn slot_buf_idx(&self, k: u32) -> u32 {
         let s = self.slot_ptr(k);
         // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
-        let idx = unsafe { addr_of!((*s).buf_idx).read() };
-        self.buf_ptr(idx).ok_or(idx)
+        unsafe { addr_of!((*s).buf_idx).read() }
+    }
+
+    /// Reads the length and flags of slot `k`.
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn slot_len_flags(&self, k: u32) -> (u16, u16) {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        unsafe { (addr_of!((*s).len).read(), addr_of!((*s).flags).read()) }
     }
 
     /// Reads buffer index, length and flags of slot `k` (not `ptr`).
@@ -378,6 +440,12 @@ impl RawRing {
             acc |= unsafe { addr_of!((*base.add(j)).flags).read() };
         }
         acc
+    }
+
+    /// Whether buffer `idx` is one of this mapping's (as [`RawRing::buf_ptr`] checks it).
+    #[inline(always)]
+    pub(crate) fn buf_ok(&self, idx: u32) -> bool {
+        idx.wrapping_sub(self.min_idx) < self.max_idx - self.min_idx
     }
 
     /// Pointer to buffer `idx`, or `None` when `idx` is outside the buffers of this mapping.

@@ -71,10 +71,22 @@ impl<'a> BatchReservation<'a> {
             return Err(bad_packet(self.count, index, len));
         }
         let k = advance(self.start, index as u32, self.raw.num_slots());
+        // The buffer this handle claimed for the slot (see `held.rs`).
+        let idx = self.ring.h.buf_of(k);
         // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
-        let p = match unsafe { self.raw.fill_slot(k, len as u16, 0) } {
+        let p = match unsafe { self.raw.fill_slot_at(k, idx, len as u16, 0) } {
             Ok(p) => p,
-            Err(idx) => return Err(self.ring.h.corrupt(k, idx, len as u16)),
+            Err(idx) => {
+                if !self.ring.h.reclaim(k) {
+                    return Err(self.ring.h.corrupt(k, idx, len as u16));
+                }
+                // SAFETY: as above.
+                unsafe {
+                    self.raw
+                        .fill_slot_at(k, self.ring.h.buf_of(k), len as u16, 0)
+                }
+                .map_err(|idx| self.ring.h.corrupt(k, idx, len as u16))?
+            }
         };
         if index >= self.filled {
             if index > self.filled {
@@ -142,25 +154,39 @@ impl<'a> BatchReservation<'a> {
         mut f: impl FnMut(usize, &mut [u8], bool) -> usize,
     ) -> Result<usize, Error> {
         let raw = &self.raw;
+        // A reference of our own (one count per batch): a refused slot's reclaim below needs
+        // the handle mutably.
+        let mirror = self.ring.h.mirror.clone();
         let (n, max) = (raw.num_slots(), self.max_len);
         let first = self.filled;
         let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
         let mut k = advance(self.start, first as u32, n);
         for i in first..self.count {
             // `fill` reads only the buffer index; `fill_reused` also the flags.
-            let (p, flags) = if REUSED {
+            // The buffer this handle holds in the slot (see `held.rs`), never the index the
+            // slot says now.
+            let idx = mirror.buf_of(k);
+            let p = raw.buf_ptr(idx).ok_or(idx);
+            let flags = if REUSED {
                 // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
-                let (idx, _, flags) = unsafe { raw.slot_meta(k) };
-                (raw.buf_ptr(idx).ok_or(idx), flags)
+                unsafe { raw.slot_len_flags(k) }.1
             } else {
-                // SAFETY: as above.
-                (unsafe { raw.slot_buf(k) }, 0)
+                0
             };
             let p = match p {
                 Ok(p) => p,
                 Err(idx) => {
-                    self.filled = i;
-                    return Err(self.ring.h.corrupt(k, idx, 0));
+                    // A slot refused when it was claimed may name a free buffer by now.
+                    match Some(())
+                        .filter(|_| self.ring.h.reclaim(k))
+                        .and_then(|_| raw.buf_ptr(mirror.buf_of(k)))
+                    {
+                        Some(p) => p,
+                        None => {
+                            self.filled = i;
+                            return Err(self.ring.h.corrupt(k, idx, 0));
+                        }
+                    }
                 }
             };
             let changed = !REUSED || i < fresh_until || flags & NS_BUF_CHANGED != 0;
@@ -286,7 +312,7 @@ impl<'a> Iterator for RxBatch<'a> {
             self.head = next(k, self.raw.num_slots());
             // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh;
             // `ready` never exceeds the distance from the cursor to that tail).
-            match unsafe { read_slot(&self.raw, k) } {
+            match unsafe { read_slot(&self.raw, k, self.ring.h.buf_of(k)) } {
                 Ok(r) => {
                     // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size).
                     // The ring is mutably borrowed for 'a by this iterator, so no sync can

@@ -4,7 +4,10 @@
 use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
 use crate::ring::next;
+use std::sync::Arc;
+
 use crate::sync::frame::Frame;
+use crate::sync::held::{Held, Mirror};
 use crate::sync::ring::{RxRing, TxRing};
 
 /// Moves up to `max` received packets from `rx` to `tx` without copying, by swapping the
@@ -28,6 +31,15 @@ pub fn forward_filtered(
     }
     let mut forwarded = 0;
     let mut seen = 0;
+    // Both handles' held buffers live in one table (same memory): the swaps below move
+    // buffers between them, recorded in batches.
+    let mut moves = Moves {
+        held: rx.h.held.clone(),
+        rx: rx.h.mirror.clone(),
+        tx: tx.h.mirror.clone(),
+        swaps: [(0, 0, 0, 0); MOVES],
+        n: 0,
+    };
     while seen < max {
         let rx_n = rx.h.raw.num_slots();
         let tx_n = tx.h.raw.num_slots();
@@ -41,7 +53,9 @@ pub fn forward_filtered(
         let tk = tx.h.head;
         // SAFETY: rk is in rx's user range [head, tail), tk in tx's (both just checked or
         // refreshed with Acquire), so both slots are the user's.
-        let (rs, ts) = unsafe { (rx.h.raw.slot(rk), tx.h.raw.slot(tk)) };
+        let (mut rs, mut ts) = unsafe { (rx.h.raw.slot(rk), tx.h.raw.slot(tk)) };
+        // The buffers the two handles hold in these slots, not what the slots say now.
+        (rs.buf_idx, ts.buf_idx) = (rx.h.buf_of(rk), tx.h.buf_of(tk));
         seen += 1;
         let rptr = match rx.h.raw.buf_ptr(rs.buf_idx) {
             Some(p) if u32::from(rs.len) <= rx.h.raw.buf_size() => p,
@@ -63,6 +77,8 @@ pub fn forward_filtered(
         if !wanted {
             continue;
         }
+        // Each handle now holds the other's buffer (the table follows in `moves`).
+        moves.push((rk, rs.buf_idx, tk, ts.buf_idx));
         // SAFETY: both slots are the user's (see above); the buffer indices are exchanged,
         // so each buffer still belongs to exactly one slot, and NS_BUF_CHANGED tells the
         // kernel to reload both.
@@ -78,4 +94,44 @@ pub fn forward_filtered(
         forwarded += 1;
     }
     Ok(forwarded)
+}
+
+/// Buffer swaps between an RX handle and a TX handle not yet written into their memory's
+/// table of held buffers and their shadows: written every `MOVES` swaps and when dropped (on
+/// every return path). Until then both handles still show the old buffers in the swapped
+/// slots, which they hold: anyone else trying to claim them is refused, and neither slot is
+/// lent again before the sync that releases it.
+struct Moves {
+    held: Arc<Held>,
+    rx: Arc<Mirror>,
+    tx: Arc<Mirror>,
+    swaps: [(u32, u32, u32, u32); MOVES],
+    n: usize,
+}
+
+const MOVES: usize = 64;
+
+impl Moves {
+    /// Records that the buffer of RX slot `rk` went to TX slot `tk`, and the other way.
+    #[inline]
+    fn push(&mut self, swap: (u32, u32, u32, u32)) {
+        self.swaps[self.n] = swap;
+        self.n += 1;
+        if self.n == MOVES {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.n > 0 {
+            self.held.swapped(&self.rx, &self.tx, &self.swaps[..self.n]);
+            self.n = 0;
+        }
+    }
+}
+
+impl Drop for Moves {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }

@@ -14,6 +14,8 @@ mod claim;
 #[allow(unsafe_code)]
 mod forward;
 mod frame;
+#[allow(unsafe_code)]
+mod held;
 pub(crate) mod port;
 mod port_inner;
 #[allow(unsafe_code)]

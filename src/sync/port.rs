@@ -11,6 +11,7 @@ pub use crate::backend::{PoolsInfo, PortInfo};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::ring::{bind_rings, BoundRing, BoundRings};
+use crate::sync::held::Held;
 use crate::sync::port_inner::PortInner;
 use crate::sync::ring::{RxRing, TxRing};
 
@@ -240,7 +241,14 @@ impl Netmap {
         // The name says which engine it got: `eth0` opened on AF_XDP is `xdp:eth0`.
         spec.prefix = opened.backend.kind().prefix();
         let region = opened.region;
-        let BoundRings { tx, rx, bufs_head } = bind_rings(&region, opened.if_off, &spec)?;
+        let BoundRings { tx, rx, bufs_head } =
+            bind_rings(&region, opened.if_off, opened.pool.clone(), &spec)?;
+        let nbufs = tx
+            .iter()
+            .chain(&rx)
+            .map(|b| b.raw.buf_limit())
+            .max()
+            .unwrap_or(0);
         let name = spec.to_string();
         tracing::debug!(port = %name, backend = %opened.backend.kind(), tx = tx.len(), rx = rx.len(), "port open");
         Ok(Netmap {
@@ -253,6 +261,7 @@ impl Netmap {
                 mem: opened.mem,
                 extra_bufs: opened.extra_bufs,
                 bufs_head,
+                held: Held::of(opened.mem, nbufs),
                 region,
             }),
         })

@@ -13,6 +13,7 @@ use crate::region::Region;
 use crate::ring::BoundRing;
 #[cfg(feature = "tokio-async")]
 use crate::ring::{distance, Dir};
+use crate::sync::held::Held;
 
 /// State shared by a [`Netmap`](crate::Netmap) and every ring handle taken from it. The mapping and the
 /// registration live until the last of them is dropped.
@@ -26,6 +27,8 @@ pub(crate) struct PortInner {
     pub(crate) mem: MemIdentity,
     pub(crate) extra_bufs: u32,
     pub(crate) bufs_head: u32,
+    /// The buffers this process's handles hold in this memory (shared by every port on it).
+    pub(crate) held: Arc<Held>,
     // Declared last: dropped after the backend and the ring views.
     pub(crate) region: Arc<Region>,
 }
@@ -74,6 +77,12 @@ impl crate::sync::Netmap {
             return false;
         }
         distance(cur, tail, n) >= need.max(1)
+    }
+
+    /// How soon a waiter should sync again by itself (see `Driver::retry_after`).
+    #[inline]
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        self.inner.backend.retry_after()
     }
 
     /// A readiness source of ring `idx` in direction `dir` alone (see [`RingWaker`]).

@@ -75,7 +75,7 @@ use crate::sync::{Dir, Netmap};
 pub(crate) use wait::Waiter;
 
 mod framed;
-#[cfg(all(feature = "sys", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod resync;
 mod rx;

@@ -1,4 +1,5 @@
-//! [`Resync`]: a safety net for waits on the netmap kernel module (Linux: a `timerfd`).
+//! [`Resync`]: a safety net for waits on the netmap kernel module, and for AF_XDP TX waits
+//! while the device refuses frames (Linux: a `timerfd`).
 //!
 //! netmap expects one thread per registration. With a multi-thread runtime the reactor's
 //! `epoll_wait` runs netmap's poll on one worker while a ring's owner syncs on another. The

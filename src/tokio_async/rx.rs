@@ -85,7 +85,7 @@ impl AsyncNetmapRxRing {
             if self.ring.has_cached() || self.ring.available() > 0 {
                 return Poll::Ready(Ok(()));
             }
-            if !self.waiter.is_active() {
+            if !self.waiter.is_active_for(1) {
                 // Release what was consumed and look for new packets before sleeping.
                 self.ring.sync()?;
                 if self.ring.available() > 0 {

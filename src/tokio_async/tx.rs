@@ -83,7 +83,7 @@ impl AsyncNetmapTxRing {
             if (n == 1 && self.ring.has_cached_space()) || self.ring.space() >= n {
                 return Poll::Ready(Ok(()));
             }
-            if !self.waiter.is_active() {
+            if !self.waiter.is_active_for(n) {
                 self.ring.sync()?;
                 if self.ring.space() >= n {
                     return Poll::Ready(Ok(()));

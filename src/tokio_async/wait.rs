@@ -29,7 +29,7 @@ impl AsyncPort {
 async fn wait_ready(
     port: Arc<AsyncPort>,
     fd: Arc<AsyncFd<RingWaker>>,
-    resync: Option<Arc<Resync>>,
+    resync: Option<(Arc<Resync>, bool)>,
     dir: Dir,
     idx: usize,
     need: u32,
@@ -47,7 +47,13 @@ async fn wait_ready(
     }
     let mut interval = FIRST_RESYNC;
     loop {
-        let guard = woken(&fd, resync.as_deref(), &mut interval).await?;
+        // The timer: always on the kernel module (see `resync.rs`); elsewhere only while the
+        // driver says no event may come (AF_XDP frames a busy device did not take).
+        let timer = resync
+            .as_ref()
+            .filter(|(_, always)| *always || port.netmap.retry_after().is_some())
+            .map(|(t, _)| &**t);
+        let guard = woken(&fd, timer, &mut interval).await?;
         waker.clear();
         port.sync(dir)?;
         if port.ring_ready(dir, idx, need) {
@@ -61,14 +67,14 @@ async fn wait_ready(
     }
 }
 
-#[cfg(all(feature = "sys", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 use super::resync::{self, Resync, FIRST as FIRST_RESYNC};
 
 /// No safety net where the kernel backend does not exist (or has no timerfd).
-#[cfg(not(all(feature = "sys", target_os = "linux")))]
+#[cfg(not(target_os = "linux"))]
 #[derive(Debug)]
 struct Resync;
-#[cfg(not(all(feature = "sys", target_os = "linux")))]
+#[cfg(not(target_os = "linux"))]
 const FIRST_RESYNC: std::time::Duration = std::time::Duration::ZERO;
 
 /// Waits for the ring's readiness source; with a [`Resync`] timer (the kernel module), also
@@ -79,7 +85,7 @@ async fn woken<'a>(
     interval: &mut std::time::Duration,
 ) -> io::Result<Option<tokio::io::unix::AsyncFdReadyGuard<'a, RingWaker>>> {
     let writable = fd.get_ref().reports_writable();
-    #[cfg(all(feature = "sys", target_os = "linux"))]
+    #[cfg(target_os = "linux")]
     if let Some(timer) = resync {
         timer.arm(*interval)?;
         return std::future::poll_fn(|cx| {
@@ -113,24 +119,32 @@ pub(crate) struct Waiter {
     fd: Arc<AsyncFd<RingWaker>>,
     dir: Dir,
     idx: usize,
-    /// The kernel module's safety-net timer (see `resync.rs`); `None` elsewhere.
-    resync: Option<Arc<Resync>>,
+    /// The safety-net timer (see `resync.rs`) and whether every sleep arms it (the kernel
+    /// module) or only those the driver asks for (AF_XDP TX); `None` elsewhere.
+    resync: Option<(Arc<Resync>, bool)>,
     fut: ReusableBoxFuture<'static, io::Result<()>>,
     active: bool,
+    /// What the active wait waits for (packets or free slots).
+    need: usize,
 }
 
-/// A [`Resync`] timer for a port on the netmap kernel module (Linux) driven by a
-/// multi-thread runtime, else none: on a current-thread runtime the reactor's poll runs on the
-/// thread that syncs, so the two never overlap and no edge is lost that way.
-fn resync_for(port: &AsyncPort) -> Result<Option<Arc<Resync>>, Error> {
-    #[cfg(all(feature = "sys", target_os = "linux"))]
-    if port.netmap.backend() == crate::BackendKind::Kernel
-        && tokio::runtime::Handle::current().runtime_flavor()
-            != tokio::runtime::RuntimeFlavor::CurrentThread
+/// A [`Resync`] timer, with whether every sleep arms it: for a port on the netmap kernel
+/// module (Linux) driven by a multi-thread runtime, always (on a current-thread runtime the
+/// reactor's poll runs on the thread that syncs, so the two never overlap and no edge is lost
+/// that way); for an AF_XDP TX ring, when the driver asks (a busy device leaves frames that
+/// no completion will announce); else none.
+fn resync_for(port: &AsyncPort, dir: Dir) -> Result<Option<(Arc<Resync>, bool)>, Error> {
+    #[cfg(target_os = "linux")]
     {
-        return Ok(Some(Arc::new(Resync::new()?)));
+        let kind = port.netmap.backend();
+        let always = kind == crate::BackendKind::Kernel
+            && tokio::runtime::Handle::current().runtime_flavor()
+                != tokio::runtime::RuntimeFlavor::CurrentThread;
+        if always || (kind == crate::BackendKind::Xdp && dir == Dir::Tx) {
+            return Ok(Some((Arc::new(Resync::new()?), always)));
+        }
     }
-    let _ = port;
+    let _ = (port, dir);
     Ok(None)
 }
 
@@ -162,7 +176,7 @@ impl Waiter {
         // `as_raw_fd` returns the same number every time.
         let fd = unsafe { AsyncFd::register_with_interest(waker, interest) }
             .map_err(|e| Error::Io(e.into_parts().1))?;
-        let resync = resync_for(&port)?;
+        let resync = resync_for(&port, dir)?;
         Ok(Waiter {
             port,
             fd: Arc::new(fd),
@@ -171,15 +185,25 @@ impl Waiter {
             idx,
             fut: ReusableBoxFuture::new(async { Ok(()) }),
             active: false,
+            need: 0,
         })
     }
 
-    pub(crate) fn is_active(&self) -> bool {
+    /// Whether a wait for `need` is in progress (started, not yet complete). A wait left
+    /// active for another amount (by a future that was dropped) is withdrawn here, its
+    /// arming undone: it would complete only at its own `need`, and the caller, who now
+    /// waits for a different amount, starts a fresh wait, which syncs and looks again first.
+    pub(crate) fn is_active_for(&mut self, need: usize) -> bool {
+        if self.active && self.need != need {
+            self.fut.set(async { Ok(()) });
+            self.active = false;
+        }
         self.active
     }
 
     /// Starts a wait for `need` packets (RX) or free slots (TX).
     pub(crate) fn start(&mut self, need: usize) {
+        self.need = need;
         let need = u32::try_from(need).unwrap_or(u32::MAX);
         self.fut.set(wait_ready(
             self.port.clone(),

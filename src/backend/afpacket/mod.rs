@@ -27,7 +27,7 @@ use crate::backend::linux::ringmem::{
     slots, with_slot_data, write_slot, MemPlan, RingMem, BUF_SIZE,
 };
 use crate::backend::linux::sockets::SocketSet;
-use crate::backend::linux::sys::TPACKET2_TX_DATA_OFFSET;
+use crate::backend::linux::sys::{TPACKET2_RX_DATA_OFFSET, TPACKET2_TX_DATA_OFFSET};
 use crate::backend::linux::{extra_bufs_error, host_rings_error, FLUSH_AT_CLOSE};
 use crate::backend::{Backend, Driver, OpenOptions, Opened, Readiness, RingWaker};
 use crate::error::Error;
@@ -48,6 +48,9 @@ struct State {
     tx_copied: u32,
     rx_hwcur: u32,
     rx_hwtail: u32,
+    /// Frames the kernel cut (`tp_snaplen < tp_len`: the MTU was raised after the port was
+    /// opened), dropped instead of delivered cut.
+    rx_truncated: u64,
 }
 
 /// An open `afpacket:` port.
@@ -78,6 +81,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         return Err(extra_bufs_error(spec));
     }
     let iface = Interface::lookup_up(&spec.ifname)?;
+    // A frame longer than the RX frame's data area would be cut (`tp_snaplen < tp_len`).
+    iface.check_rx_limit(BUF_SIZE as usize - TPACKET2_RX_DATA_OFFSET)?;
     let ntx = slots(opts.tx_slots, "tx")?;
     let nrx = slots(opts.rx_slots, "rx")?;
     let mem = RingMem::build(&MemPlan {
@@ -132,15 +137,25 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             tx_copied: 0,
             rx_hwcur: 0,
             rx_hwtail: 0,
+            rx_truncated: 0,
         }),
     };
     Ok(Opened {
         backend: Backend::AfPacket(port),
+        pool: mem.buffers(),
         region: mem.region,
         if_off: 0,
         mem: mem.identity,
         extra_bufs: 0,
     })
+}
+
+impl Port {
+    /// Frames dropped because the kernel cut them (see `State::rx_truncated`).
+    #[cfg_attr(not(test), allow(dead_code))] // until the statistics call reports it
+    pub(crate) fn rx_truncated(&self) -> u64 {
+        lock(&self.state).rx_truncated
+    }
 }
 
 impl Driver for Port {
@@ -258,6 +273,19 @@ impl Driver for Port {
                     continue;
                 }
             };
+            if frame.wire_len as usize > frame.len() {
+                // Cut by the kernel: a frame is delivered whole or not at all.
+                st.rx_truncated += 1;
+                tracing::warn!(
+                    interface = %self.ifname,
+                    len = frame.wire_len,
+                    kept = frame.len(),
+                    dropped_so_far = st.rx_truncated,
+                    "AF_PACKET frame longer than a slot (the MTU was raised after the port \
+                     was opened): dropped, not delivered cut"
+                );
+                continue;
+            }
             // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not shown to the user yet;
             // lock held.
             if unsafe { write_slot(ring, tail, &frame) }.is_err() {
@@ -289,8 +317,14 @@ impl Driver for Port {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        self.socks
-            .wait(want, timeout, &|| self.rxsync(), &|| self.txsync(), check)
+        self.socks.wait(
+            want,
+            timeout,
+            &|| self.rxsync(),
+            &|| self.txsync(),
+            check,
+            &|| None,
+        )
     }
 }
 

@@ -77,7 +77,6 @@ pub(crate) struct PacketSocket {
 pub(crate) struct RxFrame<'a> {
     data: &'a [u8],
     status: &'a AtomicU32,
-    #[cfg_attr(not(test), allow(dead_code))] // read by the tests
     /// Length on the wire (larger than the data when the frame was truncated).
     pub wire_len: u32,
 }

@@ -4,8 +4,9 @@
 //! It lays out memory exactly as netmap does — a `netmap_if` per registration, rings with
 //! `buf_ofs`, a buffer pool indexed by `buf_idx` — in one region per parent name (so pipes
 //! `a{1` and `a{2` share buffers, as kernel pipes of one parent share an allocator). On Linux
-//! the region is a shared memory object under `/dev/shm` ([`shm`]) that every process of the
-//! user opening a pipe of that parent maps; elsewhere (and under Miri, or with
+//! the region is an unnamed shared memory object ([`shm`], a sealed `memfd`) that every
+//! process of the user opening a pipe of that parent maps, handed from process to process over
+//! a rendezvous socket per parent name ([`rendezvous`]); elsewhere (and under Miri, or with
 //! `NETMAP_RS_EMU_SHARED=0`) it is private to the process. Either way the allocator, the pipe
 //! table and the protocol state live in the region's control area ([`ctl`]), and the backend
 //! implements the netmap pipe protocol ([`pipe`]):
@@ -28,6 +29,23 @@
 //! handle ever clears. A sync of one ring can therefore never consume the signal a waiter on
 //! another ring needs. Notes are rung across processes ([`wake`]).
 //!
+//! Trust across processes (Linux, shared memory):
+//!
+//! - A peer process that maps the same memory may crash at any instruction, may be buggy or
+//!   hostile. Whatever it writes, this process gets no undefined behaviour, no out-of-bounds
+//!   access, no panic, no unbounded wait and no busy loop. It may corrupt packet bytes and
+//!   lose packets on the pipes it shares.
+//! - Another local user (another uid) can neither read, inject, wake, block, slow down nor
+//!   redirect anything of ours: the memory has no name ([`shm`]), the rendezvous checks user
+//!   ids both ways and skips names another user took ([`rendezvous`]), and bells accept
+//!   datagrams from the memory's own ringer alone ([`wake`]).
+//! - Every wait on another process is bounded by [`PEER_TIMEOUT`]: joining a memory, and
+//!   the memory lock (taken before anything that needs it, with that deadline; a close that
+//!   cannot get it in time returns anyway and leaves the rest to a thread, [`reaper`]). No
+//!   process-wide mutex is held across such a wait.
+//! - Nothing outlives the processes using a memory: no file, no socket name, no pages; a
+//!   child forked without `exec` does not keep its parent's state alive ([`fork`]).
+//!
 //! Crashes: an end is owned by one process at a time, through a lock the kernel drops when
 //! the process dies. A watcher thread (running while shared pipes are open) looks every
 //! [`WATCH_PERIOD`] for peers that were killed while bound, and wakes the survivor's waiters:
@@ -36,21 +54,28 @@
 //! an end to come and go).
 
 mod ctl;
+#[cfg(all(target_os = "linux", not(miri)))]
+mod fork;
 mod memory;
 pub(crate) mod notify;
 mod pipe;
+mod reaper;
+mod registry;
+#[cfg(all(target_os = "linux", not(miri)))]
+mod rendezvous;
 #[cfg(all(target_os = "linux", not(miri)))]
 mod shm;
 mod table;
+#[cfg(all(target_os = "linux", not(miri)))]
+mod unix;
 pub(crate) mod wake;
 mod watch;
 
-use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
 use crate::backend::wait::{wait_loop, WaitParts};
@@ -60,8 +85,10 @@ use crate::backend::{
 use crate::error::Error;
 use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::ring::{if_bytes, write_if, Dir};
-use memory::EmuMem;
 use pipe::Pipe;
+#[cfg(test)]
+use registry::set_next_mem_id;
+use registry::{find_mem, find_pipe, registry, release_pipe, PipeRef};
 use wake::{Cell, Note};
 
 /// Default slots per pipe ring (as netmap's default for pipes).
@@ -74,6 +101,11 @@ pub const MAX_SLOTS: u32 = 32768;
 pub const MAX_RINGS: u16 = 64;
 /// How often the watcher looks for peers killed while bound.
 pub const WATCH_PERIOD: Duration = Duration::from_millis(100);
+/// The longest the emulated backend waits for another process: to be handed a shared
+/// memory, and for the memory lock another process holds. A peer stopped (SIGSTOP, a
+/// debugger) or stuck for longer makes an open fail with [`Error::PortBusy`], and a close
+/// return anyway (finishing in the background); sends and receives never wait for a peer.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
 const TX: usize = 0;
 const RX: usize = 1;
@@ -81,50 +113,6 @@ const RX: usize = 1;
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain bookkeeping behind; continue.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-struct Registry {
-    mems: HashMap<String, Weak<EmuMem>>,
-    pipes: HashMap<String, Weak<Pipe>>,
-    next_mem_id: u16,
-}
-
-fn registry() -> &'static Mutex<Registry> {
-    static R: OnceLock<Mutex<Registry>> = OnceLock::new();
-    R.get_or_init(|| {
-        Mutex::new(Registry {
-            mems: HashMap::new(),
-            pipes: HashMap::new(),
-            next_mem_id: 1,
-        })
-    })
-}
-
-impl Registry {
-    /// A memory id that no live memory has (ids wrap at 65535; a live one is never reused).
-    fn free_mem_id(&mut self) -> Result<u16, Error> {
-        for _ in 0..u16::MAX {
-            let id = self.next_mem_id;
-            self.next_mem_id = self.next_mem_id.wrapping_add(1).max(1);
-            let taken = self
-                .mems
-                .values()
-                .filter_map(Weak::upgrade)
-                .any(|m| m.id == id);
-            if !taken {
-                return Ok(id);
-            }
-        }
-        Err(Error::BindFail(
-            "all 65535 emulated memory ids are in use: close pipes of other parent names".into(),
-        ))
-    }
-}
-
-/// Test hook: the id the next new memory will try first.
-#[cfg(test)]
-pub(crate) fn set_next_mem_id(id: u16) {
-    lock(registry()).next_mem_id = id;
 }
 
 fn end_index(role: PipeRole) -> usize {
@@ -159,35 +147,6 @@ impl std::fmt::Debug for Port {
             .field("rx", &self.rx)
             .finish()
     }
-}
-
-/// Finds or creates the pipe `parent{id` (and its parent's memory) in the registry.
-fn find_pipe(
-    parent: &str,
-    master_name: &str,
-    nrings: usize,
-    nslots: u32,
-) -> Result<Arc<Pipe>, Error> {
-    let mut reg = lock(registry());
-    // Forget pipes and memories whose last user is gone.
-    reg.pipes.retain(|_, w| w.strong_count() > 0);
-    reg.mems.retain(|_, w| w.strong_count() > 0);
-    let mem = match reg.mems.get(parent).and_then(Weak::upgrade) {
-        Some(m) => m,
-        None => {
-            let id = reg.free_mem_id()?;
-            let m = Arc::new(EmuMem::new(id, parent)?);
-            reg.mems.insert(parent.to_string(), Arc::downgrade(&m));
-            m
-        }
-    };
-    if let Some(p) = reg.pipes.get(master_name).and_then(Weak::upgrade) {
-        return Ok(p);
-    }
-    let p = Arc::new(Pipe::attach(mem, master_name.to_string(), nrings, nslots)?);
-    reg.pipes
-        .insert(master_name.to_string(), Arc::downgrade(&p));
-    Ok(p)
 }
 
 /// Checks the request against what the emulated backend builds; returns (rings, slots).
@@ -240,7 +199,10 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         unreachable!("geometry() accepts pipes only")
     };
     let master_name = format!("{parent}{{{id}");
-    let pipe = find_pipe(parent, &master_name, nrings, nslots)?;
+    let mem = find_mem(parent)?;
+    // The memory lock for the whole open, with a deadline (a peer process may hold it).
+    let hold = mem.hold(Instant::now() + PEER_TIMEOUT)?;
+    let pipe = PipeRef(Some(find_pipe(&mem, &master_name, nrings, nslots)?));
     let end = end_index(*role);
     let all: Vec<usize> = match spec.rings {
         RingSelect::AllNic => (0..pipe.nrings).collect(),
@@ -275,7 +237,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     }
     // Bound: from here on Port's Drop undoes the bindings; nothing below fails.
     let port = Port {
-        pipe: ManuallyDrop::new(pipe.clone()),
+        pipe: ManuallyDrop::new(Arc::clone(&pipe)),
         end,
         if_off,
         if_size,
@@ -312,16 +274,21 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         )
     };
     tracing::debug!(port = %name, rings = nr, slots = pipe.nslots, "emulated pipe end opened");
-    if pipe.mem.shm().is_some() {
+    drop(pipe);
+    drop(hold);
+    if mem.shm().is_some() {
         watch::ensure();
     }
-    let region = pipe.mem.region.clone();
+    let region = mem.region.clone();
+    let g = &mem.ctl.g;
+    let pool = g.ring_end..g.ring_end + g.nbufs as usize * BUF_SIZE as usize;
     let mem = MemIdentity::Emulated {
-        mem_id: pipe.mem.id,
+        mem_id: mem.id,
         base: region.base().as_ptr() as usize,
     };
     Ok(Opened {
         backend: Backend::Emulated(port),
+        pool,
         region,
         if_off,
         mem,
@@ -369,6 +336,9 @@ fn bind(
                 spec.ifname
             ))
         })?;
+        // The other end's peer is now this process, alive: a killed predecessor no longer
+        // counts (the watcher only looks at pipes with one end here).
+        pipe.peer_gone[1 - end].store(false, Ordering::Release);
     }
     for (dir, list) in [(TX, tx), (RX, rx)] {
         for &i in list {
@@ -386,7 +356,7 @@ fn note(pipe: &Pipe, end: usize, dir: usize, list: &[usize], kind: usize) -> Res
         .iter()
         .map(|&i| Cell::new(ctl, ctl.cell(pipe.slot, end, dir, i, kind)))
         .collect();
-    Ok(Note::new(pipe.mem.shm().is_some(), cells)?)
+    Ok(Note::new(pipe.mem.ringer(), cells)?)
 }
 
 impl Port {
@@ -487,6 +457,7 @@ impl Driver for Port {
             rx_fd: self.rx_note.as_fd(),
             tx_fd: self.tx_note.as_fd(),
             poll_error: &|e| Error::from(e),
+            retry: &|| None,
         };
         wait_loop(want, timeout, parts)
     }
@@ -512,16 +483,37 @@ impl Drop for Port {
                 pipe.peer_gone[self.end].store(false, Ordering::Release);
             }
         }
-        pipe.mem.free_if(self.if_off, self.if_size);
         if pipe.mem.shm().is_some() {
             // The other end may be another process's, now with nobody here to watch it.
             watch::ensure();
         }
-        // The last reference to the pipe (and so to its memory) goes here, never in the
-        // watcher thread: closing the last port removes the shared object before it returns.
+        // The rest needs the memory lock. The last reference to the pipe (and so to its
+        // memory) goes here, never in the watcher thread: closing the last port tears the
+        // pipe down before it returns, unless another process holds the memory lock past
+        // PEER_TIMEOUT; then the reaper finishes it when it can.
         let _w = watch::quiet();
         // SAFETY: `self.pipe` is not used after this: the value is being dropped.
-        unsafe { ManuallyDrop::drop(&mut self.pipe) };
+        let pipe = unsafe { ManuallyDrop::take(&mut self.pipe) };
+        let mem = pipe.mem.clone();
+        let (off, size) = (self.if_off, self.if_size);
+        let e = match mem.hold(Instant::now() + PEER_TIMEOUT) {
+            Ok(h) => {
+                mem.free_if(off, size);
+                release_pipe(pipe);
+                drop(h);
+                return;
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(error = %e, "closing an emulated port is deferred");
+        let m = mem.clone();
+        reaper::defer(
+            mem,
+            Box::new(move || {
+                m.free_if(off, size);
+                release_pipe(pipe);
+            }),
+        );
     }
 }
 

@@ -5,6 +5,9 @@ use crate::abi::{NetmapRing, NetmapSlot};
 use crate::backend::BackendChoice;
 use crate::{zero_copy_forward, Netmap, NetmapBuilder};
 
+#[cfg(all(target_os = "linux", not(miri)))]
+mod xproc;
+
 fn open(name: &str) -> Netmap {
     NetmapBuilder::new(name)
         .backend(BackendChoice::Emulated)

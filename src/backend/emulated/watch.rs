@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::pipe::Pipe;
-use super::{lock, registry, WATCH_PERIOD};
+use super::{lock, registry, release_pipe, WATCH_PERIOD};
 
 /// Held by the watcher while it holds references to pipes, and by a closing port while it
 /// drops its own: the port's reference is then never the second-to-last one, so the pipe
@@ -40,32 +40,43 @@ pub(super) fn ensure() {
         .spawn(|| loop {
             std::thread::sleep(WATCH_PERIOD);
             let _q = quiet();
-            let pipes: Vec<Arc<Pipe>> = {
+            // References are taken under the registry lock and dropped after it (through
+            // `release_pipe`, bounded): a last reference never waits for the memory lock
+            // while the registry is held.
+            let (pipes, others): (Vec<Arc<Pipe>>, Vec<Arc<Pipe>>) = {
                 let reg = lock(registry());
-                let live: Vec<_> = reg
+                let (live, others): (Vec<_>, Vec<_>) = reg
                     .pipes
                     .values()
                     .filter_map(Weak::upgrade)
-                    .filter(|p| p.mem.shm().is_some() && one_end_here(p))
-                    .collect();
+                    .partition(|p| p.mem.shm().is_some() && one_end_here(p));
                 if live.is_empty() {
                     // Decided under the registry lock, where `ensure` looks.
                     RUNNING.store(false, Ordering::Release);
+                    drop(reg);
+                    others.into_iter().for_each(release_pipe);
                     return;
                 }
-                live
+                (live, others)
             };
+            others.into_iter().for_each(release_pipe);
             for p in pipes {
                 for end in 0..2 {
-                    if !lock(&p.bound).any(end) {
+                    // Decided under the bindings lock, as `bind` claims an end under it: an
+                    // end this process just took is never marked gone with a stale look.
+                    let b = lock(&p.bound);
+                    if !b.any(end) {
                         continue;
                     }
-                    let gone = p.peer_crashed(end);
-                    if p.peer_gone[end].swap(gone, Ordering::AcqRel) != gone && gone {
+                    let gone = !b.any(1 - end) && p.peer_crashed(end);
+                    let changed = p.peer_gone[end].swap(gone, Ordering::AcqRel) != gone;
+                    drop(b);
+                    if changed && gone {
                         tracing::warn!(pipe = %p.name, end, "the peer process of a pipe end was killed");
                         p.wake_end(end);
                     }
                 }
+                release_pipe(p);
             }
         });
     if spawned.is_err() {

@@ -82,16 +82,39 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         rx_slots = reg.nr_rx_slots,
         "registered"
     );
+    let pool = buffer_pool(spec, reg.nr_mem_id, memsize);
     Ok(Opened {
         backend: Backend::Kernel(Port { fd }),
         region: Arc::new(region),
         if_off,
+        pool,
         mem: MemIdentity::Kernel {
             mem_id: reg.nr_mem_id,
             memsize,
         },
         extra_bufs: reg.nr_extra_bufs,
     })
+}
+
+/// The byte range of the allocator's buffer pool (`NETMAP_REQ_POOLS_INFO_GET`): ring headers
+/// are shared memory other registrations can write, so the buffers a ring may name are
+/// bounded by what the kernel says, not by the ring's `buf_ofs` alone. Where the query
+/// fails, the whole mapping (every buffer still has to lie inside it and above the rings).
+fn buffer_pool(spec: &PortSpec, mem_id: u16, memsize: usize) -> std::ops::Range<usize> {
+    let mut s = spec.clone();
+    s.mem_id = mem_id;
+    match pools_info(&s) {
+        Ok(p) => {
+            let (off, total, size) = p.buf_pool;
+            let start = usize::try_from(off).unwrap_or(usize::MAX).min(memsize);
+            let len = (total as usize).saturating_mul(size as usize);
+            start..start.saturating_add(len).min(memsize)
+        }
+        Err(e) => {
+            tracing::warn!(port = %spec, error = %e, "pool query failed; bounding buffers by the mapping");
+            0..memsize
+        }
+    }
 }
 
 impl Port {

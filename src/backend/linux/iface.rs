@@ -93,6 +93,19 @@ impl Interface {
     pub(crate) fn max_frame(&self) -> usize {
         self.mtu as usize + 14
     }
+
+    /// Refuses an interface whose MTU admits frames longer than `port_max` (the longest frame
+    /// a port receives whole): frames are never lost or cut without a word.
+    pub(crate) fn check_rx_limit(&self, port_max: usize) -> Result<(), Error> {
+        if self.max_frame() > port_max {
+            return Err(Error::MtuTooLarge {
+                interface: self.name.clone(),
+                mtu: self.mtu,
+                max_frame: port_max,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn ifreq(name: &str) -> libc::ifreq {

@@ -60,7 +60,16 @@ pub(crate) struct RingMem {
     pub pool_off: usize,
     /// Length of the pool (`nbufs * BUF_SIZE`).
     pub pool_len: usize,
+    /// Where buffer 0 starts in the pool.
+    pub buf_shift: usize,
     pub identity: MemIdentity,
+}
+
+impl RingMem {
+    /// Byte range of the buffers in the region (the pool, shifted by `buf_shift`).
+    pub(crate) fn buffers(&self) -> std::ops::Range<usize> {
+        self.pool_off..self.pool_off + self.pool_len + self.buf_shift
+    }
 }
 
 /// Checks the requested slot count (0: the default).
@@ -162,6 +171,7 @@ impl RingMem {
             rx,
             pool_off,
             pool_len,
+            buf_shift: plan.buf_shift,
             identity,
         })
     }
@@ -228,7 +238,7 @@ mod tests {
         };
         let m = RingMem::build(&plan).unwrap();
         assert_eq!(m.pool_off % super::super::os::page_size(), 0);
-        let b = bind_rings(&m.region, 0, &"t0").unwrap();
+        let b = bind_rings(&m.region, 0, m.buffers(), &"t0").unwrap();
         assert_eq!((b.tx.len(), b.rx.len()), (1, 1));
         assert_eq!((b.tx[0].ring_id, b.rx[0].ring_id), (2, 2));
         assert_eq!(b.tx[0].raw.num_slots(), 64);

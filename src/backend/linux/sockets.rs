@@ -77,6 +77,7 @@ impl SocketSet {
         rxsync: &dyn Fn() -> Result<(), Error>,
         txsync: &dyn Fn() -> Result<(), Error>,
         check: &dyn Fn() -> Readiness,
+        retry: &dyn Fn() -> Option<Duration>,
     ) -> Result<Readiness, Error> {
         let sync = || {
             if want.writable {
@@ -95,6 +96,7 @@ impl SocketSet {
             rx_fd: self.rx_ep.as_fd(),
             tx_fd: self.tx_ep.as_fd(),
             poll_error: &|e| ctx(e, "poll on the queue sockets"),
+            retry,
         };
         wait_loop(want, timeout, parts)
     }

@@ -343,6 +343,11 @@ pub(crate) const TPACKET_ALIGNMENT: usize = 16;
 /// `TPACKET2_HDRLEN`: the aligned header plus a `sockaddr_ll`.
 pub(crate) const TPACKET2_HDRLEN: usize =
     align_up(size_of::<libc::tpacket2_hdr>(), TPACKET_ALIGNMENT) + size_of::<libc::sockaddr_ll>();
+/// Where received data starts in a `SOCK_RAW` frame: the kernel puts the network header at
+/// `TPACKET_ALIGN(TPACKET2_HDRLEN + 16)` and the 14-byte Ethernet header before it
+/// (`tpacket_rcv`, no `PACKET_RESERVE`).
+pub(crate) const TPACKET2_RX_DATA_OFFSET: usize =
+    align_up(TPACKET2_HDRLEN + 16, TPACKET_ALIGNMENT) - 14;
 /// Where TX data starts in a frame (without `PACKET_TX_HAS_OFF`).
 pub(crate) const TPACKET2_TX_DATA_OFFSET: usize = TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>();
 /// `tp_status` values: RX.
@@ -379,4 +384,5 @@ const _: () = {
     assert!(size_of::<libc::tpacket_req>() == 16);
     assert!(TPACKET2_HDRLEN == 52);
     assert!(TPACKET2_TX_DATA_OFFSET == 32);
+    assert!(TPACKET2_RX_DATA_OFFSET == 66);
 };

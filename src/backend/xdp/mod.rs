@@ -150,9 +150,15 @@ pub(crate) struct Port {
     nbufs: u32,
     socks: SocketSet,
     queues: Vec<XdpQueue>,
+    /// Whether the last txsync left frames on an AF_XDP TX ring that the kernel did not take
+    /// (a busy device): nothing may complete then, so a waiter must sync again by itself.
+    tx_busy: std::sync::atomic::AtomicBool,
     // After the queues: their sockets leave the XSKMAP (in Drop) and close first.
     prog: ProgShare,
 }
+
+/// How soon a wait syncs again while the kernel leaves frames unsent (`Port::tx_busy`).
+const BUSY_RETRY: Duration = Duration::from_millis(1);
 
 /// Opens `spec` (an `xdp:` name, or a bare one routed here) on AF_XDP.
 pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
@@ -184,6 +190,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
     })?;
+    // A frame longer than a buffer (after the XDP headroom) would be dropped by the kernel.
+    iface.check_rx_limit((BUF_SIZE as u64 - HEADROOM) as usize)?;
     let umem = Umem::new(mem.region.clone(), mem.pool_off, mem.pool_len, BUF_SIZE)?;
     // A foreign program fails the open here, before any socket exists.
     let prog = ProgShare::get(&iface)?;
@@ -256,10 +264,12 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         nbufs,
         socks,
         queues,
+        tx_busy: Default::default(),
         prog,
     };
     Ok(Opened {
         backend: Backend::Xdp(port),
+        pool: mem.buffers(),
         region: mem.region,
         if_off: 0,
         mem: mem.identity,
@@ -341,13 +351,22 @@ fn open_queue(
 impl Driver for Port {
     fn txsync(&self) -> Result<(), Error> {
         let mut first = Ok(());
+        let mut busy = false;
         for (pos, q) in self.queues.iter().enumerate() {
-            let r = self.txsync_queue(pos, q);
+            let r = self.txsync_queue(pos, q, &mut busy);
             if first.is_ok() {
                 first = r;
             }
         }
+        self.tx_busy
+            .store(busy, std::sync::atomic::Ordering::Relaxed);
         first
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.tx_busy
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some(BUSY_RETRY)
     }
 
     fn rxsync(&self) -> Result<(), Error> {
@@ -371,8 +390,14 @@ impl Driver for Port {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        self.socks
-            .wait(want, timeout, &|| self.rxsync(), &|| self.txsync(), check)
+        self.socks.wait(
+            want,
+            timeout,
+            &|| self.rxsync(),
+            &|| self.txsync(),
+            check,
+            &|| self.retry_after(),
+        )
     }
 }
 

@@ -15,7 +15,12 @@ pub(super) fn frame_addr(idx: u32) -> u64 {
 }
 
 impl Port {
-    pub(super) fn txsync_queue(&self, pos: usize, q: &XdpQueue) -> Result<(), Error> {
+    pub(super) fn txsync_queue(
+        &self,
+        pos: usize,
+        q: &XdpQueue,
+        busy: &mut bool,
+    ) -> Result<(), Error> {
         let ring = &q.tx;
         let n = ring.num_slots();
         let mut guard = lock(&q.txs);
@@ -85,7 +90,7 @@ impl Port {
             }
         }
         if !side.st.inflight.is_empty() {
-            side.xsk.kick_tx()?;
+            *busy |= side.xsk.kick_tx()?;
             reap(side, ring, n)?;
         }
         ring.store_tail(tx_tail(&side.st, n));

@@ -100,10 +100,16 @@ impl Link {
     /// Asks the kernel to send what is on the TX ring, when it needs asking (always in copy
     /// mode). In copy mode the kernel sends a bounded batch per call and answers EAGAIN while
     /// more is queued, so this repeats until the TX ring is empty or the device is busy
-    /// (ENOBUFS/EBUSY: kick again after reaping completions). Busy is not an error.
-    fn kick_tx(&self, tx: &mut XskTxRing) -> Result<(), Error> {
+    /// (ENOBUFS/EBUSY: kick again after reaping completions). Busy is not an error; the
+    /// result says whether frames are left on the TX ring that the kernel did not take
+    /// (nothing may then complete, and nothing wake a waiter: kick again later).
+    fn kick_tx(&self, tx: &mut XskTxRing) -> Result<bool, Error> {
         if self.mode == XskBindMode::ZeroCopy && self.need_wakeup && !tx.needs_wakeup() {
-            return Ok(());
+            return Ok(false);
+        }
+        #[cfg(test)]
+        if busy_hook::take(&self.ifname) {
+            return Ok(tx.pending()? > 0);
         }
         // At least one call; at most enough 32-frame batches to drain a full ring, plus one.
         let rounds = tx.pending()? / 32 + 2;
@@ -112,7 +118,7 @@ impl Link {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOBUFS)) => {
-                    return Ok(())
+                    return Ok(tx.pending()? > 0)
                 }
                 Err(e) => {
                     return Err(os_error(
@@ -124,10 +130,10 @@ impl Link {
                 }
             }
             if tx.pending()? == 0 {
-                return Ok(());
+                return Ok(false);
             }
         }
-        Ok(())
+        Ok(tx.pending()? > 0)
     }
 
     /// Wakes the kernel's RX processing when the fill ring asks for it.
@@ -169,8 +175,8 @@ pub(crate) struct XskRx {
 }
 
 impl XskTx {
-    /// See [`XskSocket::kick_tx`].
-    pub(crate) fn kick_tx(&mut self) -> Result<(), Error> {
+    /// See [`XskSocket::kick_tx`]; `true`: frames are left that the kernel did not take.
+    pub(crate) fn kick_tx(&mut self) -> Result<bool, Error> {
         self.link.kick_tx(&mut self.tx)
     }
 
@@ -394,7 +400,7 @@ impl XskSocket {
     /// mode); repeats while the kernel answers EAGAIN, stops quietly when the device is busy.
     #[cfg(test)]
     pub(crate) fn kick_tx(&mut self) -> Result<(), Error> {
-        self.link.kick_tx(&mut self.tx)
+        self.link.kick_tx(&mut self.tx).map(drop)
     }
 
     /// Wakes the kernel's RX processing when the fill ring asks for it.
@@ -453,5 +459,33 @@ impl XskSocket {
     #[cfg(test)]
     pub(crate) fn umem(&self) -> &Umem {
         &self.link.umem
+    }
+}
+
+/// Test hook: kicks that the kernel would answer "busy" (EBUSY/ENOBUFS, as a full device
+/// queue does), by interface name.
+#[cfg(test)]
+pub(crate) mod busy_hook {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    static BUSY: Mutex<Option<HashMap<String, u32>>> = Mutex::new(None);
+
+    /// The next `n` TX kicks of sockets on `ifname` send nothing and report busy.
+    pub(crate) fn set(ifname: &str, n: u32) {
+        let mut b = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        b.get_or_insert_with(HashMap::new)
+            .insert(ifname.to_string(), n);
+    }
+
+    pub(super) fn take(ifname: &str) -> bool {
+        let mut b = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        match b.as_mut().and_then(|m| m.get_mut(ifname)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use crate::ring::{advance, distance, next, Dir, RawRing};
 use crate::sync::claim::Claim;
 use crate::sync::frame::{Frame, INLINE_CAPACITY};
+use crate::sync::held::{Held, Mirror, NO_BUF};
 use crate::sync::port_inner::PortInner;
 
 /// Distance from the last sync to a handle's [`mark`](Handle::mark).
@@ -50,6 +51,11 @@ pub(super) struct Handle {
     ring_id: u16,
     host: bool,
     pub(super) port: Arc<PortInner>,
+    /// The buffers this handle holds: each slot of `[published, tail)` with the index it had
+    /// when it entered the user's part of the ring. Views are made from it, never from the
+    /// index in shared memory (see `held.rs`).
+    pub(super) mirror: Arc<Mirror>,
+    pub(super) held: Arc<Held>,
     /// This process's only handle of the ring (released on drop).
     _claim: Claim,
 }
@@ -73,6 +79,11 @@ impl Handle {
         }
         let mark = advance(head, mark_gap(dir, raw.num_slots()), raw.num_slots());
         let (ring_id, host) = (b.ring_id, b.host);
+        let held = port.held.clone();
+        let mirror = held.mirror(raw.num_slots(), head);
+        // SAFETY: [head, tail) is the user's part of the ring (tail loaded with Acquire), and
+        // this handle is the process's only one of the ring (the claim above).
+        unsafe { held.claim(&mirror, &raw, head, tail, tail) };
         Ok(Handle {
             raw,
             head,
@@ -84,8 +95,32 @@ impl Handle {
             ring_id,
             host,
             port,
+            mirror,
+            held,
             _claim: claim,
         })
+    }
+
+    /// The buffer slot `k` holds for this handle (`NO_BUF`: none).
+    #[inline(always)]
+    pub(super) fn buf_of(&self, k: u32) -> u32 {
+        self.mirror.buf_of(k)
+    }
+
+    /// Claims slot `k`'s buffer again after it was refused (a TX slot cannot be skipped the
+    /// way a corrupt RX slot is): what the slot names now, if it is free. Returns whether
+    /// the slot holds a buffer now. Out of the hot path.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn reclaim(&mut self, k: u32) -> bool {
+        let n = self.raw.num_slots();
+        // SAFETY: the callers pass a slot of the user's part of the ring (a TX slot at or
+        // after the cursor, before the tail, which stays the end of the held slots).
+        unsafe {
+            self.held
+                .claim(&self.mirror, &self.raw, k, next(k, n), self.tail)
+        };
+        self.buf_of(k) != NO_BUF
     }
 
     /// Slots between the cursor and the kernel's tail, refreshing the cached tail.
@@ -98,14 +133,42 @@ impl Handle {
     /// Refreshes the cached tail from shared memory. A tail outside the ring (only a broken or
     /// hostile peer writes one) is ignored: the cache keeps the last good value, so the cursor
     /// never runs past the ring and no loop spins on a bogus range.
+    ///
+    /// Slots the tail moves over enter the user's part of the ring: their buffers are claimed
+    /// (see `held.rs`). A tail that moves backwards (only a peer that breaks the protocol
+    /// writes one) is ignored the same way.
     #[inline]
     pub(super) fn load_tail(&mut self) {
         let t = self.raw.load_tail();
-        if t < self.raw.num_slots() {
-            self.tail = t;
-        } else {
-            tracing::warn!(ring = self.index, tail = t, "ignoring out-of-range tail");
+        if t == self.tail {
+            return;
         }
+        let n = self.raw.num_slots();
+        if t < n && distance(self.published, t, n) > distance(self.published, self.tail, n) {
+            self.claim_to(t);
+        } else {
+            self.ignore_tail(t);
+        }
+    }
+
+    /// Claims the slots `[tail, t)` and moves the cached tail to `t`.
+    #[inline(never)]
+    fn claim_to(&mut self, t: u32) {
+        // SAFETY: [tail, t) just entered the user's part of the ring: `t` was loaded with
+        // Acquire and lies ahead of the cached tail, within the ring.
+        unsafe { self.held.claim(&self.mirror, &self.raw, self.tail, t, t) };
+        self.tail = t;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ignore_tail(&self, t: u32) {
+        tracing::warn!(
+            ring = self.index,
+            tail = t,
+            cached = self.tail,
+            "ignoring a tail outside the ring or behind the cached one"
+        );
     }
 
     #[inline]
@@ -119,6 +182,9 @@ impl Handle {
             batch
         )
         .entered();
+        // Every view of the slots handed back has ended (this needs `&mut self`): their
+        // buffers are no longer this handle's.
+        self.mirror.release_to(self.head);
         self.raw.publish_head(self.head);
         self.published = self.head;
         let n = self.raw.num_slots();
@@ -145,6 +211,13 @@ impl Handle {
     #[cold]
     #[inline(never)]
     pub(super) fn corrupt(&self, slot: u32, buf_idx: u32, len: u16) -> Error {
+        // A slot refused when it was claimed: report the index it names in shared memory.
+        let buf_idx = if buf_idx == NO_BUF {
+            // SAFETY: the slot is still the user's (reported before the next sync).
+            unsafe { self.raw.slot_buf_idx(slot) }
+        } else {
+            buf_idx
+        };
         tracing::warn!(
             ring = self.index,
             slot,
@@ -158,6 +231,13 @@ impl Handle {
             buf_idx,
             len,
         }
+    }
+}
+
+impl Drop for Handle {
+    /// The buffers of `[published, tail)` are no longer this process's to lend.
+    fn drop(&mut self) {
+        self.held.forget(&self.mirror);
     }
 }
 
@@ -263,8 +343,17 @@ impl TxRing {
         let k = h.head;
         // SAFETY: k = head is in the user's [head, tail) (tail just loaded with Acquire or
         // cached from an earlier Acquire load; the kernel only moves tail forward).
-        let p = unsafe { h.raw.fill_slot(k, buf.len() as u16, 0) }
-            .map_err(|idx| h.corrupt(k, idx, buf.len() as u16))?;
+        let p = match unsafe { h.raw.fill_slot_at(k, h.buf_of(k), buf.len() as u16, 0) } {
+            Ok(p) => p,
+            Err(idx) => {
+                if !h.reclaim(k) {
+                    return Err(h.corrupt(k, idx, buf.len() as u16));
+                }
+                // SAFETY: as above.
+                unsafe { h.raw.fill_slot_at(k, h.buf_of(k), buf.len() as u16, 0) }
+                    .map_err(|idx| h.corrupt(k, idx, buf.len() as u16))?
+            }
+        };
         // SAFETY: p points at buf_size >= buf.len() bytes inside the region (buf_ptr); the
         // slot and hence its buffer are the user's; `copy` tolerates overlap.
         unsafe { std::ptr::copy(buf.as_ptr(), p.as_ptr(), buf.len()) };
@@ -302,14 +391,15 @@ pub(super) struct Corrupt {
     pub(super) len: u16,
 }
 
-/// Reads slot `k` and checks its buffer index and length.
+/// Reads slot `k`'s length and flags and checks them with `buf_idx`, the buffer the slot
+/// holds for this handle (its shadow; see `held.rs`).
 ///
 /// # Safety
 /// The user owns slot `k` (it lies in `[head, tail)` after an Acquire load of `tail`).
 #[inline(always)]
-pub(super) unsafe fn read_slot(raw: &RawRing, k: u32) -> Result<RawFrame, Corrupt> {
+pub(super) unsafe fn read_slot(raw: &RawRing, k: u32, buf_idx: u32) -> Result<RawFrame, Corrupt> {
     // SAFETY: per the caller's contract.
-    let (buf_idx, len, flags) = unsafe { raw.slot_meta(k) };
+    let (len, flags) = unsafe { raw.slot_len_flags(k) };
     match raw.buf_ptr(buf_idx) {
         Some(ptr) if u32::from(len) <= raw.buf_size() => Ok(RawFrame {
             ptr,
@@ -365,7 +455,7 @@ impl RxRing {
         let k = h.head;
         // SAFETY: k is in the user's [head, tail): tail was loaded with Acquire, so the
         // kernel's writes to the slot are visible and it will not write it until released.
-        let r = unsafe { read_slot(&h.raw, k) };
+        let r = unsafe { read_slot(&h.raw, k, h.buf_of(k)) };
         if r.is_err() {
             h.head = next(k, h.raw.num_slots());
         }
@@ -406,7 +496,8 @@ impl RxRing {
         }
         let k = h.head;
         // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
-        let (buf_idx, len, flags) = unsafe { h.raw.slot_meta(k) };
+        let (len, flags) = unsafe { h.raw.slot_len_flags(k) };
+        let buf_idx = h.buf_of(k);
         if usize::from(len) > INLINE_CAPACITY {
             return None;
         }

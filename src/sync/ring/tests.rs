@@ -25,7 +25,9 @@ fn pipe_rings(name: &str) -> (crate::Netmap, crate::Netmap, TxRing, RxRing) {
 }
 
 /// A hostile peer writes an out-of-range buffer index and an oversize length into slots
-/// the receiver owns: the receiver gets errors, never an out-of-bounds slice.
+/// before they reach the receiver: the receiver gets errors, never an out-of-bounds slice.
+/// An index written after the slot reached the user changes nothing (the handle lends the
+/// buffer it claimed).
 #[test]
 fn hostile_slots_give_errors_not_out_of_bounds_slices() {
     let (a, b, mut tx, mut rx) = pipe_rings("hostile");
@@ -33,17 +35,17 @@ fn hostile_slots_give_errors_not_out_of_bounds_slices() {
         tx.send(p).unwrap();
     }
     tx.sync().unwrap();
-    rx.sync().unwrap();
     let raw = &b.inner.rx[0].raw;
     let h = rx.h.head;
     let n = raw.num_slots();
-    // SAFETY: (test acting as the kernel): these slots are in the receiver's range and this
-    // thread is the only one touching the ring.
+    // SAFETY: (test acting as a hostile peer): the slots were delivered but the receiver's
+    // tail has not moved over them yet; this thread is the only one touching the ring.
     unsafe {
         raw.set_buf_idx(h, u32::MAX);
         raw.set_len_flags(advance(h, 1, n), 60000, 0);
         raw.set_buf_idx(advance(h, 2, n), raw.buf_range().end);
     }
+    rx.sync().unwrap();
     match rx.try_recv() {
         Err(Error::CorruptSlot { buf_idx, .. }) => assert_eq!(buf_idx, u32::MAX),
         other => panic!("expected CorruptSlot, got {other:?}"),
@@ -56,16 +58,31 @@ fn hostile_slots_give_errors_not_out_of_bounds_slices() {
     // good packet after it.
     assert_eq!(rx.recv().unwrap().payload(), b"d");
     assert!(rx.recv().is_none());
-    // A corrupt TX slot: send fails, nothing advances.
+    // Rewritten after the receiver claimed it, a slot's index is not what it lends.
+    tx.send(b"e").unwrap();
+    tx.sync().unwrap();
+    rx.sync().unwrap();
+    let k = rx.h.head;
+    // SAFETY: (test acting as a hostile peer) this thread is alone on the ring.
+    let good = unsafe { raw.slot(k) }.buf_idx;
+    // SAFETY: as above.
+    unsafe { raw.set_buf_idx(k, u32::MAX) };
+    assert_eq!(rx.recv().unwrap().payload(), b"e");
+    // SAFETY: as above (the pipe's teardown finds the buffer in its slot again).
+    unsafe { raw.set_buf_idx(k, good) };
+    // A corrupt TX slot: send fails, nothing advances; once the slot names a free buffer
+    // again, it is claimed and used.
     let traw = &a.inner.tx[0].raw;
-    let th = tx.h.head;
-    // SAFETY: as above, the slot is in the sender's range and this thread is alone.
+    drop(tx);
+    let th = traw.load_head();
+    // SAFETY: (test acting as a hostile peer) no handle of the ring exists.
     let good = unsafe { traw.slot(th) }.buf_idx;
     // SAFETY: as above.
     unsafe { traw.set_buf_idx(th, 1 << 30) };
+    let mut tx = a.tx_ring(0).unwrap();
     assert!(matches!(tx.send(b"x"), Err(Error::CorruptSlot { .. })));
     assert_eq!(tx.pending(), 0);
-    // SAFETY: as above.
+    // SAFETY: as above; this thread is alone on the ring.
     unsafe { traw.set_buf_idx(th, good) };
     tx.send(b"x").unwrap();
 }
@@ -157,13 +174,16 @@ fn fill_writes_in_order_and_stops_at_bad_slots() {
         r.fill(|_, buf| buf.len() + 1),
         Err(Error::PacketTooLarge(_))
     ));
-    // A corrupt buffer index in the second slot: the first packet is kept.
+    // A corrupt buffer index in the second slot (written before the handle claimed it):
+    // the first packet is kept.
     let traw = &a.inner.tx[0].raw;
-    let k = advance(tx.h.head, 1, traw.num_slots());
-    // SAFETY: (test acting as the kernel): the slot is reserved by this thread, alone on the ring.
+    drop(tx); // sends what was committed
+    let k = advance(traw.load_head(), 1, traw.num_slots());
+    // SAFETY: (test acting as a hostile peer): no handle of the ring exists; alone on it.
     let good = unsafe { traw.slot(k) }.buf_idx;
     // SAFETY: as above.
     unsafe { traw.set_buf_idx(k, u32::MAX) };
+    let mut tx = a.tx_ring(0).unwrap();
     let mut r = tx.reserve_batch(2).unwrap();
     let err = r.fill(|_, buf| {
         buf[0] = b'z';
@@ -258,15 +278,15 @@ fn owned_takes_inline_spill_and_corrupt_slots() {
     tx.send(b"bad").unwrap();
     tx.send(b"good").unwrap();
     tx.sync().unwrap();
-    rx.sync().unwrap();
     let raw = &b.inner.rx[0].raw;
-    // SAFETY: (test acting as the kernel): the slot is in the receiver's range and this
-    // thread is alone on the ring.
+    // SAFETY: (test acting as a hostile peer): the slot was delivered, the receiver's tail
+    // has not moved over it yet, and this thread is alone on the ring.
     let bad = rx.h.head;
     // SAFETY: as said above.
     let good = unsafe { raw.slot(bad) }.buf_idx;
     // SAFETY: as said above.
     unsafe { raw.set_buf_idx(bad, u32::MAX) };
+    rx.sync().unwrap();
     assert!(rx.take_inline().is_none());
     assert!(matches!(
         rx.take_owned(0, Bytes::copy_from_slice),
@@ -386,4 +406,42 @@ fn forwarding_thread_between_two_pipes() {
     stop.store(true, Ordering::Release);
     sender.join().unwrap();
     fwd.join().unwrap();
+}
+
+/// Issue 18.1 under Miri: a peer points a TX slot of another pipe of the same memory at the
+/// buffer of a frame this process is reading; taking that slot must not make a `&mut [u8]`
+/// over the frame's bytes (Miri reports the aliasing if it does).
+#[test]
+fn a_slot_naming_a_lent_buffer_is_refused() {
+    let (_a, b, mut tx, mut rx) = pipe_rings("alias");
+    let c = emu("alias{1");
+    let _d = emu("alias}1");
+    tx.send(b"hello").unwrap();
+    tx.sync().unwrap();
+    rx.sync().unwrap();
+    let x = rx.h.buf_of(rx.h.head);
+    let frame = rx.recv().unwrap();
+    let traw = &c.inner.tx[0].raw;
+    let k = traw.load_head();
+    // SAFETY: (test acting as a hostile peer) no handle of that ring exists yet.
+    let own = unsafe { traw.slot(k) }.buf_idx;
+    // SAFETY: as above.
+    unsafe { traw.set_buf_idx(k, x) };
+    let mut tx2 = c.tx_ring(0).unwrap();
+    let mut r = tx2.reserve_batch(1).unwrap();
+    match r.packet(0, 16) {
+        Err(Error::CorruptSlot { buf_idx, .. }) => assert_eq!(buf_idx, x),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(buf) => {
+            buf[0] = b'H';
+            panic!("two views of buffer {x}");
+        }
+    }
+    drop(r);
+    assert!(matches!(tx2.send(b"zz"), Err(Error::CorruptSlot { .. })));
+    assert_eq!(frame.payload(), b"hello");
+    drop(frame);
+    // SAFETY: as above; the slot gets its own buffer back for the teardown.
+    unsafe { traw.set_buf_idx(k, own) };
+    let _ = b;
 }

@@ -188,6 +188,19 @@ impl VethPair {
     pub(crate) fn set_a_down(&self) {
         run(&["ip", "link", "set", &self.a, "down"]).expect("ip link set down");
     }
+
+    /// Sets the MTU of both ends (`b` first, so `a` never sends what `b` refuses). The kernel
+    /// may refuse (an XDP program in native mode limits a veth's MTU): the error says why.
+    pub(crate) fn set_mtu(&self, mtu: u32) -> Result<(), String> {
+        let m = mtu.to_string();
+        run(&["ip", "-n", &self.ns, "link", "set", &self.b, "mtu", &m])?;
+        run(&["ip", "link", "set", &self.a, "mtu", &m]).map(drop)
+    }
+
+    /// Deletes the pair while the test still holds it (Drop then finds nothing to delete).
+    pub(crate) fn delete(&self) {
+        run(&["ip", "link", "del", &self.a]).expect("ip link del");
+    }
 }
 
 impl Drop for VethPair {

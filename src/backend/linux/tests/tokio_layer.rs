@@ -254,3 +254,89 @@ fn a_full_sink_sleeps_until_completions_free_room() {
         });
     }
 }
+
+/// Issue 18, suspected and settled: a kick the kernel answers "busy" (EBUSY/ENOBUFS, a full
+/// device queue) leaves frames on the AF_XDP TX ring, and with nothing in flight no
+/// completion might wake a waiter. A full ring's `writable()` (and a blocking
+/// `wait_writable`) must still get room. Five kicks are made to report busy (the hook stands
+/// in for the device). In copy mode the kernel's poll handler transmits by itself
+/// (`xsk_poll` calls the generic xmit), so the waiter is not stranded even without the
+/// driver's retry (`Driver::retry_after`), which is there for drivers whose poll does not.
+#[test]
+fn a_busy_kick_does_not_leave_a_tx_waiter_asleep() {
+    use crate::backend::xdp::xsk::busy_hook;
+    require_net!();
+    let pair = VethPair::new();
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&pair.mac_b);
+    f[6..12].copy_from_slice(&pair.mac_a);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    // The blocking wait, then the Tokio one, on one port (reopening a queue right after a
+    // close can find it still bound for a moment).
+    let nm = NetmapBuilder::new(&format!("xdp:{}", pair.a))
+        .build()
+        .unwrap();
+    let mut tx = nm.tx_ring(0).unwrap();
+    busy_hook::set(&pair.a, 5);
+    while tx.send(&f).is_ok() {}
+    tx.sync().unwrap();
+    assert!(
+        nm.wait_writable(Some(PATIENCE)).unwrap(),
+        "the blocking wait slept with frames unsent"
+    );
+    drop(tx);
+    runtime().block_on(async {
+        let nm = TokioNetmap::new(nm).unwrap();
+        let mut tx = nm.tx_ring(0).unwrap();
+        // Wait for the frames of the blocking part to leave, then fill the ring again.
+        tx.writable().await.unwrap();
+        busy_hook::set(&pair.a, 5);
+        while tx.get_mut().send(&f).is_ok() {}
+        tx.flush_ring().await.unwrap();
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(PATIENCE) => panic!("the TX waiter slept with frames unsent"),
+            r = tx.writable() => r.unwrap(),
+        }
+    });
+}
+
+/// Issue 18, faults on live interfaces through the Tokio layer: the interface set down, then
+/// deleted, while a port is open and traffic flows. Every wait returns (an error, a frame,
+/// or the guard's timeout) and the port closes: no hang, no panic.
+#[test]
+fn an_interface_set_down_or_deleted_under_async_rings_ends_in_errors_not_hangs() {
+    require_net!();
+    for (prefix, _) in PREFIXES {
+        let pair = VethPair::new();
+        let sock = ns_udp(&pair, 0);
+        let to = SocketAddrV4::new(pair.ip_a, 7000);
+        runtime().block_on(async {
+            let nm = port(prefix, &pair.a);
+            let mut rx = nm.rx_ring(0).unwrap();
+            let mut tx = nm.tx_ring(0).unwrap();
+            let frame = Bytes::from(vec![0u8; 60]);
+            for step in ["down", "deleted"] {
+                if step == "down" {
+                    pair.set_a_down();
+                } else {
+                    pair.delete();
+                }
+                let start = Instant::now();
+                for _ in 0..20 {
+                    let _ = sock.send_to(b"flow", to);
+                    let _ = tokio::time::timeout(Duration::from_millis(20), rx.next()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(20), tx.send(frame.clone()))
+                            .await;
+                    let _ = tokio::time::timeout(Duration::from_millis(20), tx.flush_ring()).await;
+                }
+                assert!(
+                    start.elapsed() < PATIENCE,
+                    "{prefix}: interface {step}: waits took {:?}",
+                    start.elapsed()
+                );
+            }
+        });
+    }
+}
