@@ -2,8 +2,8 @@
 //! their shared memory: allocator cursors and free lists, the buffer bitmap, and the pipe
 //! table (slot state, geometry, name, end words, ring offsets, link words, wake-up cells).
 //!
-//! The peer is played by this target: it maps the same `/dev/shm` object, as another
-//! process would, and stores words there (atomically, as the crate reads them). Every safe
+//! The peer is played by this target: it maps the same shared object (the memfd, reopened
+//! through `/proc/self/fd`), as another process would, and stores words there (atomically, as the crate reads them). Every safe
 //! call must return (values or errors), never crash or touch memory outside the region, and
 //! what the crate places in the region must stay out of the control area: the header's magic
 //! and length survive every operation unless the peer wrote them itself.
@@ -64,20 +64,20 @@ struct Peer {
 }
 
 impl Peer {
-    fn map(parent: &str) -> Option<Peer> {
-        // SAFETY: getuid has no preconditions.
-        let uid = unsafe { libc::getuid() };
-        let ns = std::env::var("NETMAP_RS_EMU_NS")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(|v| format!(".{v}"))
-            .unwrap_or_default();
-        let path = CString::new(format!("/dev/shm/netmap-rs.{uid}{ns}.{parent}")).ok()?;
-        // SAFETY: a valid C string; the result is checked.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
+    /// Maps the memory this process shares (an unnamed memfd, reopened through
+    /// `/proc/self/fd`: a mapping of its own, as a peer process has).
+    fn map() -> Option<Peer> {
+        let fd = std::fs::read_dir("/proc/self/fd").ok()?.find_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            if !target.to_string_lossy().starts_with("/memfd:netmap-rs-emu") {
+                return None;
+            }
+            let path = CString::new(e.path().to_str()?).ok()?;
+            // SAFETY: a valid C string; the result is checked.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+            (fd >= 0).then_some(fd)
+        })?;
         // SAFETY: an all-zero stat is a valid value; fd is ours.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: fd is open and st a live stat struct.
@@ -228,9 +228,8 @@ fuzz_target!(|data: &[u8]| {
     let Some(keep) = open(&format!("{p}{{0"), 8, 1) else {
         return;
     };
-    let Some(peer) = Peer::map(&p) else {
-        return;
-    };
+    // Fuzzing nothing silently would be worse than stopping.
+    let peer = Peer::map().expect("no shared emulated memory to write into (sharing off?)");
     let mut header = peer.header();
     // Ports of pipes 1..=3, both ends: [pipe][end].
     let mut ports: [[Option<Netmap>; 2]; 3] = Default::default();

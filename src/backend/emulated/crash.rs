@@ -60,13 +60,14 @@ pub(super) const POINTS: &[&str] = &[
 ];
 
 /// Names kept for steps in files other people own, to be placed there with
-/// `super::crash_point(..)` and given a case in `crash_tests`: the shared object's creation,
-/// naming, stale-object replacement and removal by its last user (shm.rs).
+/// `super::ctl::crash_point(..)` and given a case in `crash_tests`: the shared memory made
+/// and sealed (shm.rs), its rendezvous name bound, a joiner given the memory, a joiner
+/// serving the name (rendezvous.rs).
 pub(super) const RESERVED: &[&str] = &[
     "shm.created",
-    "shm.published",
-    "shm.stale_unlinked",
-    "shm.last_unlinked",
+    "rendezvous.bound",
+    "rendezvous.handed_over",
+    "rendezvous.joined",
 ];
 
 fn armed() -> Option<&'static (String, u64)> {

@@ -356,20 +356,23 @@ impl Drop for Kid {
     }
 }
 
-/// Removes the shared object if a failed case left it.
-struct Object(String);
-
-impl Drop for Object {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+/// Whether an abstract socket name of the memory of `parent` is still bound (a process of
+/// the case still serves it).
+fn served(parent: &str) -> bool {
+    let names: Vec<String> = super::super::super::rendezvous::candidates(parent)
+        .into_iter()
+        .map(|n| format!("@{}", String::from_utf8_lossy(&n)))
+        .collect();
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .any(|n| names.iter().any(|m| m == n))
 }
 
 fn run_case(k: usize, (at, nth, scenario): (&str, u64, Scenario)) {
     let what = format!("case {k}: killed at {at}:{nth} ({scenario:?})");
     let parent = format!("crash{}x{k}", std::process::id());
-    let path = super::super::super::shm::path_for(&parent);
-    let _object = Object(path.clone());
     let peer = matches!(scenario, Peer);
     let mut survivor = Kid::spawn(
         if peer { "survivor-peer" } else { "survivor" },
@@ -408,10 +411,7 @@ fn run_case(k: usize, (at, nth, scenario): (&str, u64, Scenario)) {
     );
     survivor.tell("QUIT");
     assert!(!survivor.killed(), "{what}: the survivor died");
-    assert!(
-        !std::path::Path::new(&path).exists(),
-        "{what}: the shared object was left behind"
-    );
+    assert!(!served(&parent), "{what}: the memory is still served");
 }
 
 /// Every crash point, each in the scenarios listed in [`CASES`].
