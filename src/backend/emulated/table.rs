@@ -74,7 +74,8 @@ fn ring_at(
         return Ok(None);
     }
     let size = ring_bytes(ns);
-    if off < ctl.g.if_end || off % 128 != 0 || off + size > ctl.g.ring_end {
+    let end = off.saturating_add(size);
+    if off < ctl.g.if_end || off % 128 != 0 || end > ctl.g.ring_end {
         return Err(Error::BadLayout(format!(
             "pipe slot {s}: ring offset {off} outside the ring area"
         )));
@@ -213,8 +214,10 @@ fn build(g: &MemGuard<'_>, s: usize, nrings: usize, nslots: u32) -> Result<(), E
     let ctl = g.ctl();
     let buf_base = ctl.g.ring_end;
     let size = ring_bytes(nslots);
-    for e in 0..2 {
-        for dir in [TX, RX] {
+    // The offsets taken, kept here: the slot's words may be rewritten meanwhile.
+    let mut offs: [[Vec<usize>; 2]; 2] = Default::default();
+    for (e, dirs) in offs.iter_mut().enumerate() {
+        for (dir, taken_here) in dirs.iter_mut().enumerate() {
             for i in 0..nrings {
                 let off = ctl
                     .pick_area(Area::Ring, size, 128)
@@ -247,15 +250,16 @@ fn build(g: &MemGuard<'_>, s: usize, nrings: usize, nslots: u32) -> Result<(), E
                     }
                     return Err(taken.err().unwrap_or_else(moved));
                 }
+                taken_here.push(off);
                 crash_point("build.ring_taken");
             }
         }
     }
     for e in 0..2 {
-        for i in 0..nrings {
-            let at = |e, dir| ctl.ring_off(s, e, dir, i).load(Ordering::Relaxed) as usize;
-            let txr = RawRing::new(&ctl.region, at(e, TX), buf_base)?;
-            let rxr = RawRing::new(&ctl.region, at(1 - e, RX), buf_base)?;
+        let pairs = offs[e][TX].iter().zip(&offs[1 - e][RX]);
+        for (i, (&tx_off, &rx_off)) in pairs.enumerate() {
+            let txr = RawRing::new(&ctl.region, tx_off, buf_base)?;
+            let rxr = RawRing::new(&ctl.region, rx_off, buf_base)?;
             // Before any buffer: a teardown then reads the link as holding nothing.
             for (w, v) in [
                 (W::TxHwcur, 0),
