@@ -55,10 +55,14 @@ const S_CELLS: usize = S_LINKS + 2 * MAX_RINGS as usize * LINK_SIZE;
 const CELL_SIZE: usize = 16;
 const _: () = assert!(S_CELLS + 8 * MAX_RINGS as usize * CELL_SIZE <= SLOT_SIZE);
 
-/// A pipe slot is free.
+/// A pipe slot is free: nothing reads its other words.
 pub(super) const SLOT_FREE: u32 = 0;
 /// A pipe slot describes a live pipe.
 pub(super) const SLOT_LIVE: u32 = 1;
+/// A pipe is being built in the slot: its ring offset words name what it holds so far.
+pub(super) const SLOT_BUILDING: u32 = 2;
+/// A pipe is being torn down in the slot: what its words still name is being freed.
+pub(super) const SLOT_DYING: u32 = 3;
 /// A pipe end was never bound.
 #[allow(dead_code)]
 pub(super) const END_NEVER: u32 = 0;
@@ -126,11 +130,23 @@ pub(super) struct Ctl {
     pub(super) g: Geometry,
 }
 
-/// Which area allocator.
-#[derive(Clone, Copy)]
-pub(super) enum Area {
-    If,
-    Ring,
+/// The allocator of the interface and ring areas and of the buffer pool (`impl Ctl`).
+#[path = "alloc.rs"]
+mod alloc;
+pub(super) use alloc::Area;
+
+/// Test-only crash points (`crash`): kill the process at a named step of the shared
+/// protocol. Compiled to nothing outside the crate's own tests.
+#[cfg(test)]
+#[path = "crash.rs"]
+pub(super) mod crash;
+
+/// Crash point `at` (see [`crash`]): nothing outside tests.
+#[inline(always)]
+pub(super) fn crash_point(at: &'static str) {
+    #[cfg(test)]
+    crash::point(at);
+    let _ = at;
 }
 
 impl Ctl {
@@ -189,123 +205,6 @@ impl Ctl {
     pub(super) fn valid(&self) -> bool {
         self.a64(H_MAGIC).load(Ordering::Acquire) == MAGIC
             && self.a64(H_LEN).load(Ordering::Relaxed) == self.g.len as u64
-    }
-
-    fn area(&self, a: Area) -> (usize, usize, usize, usize, usize) {
-        // (cursor word, free list, entries, start, end)
-        match a {
-            Area::If => (
-                H_IF_NEXT,
-                H_IF_FREE,
-                IF_FREE,
-                self.g.if_start,
-                self.g.if_end,
-            ),
-            Area::Ring => (
-                H_RING_NEXT,
-                H_RING_FREE,
-                RING_FREE,
-                self.g.if_end,
-                self.g.ring_end,
-            ),
-        }
-    }
-
-    /// Allocates `size` bytes (rounded up to `align`) in an area. Call under the memory lock.
-    pub(super) fn alloc_area(&self, a: Area, size: usize, align: usize) -> Option<usize> {
-        let (next_w, list, n, start, end) = self.area(a);
-        let size = size.next_multiple_of(align);
-        for k in 0..n {
-            let e = list + k * 16;
-            let (off, sz) = (self.a64(e).load(Ordering::Relaxed), self.a64(e + 8));
-            if sz.load(Ordering::Relaxed) == size as u64 {
-                sz.store(0, Ordering::Relaxed);
-                let off = off as usize;
-                // A free entry is only trusted when it lies inside the area.
-                if off >= start && off % align == 0 && off.checked_add(size)? <= end {
-                    return Some(off);
-                }
-            }
-        }
-        let next = (self.a64(next_w).load(Ordering::Relaxed) as usize).max(start);
-        let off = next.next_multiple_of(align);
-        if off.checked_add(size)? > end {
-            return None;
-        }
-        self.a64(next_w)
-            .store((off + size) as u64, Ordering::Relaxed);
-        Some(off)
-    }
-
-    /// Returns an area to its free list (leaked when the list is full). Under the lock.
-    pub(super) fn free_area(&self, a: Area, off: usize, size: usize, align: usize) {
-        let (_, list, n, _, _) = self.area(a);
-        for k in 0..n {
-            let e = list + k * 16;
-            if self.a64(e + 8).load(Ordering::Relaxed) == 0 {
-                self.a64(e).store(off as u64, Ordering::Relaxed);
-                self.a64(e + 8)
-                    .store(size.next_multiple_of(align) as u64, Ordering::Relaxed);
-                return;
-            }
-        }
-    }
-
-    fn bit(&self, b: u32) -> (&AtomicU64, u64) {
-        let w = self.a64(self.g.bitmap_off + (b / 64) as usize * 8);
-        (w, 1u64 << (b % 64))
-    }
-
-    /// `n` free buffer indices, marked in use; `None` when fewer are free. Under the lock.
-    pub(super) fn alloc_bufs(&self, n: usize) -> Option<Vec<u32>> {
-        let words = self.g.bitmap_words;
-        let hint = (self.a64(H_BUF_HINT).load(Ordering::Relaxed) as usize).min(words);
-        let mut out = Vec::with_capacity(n);
-        for k in 0..words {
-            if out.len() == n {
-                break;
-            }
-            let wi = (hint + k) % words;
-            let w = self.a64(self.g.bitmap_off + wi * 8);
-            let mut v = w.load(Ordering::Relaxed);
-            while v != u64::MAX && out.len() < n {
-                let bit = (!v).trailing_zeros();
-                let b = (wi * 64) as u32 + bit;
-                v |= 1 << bit;
-                if b >= self.g.nbufs {
-                    // Bits past the last buffer stay clear and are never handed out.
-                    break;
-                }
-                out.push(b);
-            }
-        }
-        if out.len() < n {
-            return None;
-        }
-        for &b in &out {
-            let (w, m) = self.bit(b);
-            w.fetch_or(m, Ordering::Relaxed);
-        }
-        let last = out.last().map_or(0, |b| *b as usize / 64);
-        self.a64(H_BUF_HINT).store(last as u64, Ordering::Relaxed);
-        Some(out)
-    }
-
-    /// Gives buffers back: only indices currently in use, each once (see `EmuMem::free_bufs`).
-    /// Returns how many were refused. Under the lock.
-    pub(super) fn free_bufs(&self, bufs: impl IntoIterator<Item = u32>) -> usize {
-        let mut refused = 0;
-        for b in bufs {
-            if !(2..self.g.nbufs).contains(&b) {
-                refused += 1;
-                continue;
-            }
-            let (w, m) = self.bit(b);
-            if w.fetch_and(!m, Ordering::Relaxed) & m == 0 {
-                refused += 1;
-            }
-        }
-        refused
     }
 
     /// Offset of pipe slot `s`.
@@ -400,30 +299,6 @@ impl Ctl {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn allocator_in_the_control_area_hands_out_each_buffer_once() {
-        let ctl = Ctl::new(Arc::new(Region::anonymous(1 << 20).unwrap()));
-        ctl.init();
-        assert!(ctl.valid());
-        let a = ctl.alloc_bufs(100).unwrap();
-        assert!(a.iter().all(|b| *b >= 2 && *b < ctl.g.nbufs));
-        let b = ctl.alloc_bufs(10).unwrap();
-        assert!(b.iter().all(|x| !a.contains(x)));
-        // Freed once; a second free, a reserved and a foreign index are refused.
-        assert_eq!(ctl.free_bufs(a.iter().copied()), 0);
-        assert_eq!(ctl.free_bufs([a[0], 0, 1, u32::MAX]), 4);
-        assert!(ctl.alloc_bufs(ctl.g.nbufs as usize).is_none());
-        let r1 = ctl.alloc_area(Area::Ring, 1000, 128).unwrap();
-        let r2 = ctl.alloc_area(Area::Ring, 1000, 128).unwrap();
-        assert!(r2 >= r1 + 1024 && r1 >= ctl.g.if_end);
-        ctl.free_area(Area::Ring, r1, 1000, 128);
-        assert_eq!(ctl.alloc_area(Area::Ring, 1000, 128), Some(r1));
-        // A free entry pointing outside the area (a hostile write) is not used.
-        ctl.free_area(Area::Ring, 8, 1000, 128);
-        let r3 = ctl.alloc_area(Area::Ring, 1000, 128).unwrap();
-        assert!(r3 >= ctl.g.if_end);
-    }
 
     #[test]
     fn slot_names_compare_exactly() {

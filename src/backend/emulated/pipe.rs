@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::ctl::{END_BOUND, END_CLOSED, W};
+use super::ctl::{crash_point, END_BOUND, END_CLOSED, W};
 use super::memory::EmuMem;
 use super::wake::signal;
 use super::{lock, RX, TX};
@@ -146,12 +146,15 @@ impl Pipe {
                 k = p;
             }
         }
+        crash_point("pipe.tx.copied");
         self.w(end, i, W::TxHwcur).store(head, Ordering::Relaxed);
+        crash_point("pipe.tx.hwcur");
         let delivered = complete.is_some_and(|nk| nk != rx_hwtail);
         if let Some(nk) = complete.filter(|_| delivered) {
             // Release: the slots copied above are visible to whoever sees the new tail.
             self.w(end, i, W::RxHwtail).store(nk, Ordering::Release);
         }
+        crash_point("pipe.tx.delivered");
         let tail = self.w(end, i, W::PipeTail).load(Ordering::Acquire);
         if tail >= n {
             return Err(corrupt(&self.name, "the pipe tail"));
@@ -209,11 +212,14 @@ impl Pipe {
             k = next(k, n);
         }
         let released = head != hwcur;
+        crash_point("pipe.rx.swapped");
         if released {
             self.w(s, i, W::RxHwcur).store(head, Ordering::Relaxed);
+            crash_point("pipe.rx.hwcur");
             // Release: the buffer swaps above are visible to the sender with the room.
             self.w(s, i, W::PipeTail)
                 .store(prev(head, n), Ordering::Release);
+            crash_point("pipe.rx.released");
         }
         // Read before the tail: once the sender is known dead, its last tail is final.
         let gone = self.peer_gone[end].load(Ordering::Acquire);
@@ -246,6 +252,7 @@ impl Pipe {
                 return Err(ctl.end_pid(self.slot, end).load(Ordering::Relaxed));
             }
         }
+        crash_point("pipe.end.claimed");
         ctl.end_pid(self.slot, end)
             .store(std::process::id(), Ordering::Relaxed);
         ctl.end_state(self.slot, end)
@@ -258,6 +265,7 @@ impl Pipe {
         let ctl = &self.mem.ctl;
         ctl.end_state(self.slot, end)
             .store(END_CLOSED, Ordering::Release);
+        crash_point("pipe.end.closed");
         #[cfg(all(target_os = "linux", not(miri)))]
         if let Some(shm) = self.mem.shm() {
             shm.unlock(super::shm::end_owner(self.slot, end));
