@@ -304,7 +304,14 @@ impl Foreign {
         // A `setpriv` that can change the uid (busybox's, in the netmap guest, cannot).
         let ok = uid() == 0
             && Command::new("setpriv")
-                .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "true"])
+                .args([
+                    "--reuid",
+                    "65534",
+                    "--regid",
+                    "65534",
+                    "--clear-groups",
+                    "true",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

@@ -198,5 +198,4 @@ pub(in super::super) fn audit(mem: &EmuMem) -> Result<Audit, String> {
 }
 
 #[cfg(all(target_os = "linux", not(miri)))]
-#[path = "crash_tests.rs"]
 mod tests;

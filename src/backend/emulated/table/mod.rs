@@ -565,5 +565,4 @@ impl Drop for Pipe {
 }
 
 #[cfg(test)]
-#[path = "table_tests.rs"]
 mod tests;

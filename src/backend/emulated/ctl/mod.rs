@@ -131,14 +131,12 @@ pub(super) struct Ctl {
 }
 
 /// The allocator of the interface and ring areas and of the buffer pool (`impl Ctl`).
-#[path = "alloc.rs"]
 mod alloc;
 pub(super) use alloc::Area;
 
 /// Test-only crash points (`crash`): kill the process at a named step of the shared
 /// protocol. Compiled to nothing outside the crate's own tests.
 #[cfg(test)]
-#[path = "crash.rs"]
 pub(super) mod crash;
 
 /// Crash point `at` (see [`crash`]): nothing outside tests.
