@@ -38,6 +38,9 @@ async fn a_wait_sees_deliveries_made_before_it_armed() {
 /// `rx_port` over a 3-ring pipe: a ring with one packet is not starved by a ring with many
 /// (`recv_batch` moves to the next ready ring each call; the `Stream` after 64 frames), a
 /// packet sent later to an idle ring wakes the one waiting task, and every packet arrives.
+/// (Not under Miri: its emulated memory, 1 MiB, holds far fewer than the 3,072 buffers of
+/// the rings this needs to put more than 64 frames ahead of the late one.)
+#[cfg(not(miri))]
 #[tokio::test]
 async fn the_port_receiver_serves_every_ring_in_turn() {
     use futures::StreamExt;
