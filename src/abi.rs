@@ -5,7 +5,7 @@
 //! the opt-in `bindgen` feature additionally checks them against the installed header.
 //!
 //! Nothing here is `unsafe`: these are plain data types and constants. The code that reads and
-//! writes the shared ring memory lives in `src/sync/raw.rs`.
+//! writes the shared ring memory lives in `src/ring/raw.rs`.
 
 #![allow(missing_docs)] // field names are the C names; their meaning is documented per struct
 
@@ -43,7 +43,7 @@ pub type Timeval = libc::timeval;
 /// Header of a netmap ring (`struct netmap_ring`); the slots follow it in memory.
 ///
 /// `head`, `cur` and `tail` are shared with the kernel and are only ever accessed through
-/// atomics by this crate (see `src/sync/raw.rs`); the struct is never read by value from
+/// atomics by this crate (see `src/ring/raw.rs`); the struct is never read by value from
 /// shared memory.
 #[repr(C, align(128))]
 pub struct NetmapRing {
