@@ -245,11 +245,12 @@ impl Held {
                     wrote = true;
                     self.writes.fetch_add(1, Ordering::SeqCst);
                 }
-                if was != 0 && (was >> 32 != key >> 32 || partnered) {
-                    // Claimed last by another handle (or, in a group, maybe by the partner).
-                    m.prev[ks].store(was, Ordering::Relaxed);
-                    contested = true;
-                }
+                // Claimed last by another handle (or, in a group, maybe by the partner): the
+                // slow path checks that one. (Cleared otherwise: no stale claimant is ever
+                // checked.)
+                let other = was != 0 && (was >> 32 != key >> 32 || partnered);
+                m.prev[ks].store(if other { was } else { 0 }, Ordering::Relaxed);
+                contested |= other;
                 e.store(mine, Ordering::Relaxed);
                 s.store(idx, Ordering::Relaxed);
             }
@@ -342,8 +343,6 @@ impl Held {
         let key = key(m.token, 0);
         // The previous claimant last looked at, with its held range (read once: a handle
         // releases and claims only in its own syncs, and its claims wait for this lock).
-        // The previous claimant last looked at, with its held range (read once: a handle
-        // releases and claims only in its own syncs, and its claims wait for this lock).
         let mut last_token = 0;
         let mut last: Vec<(Arc<Mirror>, u32, u32)> = Vec::new();
         let mut k = from;
@@ -353,11 +352,13 @@ impl Held {
             let prev = m.prev[ks].load(Ordering::Relaxed);
             let mine = key | u64::from(k);
             let mut refuse = false;
+            if prev != 0 {
+                m.prev[ks].store(0, Ordering::Relaxed);
+            }
             if let Some(e) = self.table.get(idx as usize) {
                 if e.load(Ordering::Relaxed) != mine {
                     refuse = true; // another claim won the race (pass 2 of `claim`)
                 } else if prev != 0 {
-                    m.prev[ks].store(0, Ordering::Relaxed);
                     let other = (prev >> 32) as u32;
                     if other != last_token {
                         last_token = other;
