@@ -331,14 +331,7 @@ impl Driver for Port {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        self.socks.wait(
-            want,
-            timeout,
-            &|| self.rxsync(),
-            &|| self.txsync(),
-            check,
-            &|| None,
-        )
+        self.socks.wait(self, want, timeout, check)
     }
 }
 

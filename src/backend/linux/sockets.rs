@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::os;
 use crate::backend::wait::{wait_loop, WaitParts};
-use crate::backend::{Readiness, RingWaker};
+use crate::backend::{Driver, Readiness, RingWaker};
 use crate::error::Error;
 use crate::ring::Dir;
 
@@ -68,25 +68,24 @@ impl SocketSet {
         self.rx_ep.as_fd()
     }
 
-    /// Syncs the wanted directions (as the netmap module's poll does) and sleeps on the
-    /// sockets until `check` reports a wanted direction ready or the timeout passes.
+    /// `Driver::wait` of a driver over these sockets: syncs the wanted directions of `port`
+    /// (as the netmap module's poll does) and sleeps on the sockets until `check` reports a
+    /// wanted direction ready or the timeout passes (at most `port.retry_after()` at a time).
     pub(crate) fn wait(
         &self,
+        port: &dyn Driver,
         want: Readiness,
         timeout: Option<Duration>,
-        rxsync: &dyn Fn() -> Result<(), Error>,
-        txsync: &dyn Fn() -> Result<(), Error>,
         check: &dyn Fn() -> Readiness,
-        retry: &dyn Fn() -> Option<Duration>,
     ) -> Result<Readiness, Error> {
         let sync = || {
             if want.writable {
                 // Events before this sync are covered by it; only later ones should wake us.
                 os::epoll_drain(self.tx_ep.as_fd()).map_err(|e| ctx(e, "epoll_wait"))?;
-                txsync()?;
+                port.txsync()?;
             }
             if want.readable {
-                rxsync()?;
+                port.rxsync()?;
             }
             Ok(())
         };
@@ -96,7 +95,7 @@ impl SocketSet {
             rx_fd: self.rx_ep.as_fd(),
             tx_fd: self.tx_ep.as_fd(),
             poll_error: &|e| ctx(e, "poll on the queue sockets"),
-            retry,
+            retry: &|| port.retry_after(),
         };
         wait_loop(want, timeout, parts)
     }

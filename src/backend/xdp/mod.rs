@@ -424,14 +424,7 @@ impl Driver for Port {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        self.socks.wait(
-            want,
-            timeout,
-            &|| self.rxsync(),
-            &|| self.txsync(),
-            check,
-            &|| self.retry_after(),
-        )
+        self.socks.wait(self, want, timeout, check)
     }
 }
 
