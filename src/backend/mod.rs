@@ -41,6 +41,7 @@ pub(crate) mod afpacket;
 mod choice;
 #[allow(unsafe_code)]
 pub(crate) mod emulated;
+mod fanout;
 #[cfg(netmap_kernel)]
 pub(crate) mod kernel;
 #[cfg(target_os = "linux")]
@@ -53,6 +54,8 @@ pub(crate) mod waker;
 pub(crate) mod xdp;
 
 pub use choice::{kernel_available, BackendChoice, BackendKind};
+pub(crate) use fanout::new_fanout_group;
+pub use fanout::FanoutMode;
 #[cfg(netmap_kernel)]
 pub(crate) use kernel::{pools_info, port_info};
 #[cfg(netmap_kernel)]
@@ -116,6 +119,14 @@ pub(crate) struct OpenOptions {
     /// Buffer pool on huge pages where the driver allocates it (AF_XDP, AF_PACKET).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub huge_pages: bool,
+    /// `afpacket:` with several rings: the fanout mode its sockets join with (`None`: the
+    /// default, [`FanoutMode::Hash`], when more than one ring is asked for).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub fanout: Option<FanoutMode>,
+    /// The fanout group id every per-ring registration of one port shares (set by
+    /// `build_per_ring`; `None`: a fresh id).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub fanout_group: Option<u16>,
 }
 
 /// Identity of a memory allocator, for zero-copy buffer swaps between ports and for
@@ -205,6 +216,15 @@ pub(crate) fn open(
     choice: BackendChoice,
 ) -> Result<Opened, Error> {
     let kind = choice::resolve(spec, choice)?;
+    let bare_linux = kind == BackendKind::Xdp && spec.prefix == NamePrefix::Bare;
+    if opts.fanout.is_some() && kind != BackendKind::AfPacket && !bare_linux {
+        return Err(Error::BindFail(format!(
+            "{spec}: a fanout mode spreads packets over the sockets of an afpacket: port; the \
+             {kind} backend has rings per queue of its own: drop the fanout() call, or open \
+             afpacket:{}",
+            spec.ifname
+        )));
+    }
     tracing::info!(port = %spec, ?choice, backend = %kind, "backend chosen");
     match kind {
         BackendKind::Kernel => open_kernel(spec, opts),
@@ -229,7 +249,7 @@ fn open_kernel(_spec: &PortSpec, _opts: &OpenOptions) -> Result<Opened, Error> {
 
 #[cfg(target_os = "linux")]
 fn open_linux(kind: BackendKind, spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
-    if kind == BackendKind::AfPacket {
+    if kind == BackendKind::AfPacket || opts.fanout.is_some() {
         return afpacket::open(spec, opts);
     }
     match xdp::open(spec, opts) {

@@ -355,8 +355,10 @@ impl PortSpec {
         if prefix == NamePrefix::AfPacket && matches!(rings, RingSelect::OneNic(_)) {
             return Err(bad(
                 full,
-                "afpacket: sees every queue of the interface; drop the -N suffix, or use xdp:IF-N \
-                 for one queue",
+                "afpacket: sees every queue of the interface; drop the -N suffix, use xdp:IF-N \
+                 for one queue, or spread the interface over rings with \
+                 NetmapBuilder::num_rx_rings(n) (a PACKET_FANOUT group; build_per_ring opens \
+                 afpacket:IF-0, -1, ...)",
             ));
         }
         let monitors = abi::NR_ZCOPY_MON | abi::NR_MONITOR_TX | abi::NR_MONITOR_RX;

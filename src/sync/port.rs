@@ -43,6 +43,7 @@ pub struct NetmapBuilder {
     flags: u64,
     backend: Option<BackendChoice>,
     huge_pages: bool,
+    fanout: Option<backend::FanoutMode>,
 }
 
 impl NetmapBuilder {
@@ -59,6 +60,7 @@ impl NetmapBuilder {
             flags: 0,
             backend: None,
             huge_pages: false,
+            fanout: None,
         }
     }
 
@@ -151,6 +153,19 @@ impl NetmapBuilder {
         self
     }
 
+    /// The `PACKET_FANOUT` mode of an `afpacket:` port: with
+    /// [`num_rx_rings`](Self::num_rx_rings)`(n)` the port opens `n` AF_PACKET sockets in
+    /// one fanout group, RX and TX ring `i` being socket `i`, and the kernel spreads
+    /// received packets over them by `mode`. Without this call an `afpacket:` port with more
+    /// than one ring uses [`FanoutMode::Hash`](backend::FanoutMode::Hash) (each flow on one
+    /// ring, in order). The group id is fresh for each [`build`](Self::build); the
+    /// registrations of one [`build_per_ring`](Self::build_per_ring) (named
+    /// `afpacket:IF-0`, `afpacket:IF-1`, ...) share one. Other backends refuse it.
+    pub fn fanout(mut self, mode: backend::FanoutMode) -> Self {
+        self.fanout = Some(mode);
+        self
+    }
+
     /// Which backend to use; without this call `NETMAP_RS_BACKEND` decides, else `Auto`.
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
@@ -179,6 +194,8 @@ impl NetmapBuilder {
             extra_bufs: self.extra_bufs,
             flags,
             huge_pages: self.huge_pages,
+            fanout: self.fanout,
+            fanout_group: None,
         })
     }
 
@@ -209,8 +226,10 @@ impl NetmapBuilder {
                     .into(),
             });
         }
-        let opts = self.options(&spec)?;
+        let mut opts = self.options(&spec)?;
         let choice = self.choice()?;
+        // The per-ring sockets of an afpacket: fanout port join one group.
+        opts.fanout_group = Some(backend::new_fanout_group());
         // Learn the ring count from a full registration, then release it.
         let n = {
             let probe = Netmap::open_spec(spec.clone(), &opts, choice)?;

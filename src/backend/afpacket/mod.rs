@@ -1,6 +1,12 @@
-//! The AF_PACKET driver: one netmap TX and one RX ring over a `TPACKET_V2` socket bound to
-//! the whole interface ([`tpacket`]), each packet copied once between a
-//! kernel frame and a slot's buffer.
+//! The AF_PACKET driver: a netmap TX and RX ring pair per `TPACKET_V2` socket bound to the
+//! whole interface ([`tpacket`]), each packet copied once between a kernel frame and a slot's
+//! buffer.
+//!
+//! One socket by default. With `num_rx_rings(n)` (or `num_tx_rings(n)`) the port opens `n`
+//! sockets that join one `PACKET_FANOUT` group (mode from `NetmapBuilder::fanout`, hash by
+//! default): ring pair `i` is socket `i`, and the kernel spreads received packets over the
+//! sockets. `build_per_ring` opens each socket as its own registration (`afpacket:IF-i`),
+//! all in the group id `build_per_ring` chose for the port.
 //!
 //! - rxsync: released slots need nothing (each slot keeps its buffer, swapped or not); then
 //!   as many received frames as the ring has room for are copied into slots `[hwtail, ...)`
@@ -56,30 +62,63 @@ struct State {
     tp_drops: u64,
 }
 
+/// One socket and its netmap ring pair.
+#[derive(Debug)]
+struct Queue {
+    tx: RawRing,
+    rx: RawRing,
+    state: Mutex<State>,
+}
+
 /// An open `afpacket:` port.
 #[derive(Debug)]
 pub(crate) struct Port {
     ifname: String,
     max_frame: usize,
-    tx: RawRing,
-    rx: RawRing,
+    queues: Vec<Queue>,
     socks: SocketSet,
-    state: Mutex<State>,
+}
+
+/// Most sockets in one fanout group (the kernel's `PACKET_FANOUT_MAX` before 5.x raised it).
+const MAX_FANOUT: u16 = 256;
+
+/// The number of sockets (ring pairs) asked for, and whether they join a fanout group.
+fn socket_count(spec: &PortSpec, opts: &OpenOptions) -> Result<(u16, bool), Error> {
+    let (t, r) = (opts.tx_rings, opts.rx_rings);
+    if t != 0 && r != 0 && t != r {
+        return Err(Error::BindFail(format!(
+            "afpacket:{}: {t} TX and {r} RX rings asked for; each AF_PACKET socket carries one \
+             ring pair, so ask for the same number (or set only num_rx_rings)",
+            spec.ifname
+        )));
+    }
+    let n = t.max(r).max(1);
+    if n > MAX_FANOUT {
+        return Err(Error::BindFail(format!(
+            "afpacket:{}: {n} rings asked for; a fanout group takes at most {MAX_FANOUT} \
+             sockets: ask for fewer rings",
+            spec.ifname
+        )));
+    }
+    Ok((n, n > 1 || opts.fanout.is_some()))
 }
 
 /// Opens `spec` on AF_PACKET.
 pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
-    match spec.rings {
-        RingSelect::AllNic => {}
+    let (n, fanout) = socket_count(spec, opts)?;
+    let bound: Vec<u32> = match spec.rings {
+        RingSelect::AllNic => (0..u32::from(n)).collect(),
+        RingSelect::OneNic(q) if q < n => vec![u32::from(q)],
         RingSelect::OneNic(q) => {
             return Err(Error::BindFail(format!(
-                "{}-{q}: AF_PACKET sees every queue of an interface; open {} without -N, or \
-                 use xdp:{}-{q} for one queue",
+                "{}-{q}: AF_PACKET sees every queue of an interface, and this port has {n} \
+                 ring(s); open {} without -N, ask for more rings (num_rx_rings) and use \
+                 build_per_ring, or use xdp:{}-{q} for one queue",
                 spec.ifname, spec.ifname, spec.ifname
             )))
         }
         _ => return Err(host_rings_error(spec)),
-    }
+    };
     if opts.extra_bufs != 0 {
         return Err(extra_bufs_error(spec));
     }
@@ -88,63 +127,88 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     iface.check_rx_limit(BUF_SIZE as usize - TPACKET2_RX_DATA_OFFSET)?;
     let ntx = slots(opts.tx_slots, "tx")?;
     let nrx = slots(opts.rx_slots, "rx")?;
+    let per_queue = ntx + nrx;
+    let nbufs = u32::try_from(per_queue as usize * bound.len())
+        .map_err(|_| Error::BindFail("too many buffers".into()))?;
     let mem = RingMem::build(&MemPlan {
         name: &spec.ifname,
-        queues: 1,
-        bound: &[0],
+        queues: u32::from(n),
+        bound: &bound,
         tx_slots: ntx,
         rx_slots: nrx,
-        nbufs: ntx + nrx,
+        nbufs,
         buf_shift: 0,
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
         huge_pages: opts.huge_pages,
     })?;
-    let (tx, rx) = (mem.tx[0].clone(), mem.rx[0].clone());
-    for k in 0..ntx {
-        // SAFETY: the rings were just built and no user can reach them yet.
-        unsafe { tx.set_buf_idx(k, k) };
+    let group = opts
+        .fanout_group
+        .unwrap_or_else(crate::backend::new_fanout_group);
+    let mode = opts.fanout.unwrap_or_default();
+    let cfg = PacketConfig {
+        frame_size: BUF_SIZE,
+        rx_frames: 2 * nrx,
+        tx_frames: ntx,
+        qdisc_bypass: true,
+        ignore_outgoing: true,
+    };
+    let mut queues = Vec::with_capacity(bound.len());
+    for i in 0..bound.len() {
+        let (tx, rx) = (mem.tx[i].clone(), mem.rx[i].clone());
+        let base = i as u32 * per_queue;
+        for k in 0..ntx {
+            // SAFETY: the rings were just built and no user can reach them yet.
+            unsafe { tx.set_buf_idx(k, base + k) };
+        }
+        for k in 0..nrx {
+            // SAFETY: as above.
+            unsafe { rx.set_buf_idx(k, base + ntx + k) };
+        }
+        let sock = PacketSocket::new(&iface.name, &cfg)?;
+        if fanout {
+            sock.join_fanout(group, mode)?;
+        }
+        queues.push(Queue {
+            tx,
+            rx,
+            state: Mutex::new(State {
+                sock,
+                tx_hwcur: 0,
+                tx_copied: 0,
+                rx_hwcur: 0,
+                rx_hwtail: 0,
+                rx_truncated: 0,
+                tp_packets: 0,
+                tp_drops: 0,
+            }),
+        });
     }
-    for k in 0..nrx {
-        // SAFETY: as above.
-        unsafe { rx.set_buf_idx(k, ntx + k) };
-    }
-    let sock = PacketSocket::new(
-        &iface.name,
-        &PacketConfig {
-            frame_size: BUF_SIZE,
-            rx_frames: 2 * nrx,
-            tx_frames: ntx,
-            qdisc_bypass: true,
-            ignore_outgoing: true,
-        },
-    )?;
-    let socks = SocketSet::new(&[sock.fd()])?;
-    let max_frame = sock
-        .max_frame()
-        .min(BUF_SIZE as usize - TPACKET2_TX_DATA_OFFSET);
+    let (socks, max_frame, bypass, ignore) = {
+        let guards: Vec<_> = queues.iter().map(|q| lock(&q.state)).collect();
+        let fds: Vec<BorrowedFd<'_>> = guards.iter().map(|g| g.sock.fd()).collect();
+        let s = &guards[0].sock;
+        (
+            SocketSet::new(&fds)?,
+            s.max_frame(),
+            s.bypasses_qdisc(),
+            s.ignores_outgoing(),
+        )
+    };
+    let max_frame = max_frame.min(BUF_SIZE as usize - TPACKET2_TX_DATA_OFFSET);
     tracing::info!(
         interface = %iface.name,
-        qdisc_bypass = sock.bypasses_qdisc(),
-        ignore_outgoing = sock.ignores_outgoing(),
+        rings = ?bound,
+        fanout = ?fanout.then_some((mode, group)),
+        qdisc_bypass = bypass,
+        ignore_outgoing = ignore,
         "AF_PACKET port open (TPACKET_V2, one copy per packet)"
     );
     let port = Port {
         ifname: iface.name,
         max_frame,
-        tx,
-        rx,
+        queues,
         socks,
-        state: Mutex::new(State {
-            sock,
-            tx_hwcur: 0,
-            tx_copied: 0,
-            rx_hwcur: 0,
-            rx_hwtail: 0,
-            rx_truncated: 0,
-            tp_packets: 0,
-            tp_drops: 0,
-        }),
     };
     Ok(Opened {
         slot_groups: Vec::new(),
@@ -157,18 +221,20 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     })
 }
 
-impl Driver for Port {
-    fn txsync(&self) -> Result<(), Error> {
-        let ring = &self.tx;
+impl Port {
+    /// txsync of ring pair `i` (socket `i`).
+    fn txsync_one(&self, i: usize) -> Result<(), Error> {
+        let q = &self.queues[i];
+        let ring = &q.tx;
         let n = ring.num_slots();
-        let mut guard = lock(&self.state);
+        let mut guard = lock(&q.state);
         let st = &mut *guard;
         let tail = prev(st.tx_copied, n);
         let head = ring.load_head();
         let cur = ring.load_cur();
         if !in_cyclic_range(st.tx_hwcur, head, tail, n) || !in_cyclic_range(head, cur, tail, n) {
             return Err(Error::RingState(format!(
-                "afpacket:{} tx ring: head {head} / cur {cur} outside [{}, {tail}]",
+                "afpacket:{} tx ring {i}: head {head} / cur {cur} outside [{}, {tail}]",
                 self.ifname, st.tx_hwcur
             )));
         }
@@ -215,7 +281,7 @@ impl Driver for Port {
                 }
                 Err(buf_idx) => {
                     refused.get_or_insert(Error::CorruptSlot {
-                        ring: 0,
+                        ring: i,
                         slot: k,
                         buf_idx,
                         len,
@@ -234,10 +300,12 @@ impl Driver for Port {
         refused.map_or(Ok(()), Err)
     }
 
-    fn rxsync(&self) -> Result<(), Error> {
-        let ring = &self.rx;
+    /// rxsync of ring pair `i` (socket `i`).
+    fn rxsync_one(&self, i: usize) -> Result<(), Error> {
+        let q = &self.queues[i];
+        let ring = &q.rx;
         let n = ring.num_slots();
-        let mut guard = lock(&self.state);
+        let mut guard = lock(&q.state);
         let st = &mut *guard;
         let head = ring.load_head();
         let cur = ring.load_cur();
@@ -245,7 +313,7 @@ impl Driver for Port {
         if !in_cyclic_range(st.rx_hwcur, head, hwtail, n) || !in_cyclic_range(head, cur, hwtail, n)
         {
             return Err(Error::RingState(format!(
-                "afpacket:{} rx ring: head {head} / cur {cur} outside [{}, {hwtail}]",
+                "afpacket:{} rx ring {i}: head {head} / cur {cur} outside [{}, {hwtail}]",
                 self.ifname, st.rx_hwcur
             )));
         }
@@ -302,10 +370,10 @@ impl Driver for Port {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// One ring: the port's counters whatever `ring` is. `PACKET_STATISTICS` resets on
-    /// read, so each read is added to the totals kept under the state lock.
-    fn stats(&self, _ring: Option<usize>) -> Result<PortStats, Error> {
-        let mut st = lock(&self.state);
+    /// The counters of socket `i`. `PACKET_STATISTICS` resets on read, so each read is
+    /// added to the totals kept under the state lock.
+    fn stats_one(&self, i: usize) -> Result<PortStats, Error> {
+        let mut st = lock(&self.queues[i].state);
         let now = st.sock.statistics()?;
         st.tp_packets += u64::from(now.tp_packets);
         st.tp_drops += u64::from(now.tp_drops);
@@ -315,6 +383,40 @@ impl Driver for Port {
             rx_truncated: Some(st.rx_truncated),
             ..PortStats::default()
         })
+    }
+}
+
+/// Runs `f` on every ring pair; the first error after all have run.
+fn each(n: usize, f: impl Fn(usize) -> Result<(), Error>) -> Result<(), Error> {
+    let mut first = Ok(());
+    for i in 0..n {
+        let r = f(i);
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
+impl Driver for Port {
+    fn txsync(&self) -> Result<(), Error> {
+        each(self.queues.len(), |i| self.txsync_one(i))
+    }
+
+    fn rxsync(&self) -> Result<(), Error> {
+        each(self.queues.len(), |i| self.rxsync_one(i))
+    }
+
+    /// One socket's counters (`Some(i)`: ring pair `i`), or their sum.
+    fn stats(&self, ring: Option<usize>) -> Result<PortStats, Error> {
+        match ring {
+            Some(i) => self.stats_one(i),
+            None => {
+                let mut all = (0..self.queues.len()).map(|i| self.stats_one(i));
+                let first = all.next().unwrap_or_else(|| Ok(PortStats::default()))?;
+                all.try_fold(first, |acc, s| Ok(acc.merge(&s?)))
+            }
+        }
     }
 
     fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {
@@ -339,13 +441,15 @@ impl Drop for Port {
     /// Sends what the user handed over and the kernel has not taken yet (a kick sends only
     /// what fits in the socket's budget), waiting at most [`FLUSH_AT_CLOSE`].
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         let deadline = Instant::now() + FLUSH_AT_CLOSE;
-        while st.sock.tx_in_flight() > 0 && Instant::now() < deadline {
-            if st.sock.kick().is_err() {
-                break;
+        for q in &mut self.queues {
+            let st = q.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            while st.sock.tx_in_flight() > 0 && Instant::now() < deadline {
+                if st.sock.kick().is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
             }
-            std::thread::sleep(Duration::from_micros(200));
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::backend::linux::iface::Interface;
 use crate::backend::linux::os;
 use crate::backend::linux::sys;
 use crate::backend::linux::{os_error, CAPS_RAW};
+use crate::backend::FanoutMode;
 use crate::error::Error;
 use crate::region::Region;
 
@@ -336,6 +337,31 @@ impl PacketSocket {
                 Ok(true)
             }
         }
+    }
+
+    /// Joins fanout group `group` in `mode` (`PACKET_FANOUT`, after the bind): the kernel
+    /// then spreads the interface's received packets over the group's sockets.
+    pub(crate) fn join_fanout(&self, group: u16, mode: FanoutMode) -> Result<(), Error> {
+        let v = (u32::from(group) | (mode.kernel_value() << 16)) as libc::c_int;
+        os::setsockopt(self.fd.as_fd(), sys::SOL_PACKET, sys::PACKET_FANOUT, &v).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::EINVAL) | Some(libc::EALREADY) | Some(libc::ENOSPC) => {
+                    Error::BindFail(format!(
+                        "joining AF_PACKET fanout group {group} ({mode:?}) on {}: {e}; the \
+                         group is full, or another socket uses it with another mode (an id \
+                         collision with another process: reopen the port for a new id), or \
+                         the kernel lacks this mode (use FanoutMode::Hash)",
+                        self.ifname
+                    ))
+                }
+                _ => os_error(
+                    e,
+                    "joining the AF_PACKET fanout group",
+                    CAPS_RAW,
+                    &self.ifname,
+                ),
+            },
+        )
     }
 
     /// Asks the kernel to send every queued TX frame (`sendto(fd, NULL, 0, MSG_DONTWAIT)`).

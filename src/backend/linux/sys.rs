@@ -336,6 +336,8 @@ pub(crate) const PACKET_TX_RING: libc::c_int = 13;
 pub(crate) const PACKET_LOSS: libc::c_int = 14;
 pub(crate) const PACKET_QDISC_BYPASS: libc::c_int = 20;
 pub(crate) const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// `PACKET_FANOUT`: join a fanout group (`group_id | mode << 16`).
+pub(crate) const PACKET_FANOUT: libc::c_int = 18;
 /// `enum tpacket_versions`: V2.
 pub(crate) const TPACKET_V2: libc::c_int = 1;
 /// Alignment of frame headers and data.

@@ -4,6 +4,7 @@
 //!
 //! - `sockets`: the plumbing alone (AF_XDP sockets and UMEM, the redirect program, the
 //!   `TPACKET_V2` socket).
+//! - `fanout`: many rings on one `afpacket:` port (a `PACKET_FANOUT` group).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
 //! - `huge`: the buffer pool on huge pages, and the fallback without them.
 //! - `multiqueue`: every queue of a 4-queue `xdp:` port from one Tokio task.
@@ -13,6 +14,7 @@
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
 
+mod fanout;
 mod faults;
 mod huge;
 #[cfg(feature = "tokio-async")]
