@@ -104,6 +104,12 @@ pub(crate) trait Driver {
         let _ = ring;
         Ok(PortStats::default())
     }
+    /// Whether rxsync leaves each packet's receive time in its RX slot's `ptr` field
+    /// (nanoseconds since the epoch); otherwise the ring's `ts` is the stamp, where the driver
+    /// sets one (`NR_TIMESTAMP`).
+    fn slot_stamps(&self) -> bool {
+        false
+    }
 }
 
 /// Registration parameters beyond the name.
@@ -320,6 +326,11 @@ impl Backend {
     /// See [`Driver::stats`].
     pub(crate) fn stats(&self, ring: Option<usize>) -> Result<PortStats, Error> {
         dispatch!(self, p => p.stats(ring))
+    }
+
+    /// See [`Driver::slot_stamps`].
+    pub(crate) fn slot_stamps(&self) -> bool {
+        dispatch!(self, p => p.slot_stamps())
     }
 
     /// See [`Driver::exposed_rx_fd`].

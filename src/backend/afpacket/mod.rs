@@ -10,7 +10,10 @@
 //!
 //! - rxsync: released slots need nothing (each slot keeps its buffer, swapped or not); then
 //!   as many received frames as the ring has room for are copied into slots `[hwtail, ...)`
-//!   and given back to the kernel.
+//!   and given back to the kernel. Each frame's kernel timestamp (`tp_sec`/`tp_nsec`,
+//!   `CLOCK_REALTIME`: the socket asks for no hardware stamps) goes into its slot's `ptr`
+//!   field as nanoseconds since the epoch (the per-slot table `Frame::timestamp` reads; `ptr`
+//!   is otherwise unused on RX rings), in the slot line the copy touches anyway.
 //! - txsync: slots `[copied, head)` are copied into free kernel TX frames (marked
 //!   `TP_STATUS_SEND_REQUEST`), the socket is kicked (`sendto(MSG_DONTWAIT)`), and the copied
 //!   slots are the user's again at once. When the kernel ring is full the rest wait for the
@@ -361,6 +364,8 @@ impl Port {
                 // SAFETY: as above.
                 unsafe { ring.set_len_flags(tail, 0, 0) };
             }
+            // SAFETY: as above; published with the tail (Release) below.
+            unsafe { ring.set_slot_stamp(tail, frame.stamp_ns) };
             drop(frame);
             tail = next(tail, n);
             room -= 1;
@@ -417,6 +422,11 @@ impl Driver for Port {
                 all.try_fold(first, |acc, s| Ok(acc.merge(&s?)))
             }
         }
+    }
+
+    /// rxsync writes each frame's `tp_sec`/`tp_nsec` into its slot.
+    fn slot_stamps(&self) -> bool {
+        true
     }
 
     fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {

@@ -80,6 +80,8 @@ pub(crate) struct RxFrame<'a> {
     status: &'a AtomicU32,
     /// Length on the wire (larger than the data when the frame was truncated).
     pub wire_len: u32,
+    /// The kernel's receive timestamp in nanoseconds since the Unix epoch (0: none).
+    pub stamp_ns: u64,
 }
 
 impl Deref for RxFrame<'_> {
@@ -281,6 +283,7 @@ impl PacketSocket {
             data,
             status,
             wire_len: h.tp_len,
+            stamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
         }))
     }
 

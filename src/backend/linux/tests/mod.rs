@@ -11,6 +11,7 @@
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
 //! - `rate`: a quick TX-rate comparison of the two sockets.
+//! - `stamps`: receive timestamps (`Frame::timestamp`) and the tap's pcap file.
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
 
@@ -23,6 +24,7 @@ mod port_errors;
 mod ports;
 mod rate;
 mod sockets;
+mod stamps;
 mod stats;
 pub(crate) mod testnet;
 #[cfg(feature = "tokio-async")]
