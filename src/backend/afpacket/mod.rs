@@ -21,6 +21,9 @@
 //!   not sent; the sync reports it ([`Error::FrameOverMtu`] / [`Error::CorruptSlot`]) after
 //!   copying the others.
 //!
+//! Kernel frames and slot buffers have one size, chosen from the interface MTU at open
+//! ([`frame_size_for`]: 2048 bytes for standard MTUs, 16384 at MTU 9000).
+//!
 //! The socket uses `PACKET_QDISC_BYPASS` and `PACKET_IGNORE_OUTGOING` (our own transmissions
 //! never show up in our RX ring), both when the kernel has them.
 
@@ -106,6 +109,18 @@ fn socket_count(spec: &PortSpec, opts: &OpenOptions) -> Result<(u16, bool), Erro
     Ok((n, n > 1 || opts.fanout.is_some()))
 }
 
+/// Largest kernel frame and slot buffer: a slot's length is 16 bits.
+const MAX_FRAME_SIZE: usize = 1 << 16;
+
+/// The kernel frame size, which is also the slot buffer size, for an interface whose longest
+/// frame is `max_frame` bytes (MTU + 14) when the port opens: netmap's 2048 up to MTU 1968,
+/// else the next power of two holding the frame after the `TPACKET_V2` header (16384 for
+/// MTU 9000), at most 65536 (a larger MTU is refused at open).
+pub(crate) fn frame_size_for(max_frame: usize) -> u32 {
+    let need = (max_frame + TPACKET2_RX_DATA_OFFSET).next_power_of_two();
+    need.clamp(BUF_SIZE as usize, MAX_FRAME_SIZE) as u32
+}
+
 /// Opens `spec` on AF_PACKET.
 pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
     let (n, fanout) = socket_count(spec, opts)?;
@@ -126,31 +141,35 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         return Err(extra_bufs_error(spec));
     }
     let iface = Interface::lookup_up(&spec.ifname)?;
+    let frame_size = frame_size_for(iface.max_frame());
     // A frame longer than the RX frame's data area would be cut (`tp_snaplen < tp_len`).
-    iface.check_rx_limit(BUF_SIZE as usize - TPACKET2_RX_DATA_OFFSET)?;
+    iface.check_rx_limit(frame_size as usize - TPACKET2_RX_DATA_OFFSET)?;
     let ntx = slots(opts.tx_slots, "tx")?;
     let nrx = slots(opts.rx_slots, "rx")?;
     let per_queue = ntx + nrx;
     let nbufs = u32::try_from(per_queue as usize * bound.len())
         .map_err(|_| Error::BindFail("too many buffers".into()))?;
-    let mem = RingMem::build(&MemPlan {
-        name: &spec.ifname,
-        queues: u32::from(n),
-        bound: &bound,
-        tx_slots: ntx,
-        rx_slots: nrx,
-        nbufs,
-        buf_shift: 0,
-        expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
-        expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
-        huge_pages: opts.huge_pages,
-    })?;
+    let mem = RingMem::build_sized(
+        &MemPlan {
+            name: &spec.ifname,
+            queues: u32::from(n),
+            bound: &bound,
+            tx_slots: ntx,
+            rx_slots: nrx,
+            nbufs,
+            buf_shift: 0,
+            expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
+            expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
+            huge_pages: opts.huge_pages,
+        },
+        frame_size,
+    )?;
     let group = opts
         .fanout_group
         .unwrap_or_else(crate::backend::new_fanout_group);
     let mode = opts.fanout.unwrap_or_default();
     let cfg = PacketConfig {
-        frame_size: BUF_SIZE,
+        frame_size,
         rx_frames: 2 * nrx,
         tx_frames: ntx,
         qdisc_bypass: true,
@@ -198,13 +217,14 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             s.ignores_outgoing(),
         )
     };
-    let max_frame = max_frame.min(BUF_SIZE as usize - TPACKET2_TX_DATA_OFFSET);
+    let max_frame = max_frame.min(frame_size as usize - TPACKET2_TX_DATA_OFFSET);
     tracing::info!(
         interface = %iface.name,
         rings = ?bound,
         fanout = ?fanout.then_some((mode, group)),
         qdisc_bypass = bypass,
         ignore_outgoing = ignore,
+        frame_size,
         "AF_PACKET port open (TPACKET_V2, one copy per packet)"
     );
     let port = Port {

@@ -42,15 +42,16 @@ fn receive_until(nm: &Netmap, done: impl Fn(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>>
     got
 }
 
-/// Issue 18.9: on a veth at MTU 4000 both ports refuse to open, naming the MTU and the
-/// largest frame they receive whole (before: `afpacket:` delivered a 3000-byte frame cut to
-/// 1982 bytes with no flag, `xdp:` dropped it without a word).
+/// Issue 18.9: on a veth at MTU 4000 `xdp:` refuses to open, naming the MTU and the largest
+/// frame it receives whole (before: it dropped such frames without a word); `afpacket:` sizes
+/// its frames from the MTU (issue 22.3) and opens.
 #[test]
 fn an_mtu_beyond_what_a_port_receives_whole_is_refused_at_open() {
     require_net!();
     let pair = VethPair::new();
     pair.set_mtu(4000).unwrap();
-    for (prefix, _) in PREFIXES {
+    drop(open("afpacket", &pair.a).expect("afpacket sizes its frames from the MTU"));
+    for (prefix, _) in PREFIXES.iter().filter(|(p, _)| *p == "xdp") {
         let e = open(prefix, &pair.a).unwrap_err();
         match &e {
             Error::MtuTooLarge {
