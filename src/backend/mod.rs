@@ -16,7 +16,7 @@
 //! - `kernel`: the netmap kernel module (`/dev/netmap`; Linux and FreeBSD, feature `sys`).
 //! - `emulated`: netmap pipes emulated in shared memory, within and across processes.
 //! - `xdp`: AF_XDP sockets, one per queue (Linux).
-//! - `afpacket`: an AF_PACKET socket with `TPACKET_V2` rings (Linux).
+//! - `afpacket`: an AF_PACKET socket with `TPACKET_V3` RX blocks and TX frames (Linux).
 //! - `linux`: the plumbing both Linux drivers use (sockets, interfaces, netlink, ring
 //!   memory), and their tests.
 //!
@@ -112,6 +112,11 @@ pub(crate) trait Driver {
     }
 }
 
+/// The RX block retire timeout of `afpacket:` ports without
+/// [`NetmapBuilder::block_timeout`](crate::NetmapBuilder::block_timeout): 1 ms, the kernel's
+/// finest.
+pub const DEFAULT_BLOCK_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// Registration parameters beyond the name.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct OpenOptions {
@@ -133,6 +138,9 @@ pub(crate) struct OpenOptions {
     /// `build_per_ring`; `None`: a fresh id).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub fanout_group: Option<u16>,
+    /// `afpacket:` RX block retire timeout (`None`: the default; zero: `TPACKET_V2` frames).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub block_timeout: Option<Duration>,
 }
 
 /// Identity of a memory allocator, for zero-copy buffer swaps between ports and for

@@ -44,6 +44,7 @@ pub struct NetmapBuilder {
     backend: Option<BackendChoice>,
     huge_pages: bool,
     fanout: Option<backend::FanoutMode>,
+    block_timeout: Option<Duration>,
 }
 
 impl NetmapBuilder {
@@ -61,6 +62,7 @@ impl NetmapBuilder {
             backend: None,
             huge_pages: false,
             fanout: None,
+            block_timeout: None,
         }
     }
 
@@ -166,6 +168,20 @@ impl NetmapBuilder {
         self
     }
 
+    /// How long an `afpacket:` port's kernel may hold received packets in a `TPACKET_V3`
+    /// block before handing the block over (the block retire timeout, rounded up to whole
+    /// milliseconds). The kernel hands a block over when it is full (64 KiB, hundreds of small
+    /// packets) or when this passes, with one wake-up for the whole block instead of one per
+    /// packet: under light load a packet waits up to about this long (plus the kernel's timer
+    /// tick) before the receiver sees it. Default
+    /// [`DEFAULT_BLOCK_TIMEOUT`](crate::DEFAULT_BLOCK_TIMEOUT). `Duration::ZERO`: no blocks
+    /// (`TPACKET_V2`, one frame and one wake-up per packet, the lowest latency). Other
+    /// backends ignore it.
+    pub fn block_timeout(mut self, timeout: Duration) -> Self {
+        self.block_timeout = Some(timeout);
+        self
+    }
+
     /// Which backend to use; without this call `NETMAP_RS_BACKEND` decides, else `Auto`.
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
@@ -196,6 +212,7 @@ impl NetmapBuilder {
             huge_pages: self.huge_pages,
             fanout: self.fanout,
             fanout_group: None,
+            block_timeout: self.block_timeout,
         })
     }
 

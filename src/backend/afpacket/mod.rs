@@ -1,6 +1,8 @@
-//! The AF_PACKET driver: a netmap TX and RX ring pair per `TPACKET_V2` socket bound to the
-//! whole interface ([`tpacket`]), each packet copied once between a kernel frame and a slot's
-//! buffer.
+//! The AF_PACKET driver: a netmap TX and RX ring pair per AF_PACKET socket bound to the
+//! whole interface ([`tpacket`]), each packet copied once between the kernel's ring and a
+//! slot's buffer. RX is in `TPACKET_V3` blocks ([`blocks`]) handed over when full or after
+//! the block retire timeout (`NetmapBuilder::block_timeout`); with a zero timeout the socket
+//! is `TPACKET_V2` (one frame, one wake-up per packet).
 //!
 //! One socket by default. With `num_rx_rings(n)` (or `num_tx_rings(n)`) the port opens `n`
 //! sockets that join one `PACKET_FANOUT` group (mode from `NetmapBuilder::fanout`, hash by
@@ -31,6 +33,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod blocks;
 pub(crate) mod tpacket;
 
 use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED};
@@ -39,9 +42,11 @@ use crate::backend::linux::ringmem::{
     slots, with_slot_data, write_slot, MemPlan, RingMem, BUF_SIZE,
 };
 use crate::backend::linux::sockets::SocketSet;
-use crate::backend::linux::sys::{TPACKET2_RX_DATA_OFFSET, TPACKET2_TX_DATA_OFFSET};
+use crate::backend::linux::sys::TPACKET2_RX_DATA_OFFSET;
 use crate::backend::linux::{extra_bufs_error, host_rings_error, FLUSH_AT_CLOSE};
-use crate::backend::{Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker};
+use crate::backend::{
+    Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker, DEFAULT_BLOCK_TIMEOUT,
+};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::ring::{distance, in_cyclic_range, next, prev, Dir, RawRing};
@@ -66,6 +71,8 @@ struct State {
     /// `PACKET_STATISTICS` summed since the open (the kernel resets it on every read).
     tp_packets: u64,
     tp_drops: u64,
+    /// `tp_freeze_q_cnt` summed (`TPACKET_V3`).
+    tp_freezes: u64,
 }
 
 /// One socket and its netmap ring pair.
@@ -121,6 +128,12 @@ pub(crate) fn frame_size_for(max_frame: usize) -> u32 {
     need.clamp(BUF_SIZE as usize, MAX_FRAME_SIZE) as u32
 }
 
+/// `timeout` in whole milliseconds, rounded up (0 only for zero: `TPACKET_V2`).
+pub(crate) fn block_timeout_ms(timeout: Duration) -> u32 {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
 /// Opens `spec` on AF_PACKET.
 pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
     let (n, fanout) = socket_count(spec, opts)?;
@@ -174,6 +187,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         tx_frames: ntx,
         qdisc_bypass: true,
         ignore_outgoing: true,
+        block_timeout_ms: block_timeout_ms(opts.block_timeout.unwrap_or(DEFAULT_BLOCK_TIMEOUT)),
     };
     let mut queues = Vec::with_capacity(bound.len());
     for i in 0..bound.len() {
@@ -203,6 +217,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
                 rx_truncated: 0,
                 tp_packets: 0,
                 tp_drops: 0,
+                tp_freezes: 0,
             }),
         });
     }
@@ -212,12 +227,11 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         let s = &guards[0].sock;
         (
             SocketSet::new(&fds)?,
-            s.max_frame(),
+            s.max_frame().min(s.tx_room()),
             s.bypasses_qdisc(),
             s.ignores_outgoing(),
         )
     };
-    let max_frame = max_frame.min(frame_size as usize - TPACKET2_TX_DATA_OFFSET);
     tracing::info!(
         interface = %iface.name,
         rings = ?bound,
@@ -225,7 +239,9 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         qdisc_bypass = bypass,
         ignore_outgoing = ignore,
         frame_size,
-        "AF_PACKET port open (TPACKET_V2, one copy per packet)"
+        block_timeout_ms = cfg.block_timeout_ms,
+        "AF_PACKET port open (RX on TPACKET_V3 blocks, or V2 frames at block timeout 0; one \
+         copy per packet)"
     );
     let port = Port {
         ifname: iface.name,
@@ -363,7 +379,7 @@ impl Port {
                     continue;
                 }
             };
-            if frame.wire_len as usize > frame.len() {
+            if frame.wire_len as usize > frame.len() || frame.len() > ring.buf_size() as usize {
                 // Cut by the kernel: a frame is delivered whole or not at all.
                 st.rx_truncated += 1;
                 tracing::warn!(
@@ -399,13 +415,15 @@ impl Port {
     /// added to the totals kept under the state lock.
     fn stats_one(&self, i: usize) -> Result<PortStats, Error> {
         let mut st = lock(&self.queues[i].state);
-        let now = st.sock.statistics()?;
+        let (now, freezes) = st.sock.statistics()?;
         st.tp_packets += u64::from(now.tp_packets);
         st.tp_drops += u64::from(now.tp_drops);
+        st.tp_freezes += u64::from(freezes.unwrap_or(0));
         Ok(PortStats {
             rx_packets: Some(st.tp_packets),
             rx_ring_full: Some(st.tp_drops),
             rx_truncated: Some(st.rx_truncated),
+            rx_freeze: freezes.map(|_| st.tp_freezes),
             ..PortStats::default()
         })
     }

@@ -4,6 +4,7 @@
 //!
 //! - `sockets`: the plumbing alone (AF_XDP sockets and UMEM, the redirect program, the
 //!   `TPACKET_V2` socket).
+//! - `blocks`: `afpacket:` receive on `TPACKET_V3` blocks, and without them.
 //! - `fanout`: many rings on one `afpacket:` port (a `PACKET_FANOUT` group).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
 //! - `huge`: the buffer pool on huge pages, and the fallback without them.
@@ -16,6 +17,7 @@
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
 
+mod blocks;
 mod fanout;
 mod faults;
 mod huge;

@@ -42,12 +42,20 @@ fn receive_datagrams(pair: &VethPair, nm: &Netmap, n: usize) -> Vec<Frame<'stati
 #[test]
 fn afpacket_frames_carry_increasing_kernel_timestamps_on_the_host_clock() {
     require_net!();
-    let pair = VethPair::new();
-    let nm = NetmapBuilder::new(&format!("afpacket:{}", pair.a))
-        .build()
-        .unwrap();
+    // Blocks (the default, TPACKET_V3) and frames (TPACKET_V2).
+    for timeout in [crate::DEFAULT_BLOCK_TIMEOUT, Duration::ZERO] {
+        let pair = VethPair::new();
+        let nm = NetmapBuilder::new(&format!("afpacket:{}", pair.a))
+            .block_timeout(timeout)
+            .build()
+            .unwrap();
+        stamps_of(&pair, &nm);
+    }
+}
+
+fn stamps_of(pair: &VethPair, nm: &Netmap) {
     let before = SystemTime::now();
-    let frames = receive_datagrams(&pair, &nm, 20);
+    let frames = receive_datagrams(pair, nm, 20);
     let after = SystemTime::now();
     let stamps: Vec<SystemTime> = frames
         .iter()
