@@ -132,7 +132,7 @@ impl<'a> Frame<'a> {
 
     /// This frame with receive time `at` (as [`timestamp`](Frame::timestamp) returns it); a
     /// time before the Unix epoch or after 2554 is no timestamp. For frames built by hand,
-    /// e.g. to replay a capture through a [`Tap`](crate::tokio_async::Tap).
+    /// e.g. to replay a capture through a tap (`tokio_async::Tap`).
     pub fn with_timestamp(self, at: SystemTime) -> Self {
         let ns = at
             .duration_since(UNIX_EPOCH)
