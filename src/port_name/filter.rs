@@ -195,6 +195,11 @@ impl XdpFilter {
         if self.is_empty() {
             return Err("the filter takes nothing: give at least one UDP port or ethertype".into());
         }
+        if let Some(t) = self.ethertypes.iter().find(|&&t| t < 0x0600) {
+            return Err(format!(
+                "ethertype {t:#06x} is an 802.3 length, not a type: ethertypes start at 0x0600"
+            ));
+        }
         if self.ethertypes.len() > MAX_ETHERTYPES {
             return Err(format!(
                 "the filter has {} ethertypes; at most {MAX_ETHERTYPES} are supported",

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use crate::backend::linux::sys::{self, BpfInsn};
 
 /// Issues `bpf(cmd, attr, size_of::<T>())`.
-fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
+pub(super) fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, writable #[repr(C)] bpf_attr prefix of exactly the size passed;
     // any pointers inside it (instructions, licence, log buffer, info) are set by the callers
     // in this module to buffers that outlive the call.
@@ -24,7 +24,7 @@ fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
     cvt(r)
 }
 
-fn fd_from(r: libc::c_long) -> OwnedFd {
+pub(super) fn fd_from(r: libc::c_long) -> OwnedFd {
     // SAFETY: the bpf commands calling this return a fresh descriptor on success.
     unsafe { OwnedFd::from_raw_fd(r as libc::c_int) }
 }
@@ -49,7 +49,7 @@ fn with_memlock_retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> 
     }
 }
 
-fn name16(name: &str) -> [u8; sys::BPF_OBJ_NAME_LEN] {
+pub(super) fn name16(name: &str) -> [u8; sys::BPF_OBJ_NAME_LEN] {
     let mut out = [0u8; sys::BPF_OBJ_NAME_LEN];
     for (d, s) in out
         .iter_mut()
@@ -85,6 +85,37 @@ pub(crate) fn create_xskmap(entries: u32) -> io::Result<OwnedFd> {
         }
         .map(fd_from)
     })
+}
+
+/// `BPF_MAP_TYPE_ARRAY`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+
+/// Creates an array map named `name` of `entries` values of `value_size` bytes (key: `u32`
+/// index), all zero.
+pub(crate) fn create_array(name: &str, value_size: u32, entries: u32) -> io::Result<OwnedFd> {
+    with_memlock_retry(|| {
+        let mut attr = sys::BpfMapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size,
+            max_entries: entries.max(1),
+            map_name: name16(name),
+            ..Default::default()
+        };
+        sys_bpf(sys::BPF_MAP_CREATE, &mut attr).map(fd_from)
+    })
+}
+
+/// Sets `map[key] = value` for a map whose values are `value.len()` bytes.
+pub(crate) fn map_update_bytes(map: BorrowedFd<'_>, key: u32, value: &[u8]) -> io::Result<()> {
+    let mut attr = sys::BpfMapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: value.as_ptr() as u64,
+        flags: sys::BPF_ANY,
+        ..Default::default()
+    };
+    sys_bpf(sys::BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
 /// Sets `map[key] = value` (an XSKMAP entry: queue → socket fd).

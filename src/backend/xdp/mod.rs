@@ -29,7 +29,10 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+mod asm;
 pub(crate) mod bpf;
+pub(crate) mod filter;
+pub(crate) mod ids;
 pub(crate) mod prog;
 mod queue;
 pub(crate) mod umem;
