@@ -226,10 +226,10 @@ pub(crate) fn open(
         )));
     }
     if let Some(f) = &spec.filter {
-        // The kernel-side filters land in the next commits; until then every backend refuses.
+        // The afpacket: socket filter lands in the next commit; until then it refuses too.
         if matches!(
             kind,
-            BackendKind::Kernel | BackendKind::Emulated | BackendKind::Xdp | BackendKind::AfPacket
+            BackendKind::Kernel | BackendKind::Emulated | BackendKind::AfPacket
         ) {
             return Err(Error::BindFail(format!(
                 "{spec}: the {kind} backend has no packet filter (#{f}): an XDP program or a \

@@ -1,5 +1,5 @@
-//! `bpf(2)` without libbpf: the XSKMAP, the queue-to-socket redirect program written as
-//! instruction bytes, map updates, XDP links and program ids.
+//! `bpf(2)` without libbpf: the XSKMAP and array maps, map updates, program loads, XDP links
+//! and program ids. (The program itself is in [`filter`](super::filter).)
 
 use crate::os::cvt;
 use std::io;
@@ -143,25 +143,6 @@ pub(crate) fn map_delete(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
     }
 }
 
-/// The redirect program: `r2 = ctx->rx_queue_index; r1 = map; r3 = XDP_PASS;
-/// return bpf_redirect_map(r1, r2, r3)`. Six instruction slots (`LD_IMM64` takes two).
-/// Packets of queues without a socket in the map go on to the stack (fallback action in `r3`,
-/// kernel 5.3+).
-pub(crate) fn redirect_program(map_fd: BorrowedFd<'_>) -> [BpfInsn; 6] {
-    redirect_insns(map_fd.as_raw_fd())
-}
-
-fn redirect_insns(map_fd: i32) -> [BpfInsn; 6] {
-    [
-        BpfInsn::new(sys::OP_LDX_MEM_W, 2, 1, sys::XDP_MD_RX_QUEUE_INDEX, 0),
-        BpfInsn::new(sys::OP_LD_IMM_DW, 1, sys::BPF_PSEUDO_MAP_FD, 0, map_fd),
-        BpfInsn::new(0, 0, 0, 0, 0),
-        BpfInsn::new(sys::OP_ALU64_MOV_K, 3, 0, 0, sys::XDP_PASS),
-        BpfInsn::new(sys::OP_JMP_CALL, 0, 0, 0, sys::BPF_FUNC_REDIRECT_MAP),
-        BpfInsn::new(sys::OP_JMP_EXIT, 0, 0, 0, 0),
-    ]
-}
-
 /// `r0 = XDP_PASS; exit`: a do-nothing program (used by tests as "somebody else's" program).
 #[cfg(test)]
 pub(crate) fn pass_program() -> [BpfInsn; 2] {
@@ -248,17 +229,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirect_program_bytes_match_the_documented_encoding() {
-        // A stand-in fd number: only the encoding is checked here.
-        let bytes: Vec<[u8; 8]> = redirect_insns(7).iter().map(|i| i.to_ne_bytes()).collect();
-        if cfg!(target_endian = "little") {
-            assert_eq!(bytes[0], [0x61, 0x12, 0x10, 0, 0, 0, 0, 0]);
-            assert_eq!(bytes[1], [0x18, 0x11, 0, 0, 7, 0, 0, 0]);
-            assert_eq!(bytes[2], [0; 8]);
-            assert_eq!(bytes[3], [0xb7, 0x03, 0, 0, 2, 0, 0, 0]);
-            assert_eq!(bytes[4], [0x85, 0, 0, 0, 0x33, 0, 0, 0]);
-            assert_eq!(bytes[5], [0x95, 0, 0, 0, 0, 0, 0, 0]);
-        }
+    fn object_names_keep_what_the_kernel_accepts() {
         assert_eq!(name16("netmap_rs-xsk.map!")[..14], *b"netmap_rsxskma");
     }
 }
