@@ -16,6 +16,7 @@
 //! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
 //! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
 //! - `xdp_filter_prog`: the filter program under `BPF_PROG_TEST_RUN`, frame by frame.
+//! - `xdp_share`: one interface, several ports and processes, a SIGKILL among them.
 
 mod fanout;
 mod faults;
@@ -32,3 +33,4 @@ pub(crate) mod testnet;
 mod tokio_layer;
 mod xdp_filter;
 mod xdp_filter_prog;
+mod xdp_share;
