@@ -226,11 +226,7 @@ pub(crate) fn open(
         )));
     }
     if let Some(f) = &spec.filter {
-        // The afpacket: socket filter lands in the next commit; until then it refuses too.
-        if matches!(
-            kind,
-            BackendKind::Kernel | BackendKind::Emulated | BackendKind::AfPacket
-        ) {
+        if matches!(kind, BackendKind::Kernel | BackendKind::Emulated) {
             return Err(Error::BindFail(format!(
                 "{spec}: the {kind} backend has no packet filter (#{f}): an XDP program or a \
                  socket filter decides in the kernel which packets reach xdp: and afpacket: \

@@ -188,3 +188,26 @@ fn filter_suffix_errors() {
         assert!(e.contains(needle), "{name}: {e}");
     }
 }
+
+#[test]
+fn builder_filter_meets_the_name_and_the_backend() {
+    use crate::sync::port::NetmapBuilder;
+    // Two different filters: refused before anything opens.
+    let e = NetmapBuilder::new("xdp:eth0#udp=53")
+        .filter(XdpFilter::udp_port(54))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("give one of them"), "{e}");
+    let e = NetmapBuilder::new("xdp:eth0")
+        .filter(XdpFilter::default())
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("takes nothing"), "{e}");
+    // Emulated pipes have no kernel filter: a clear error, not a silent no-op.
+    let e = NetmapBuilder::new("filt{1")
+        .backend(crate::BackendChoice::Emulated)
+        .filter(XdpFilter::udp_port(53))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("no packet filter"), "{e}");
+}

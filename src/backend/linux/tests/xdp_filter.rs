@@ -219,3 +219,37 @@ fn xdp_filter_by_name_takes_its_port_and_leaves_the_rest() {
     require_net!();
     filtered_port_takes_its_traffic_and_leaves_the_rest("xdp", true);
 }
+
+#[test]
+fn afpacket_filter_takes_its_port_and_leaves_the_rest() {
+    require_net!();
+    filtered_port_takes_its_traffic_and_leaves_the_rest("afpacket", false);
+    filtered_port_takes_its_traffic_and_leaves_the_rest("afpacket", true);
+}
+
+/// The classic BPF program decides like [`XdpFilter::matches`] on the same frames as the
+/// XDP program (run on a socket pair: what one end sends, the other receives only if the
+/// filter takes it).
+#[test]
+fn afpacket_socket_filter_decides_like_xdpfilter() {
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixDatagram;
+    let filters = [
+        XdpFilter::udp_port(53),
+        XdpFilter::udp_ports(&[0, 54, 5353, 65535]),
+        XdpFilter::default().ethertype(0x88b5),
+        XdpFilter::udp_port(53).ethertype(0x88b5).ethertype(0x0806),
+    ];
+    let corpus = super::xdp_filter_prog::corpus();
+    for f in &filters {
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        crate::backend::afpacket::filter::attach(rx.as_fd(), f, "test").unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 2048];
+        for (name, frame) in &corpus {
+            tx.send(frame).unwrap();
+            let got = rx.recv(&mut buf).is_ok();
+            assert_eq!(got, f.matches(frame), "filter {f}, frame {name}");
+        }
+    }
+}

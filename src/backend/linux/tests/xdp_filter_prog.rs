@@ -65,7 +65,7 @@ fn udp(dport: u16) -> Vec<u8> {
 }
 
 /// Frames of every shape, with a name for the failure message.
-fn corpus() -> Vec<(String, Vec<u8>)> {
+pub(super) fn corpus() -> Vec<(String, Vec<u8>)> {
     let mut c = Vec::new();
     for port in [53u16, 54, 5353, 0, 65535] {
         for (tn, tags) in [
