@@ -182,7 +182,11 @@ fn filter_suffix_errors() {
         ("xdp:#udp=53", "interface name is empty"),
         ("vale0:p1#udp=53", "VALE ports and pipes"),
         ("p{1#udp=53", "VALE ports and pipes"),
-        ("xdp:eth0#ether=1,2,3,4,5,6,7,8,9", "at most 8"),
+        (
+            "xdp:eth0#ether=0x9001,0x9002,0x9003,0x9004,0x9005,0x9006,0x9007,0x9008,0x9009",
+            "at most 8",
+        ),
+        ("xdp:eth0#ether=0x0800,64", "802.3 length"),
     ] {
         let e = PortSpec::parse(name).unwrap_err().to_string();
         assert!(e.contains(needle), "{name}: {e}");
