@@ -1,23 +1,7 @@
 //! [`XdpFilter`]: which received packets a port takes from its interface; the rest stays with
 //! the host stack.
 //!
-//! A filter is a set of UDP destination ports (IPv4 and IPv6) and a set of ethertypes. A frame
-//! matches when its ethertype, read after at most two VLAN tags (802.1Q `0x8100`, 802.1ad
-//! `0x88a8`), is in the ethertype set, or when it is a UDP datagram (or the first fragment of
-//! one) whose destination port is in the port set:
-//!
-//! - IPv4: the UDP header starts after the IP header's IHL words (options included);
-//!   fragments other than the first carry no UDP header and never match.
-//! - IPv6: only a UDP header right after the fixed 40-byte header matches; a packet with
-//!   extension headers (fragments included) does not match and goes to the host.
-//! - A frame too short for the header being read does not match.
-//!
-//! [`XdpFilter::matches`] is that rule in Rust; the AF_XDP program and the AF_PACKET socket
-//! filter implement the same one in the kernel (see the README's Port names and Backends).
-//!
-//! In a port name the filter is the last suffix, after `#`: `xdp:eth0#udp=53`,
-//! `xdp:eth0-1#udp=53,5353`, `xdp:eth0#ether=0x88b5,udp=4789` (a number after a comma without
-//! `kind=` is of the kind before it).
+//! The rule is documented on the type.
 
 use std::fmt;
 
@@ -34,6 +18,27 @@ pub const MAX_ETHERTYPES: usize = 8;
 
 /// Which packets a port takes from its interface: UDP destination ports and ethertypes.
 /// Everything else reaches the host stack as if the port were not open.
+///
+/// A filter is a set of UDP destination ports (IPv4 and IPv6) and a set of ethertypes. A frame
+/// matches when its ethertype, read after at most two VLAN tags (802.1Q `0x8100`, 802.1ad
+/// `0x88a8`), is in the ethertype set, or when it is a UDP datagram (or the first fragment of
+/// one) whose destination port is in the port set:
+///
+/// - IPv4: the UDP header starts after the IP header's IHL words (options included);
+///   fragments other than the first carry no UDP header and never match.
+/// - IPv6: only a UDP header right after the fixed 40-byte header matches; a packet with
+///   extension headers (fragments included) does not match and goes to the host.
+/// - A frame too short for the header being read does not match.
+///
+/// [`XdpFilter::matches`] is that rule in Rust; the AF_XDP program and the AF_PACKET socket
+/// filter implement the same one in the kernel (see the README's Port names and Backends).
+/// On `xdp:` the rest gets `XDP_PASS`; `afpacket:` is a tap, so there the host sees every
+/// packet anyway and the filter spares the port the rest; the netmap module and emulated
+/// pipes refuse a filter.
+///
+/// In a port name the filter is the last suffix, after `#`: `xdp:eth0#udp=53`,
+/// `xdp:eth0-1#udp=53,5353`, `xdp:eth0#ether=0x88b5,udp=4789` (a number after a comma without
+/// `kind=` is of the kind before it).
 ///
 /// ```
 /// use netmap_rs::XdpFilter;
@@ -95,7 +100,7 @@ impl XdpFilter {
     }
 
     /// Whether the filter takes `frame` (an Ethernet frame), by the rule in the
-    /// [module documentation](self): what the kernel-side filters decide.
+    /// [type documentation](XdpFilter): what the kernel-side filters decide.
     pub fn matches(&self, frame: &[u8]) -> bool {
         let be16 = |at: usize| -> Option<u16> {
             Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]))
