@@ -261,3 +261,71 @@ fn two_processes_share_the_program_and_survive_a_sigkill() {
     drop(p0);
     nothing_attached(&pair);
 }
+
+/// The join path without the process's registry: a second attach finds the first's program
+/// and holds its link; the program stays until the last holder goes. Attaches racing from
+/// several threads all end up on one program (the losers of `BPF_LINK_CREATE` join).
+#[test]
+fn attaches_join_one_program_and_the_last_holder_detaches() {
+    use crate::backend::xdp::prog::{AttachMethod, XdpAttachOptions, XdpProgram};
+    require_net!();
+    let pair = VethPair::new();
+    let iface = Interface::lookup_up(&pair.a).unwrap();
+    let first = XdpProgram::attach(&iface, &XdpAttachOptions::default()).unwrap();
+    let second = XdpProgram::attach(&iface, &XdpAttachOptions::default()).unwrap();
+    assert_eq!(first.prog_id(), second.prog_id());
+    assert_eq!(second.method(), AttachMethod::Link);
+    assert_eq!(first.mode(), second.mode());
+    drop(first);
+    assert_eq!(
+        prog_on(&pair),
+        second.prog_id(),
+        "the second holder keeps it"
+    );
+    drop(second);
+    nothing_attached(&pair);
+
+    let progs: Vec<XdpProgram> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| XdpProgram::attach(&iface, &XdpAttachOptions::default())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    let id = progs[0].prog_id();
+    assert!(progs.iter().all(|p| p.prog_id() == id), "one program");
+    assert_eq!(prog_on(&pair), id);
+    drop(progs);
+    nothing_attached(&pair);
+}
+
+/// The crate's own program attached through netlink (as on a kernel before 5.9) has no link
+/// to share: a second attach reports it, with its name and how to remove it, and leaves it.
+#[test]
+fn own_program_attached_by_netlink_is_not_joined() {
+    use crate::backend::xdp::prog::{AttachMethod, XdpAttachOptions, XdpProgram};
+    require_net!();
+    let pair = VethPair::new();
+    let iface = Interface::lookup_up(&pair.a).unwrap();
+    let opts = XdpAttachOptions {
+        method: Some(AttachMethod::Netlink),
+        ..Default::default()
+    };
+    let first = XdpProgram::attach(&iface, &opts).unwrap();
+    let e = XdpProgram::attach(&iface, &XdpAttachOptions::default()).unwrap_err();
+    match &e {
+        crate::Error::XdpProgramAttached {
+            prog_id, prog_name, ..
+        } => {
+            assert_eq!(*prog_id, first.prog_id());
+            assert!(prog_name.contains("without a link"), "{e}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("xdp off"), "{e}");
+    assert_eq!(prog_on(&pair), first.prog_id());
+    drop(first);
+    nothing_attached(&pair);
+}
