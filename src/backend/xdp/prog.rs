@@ -100,6 +100,9 @@ fn foreign(iface: &Interface, prog_id: u32, prog_name: String) -> Error {
     }
 }
 
+/// What `BPF_*_GET_FD_BY_ID` needs.
+const CAPS_JOIN: &str = "CAP_SYS_ADMIN";
+
 /// How many times an open re-reads the interface when programs come and go under it.
 const ATTACH_ROUNDS: usize = 16;
 
@@ -145,7 +148,15 @@ impl XdpProgram {
     /// Joins the program `st` shows, if it is ours.
     fn join(iface: &Interface, st: &netlink::XdpState) -> Result<Round, Error> {
         let id = st.some_id();
-        let privilege = |e: std::io::Error, what: &str| os_error(e, what, CAPS_BPF, &iface.name);
+        // The by-id commands want CAP_SYS_ADMIN whatever the kernel.
+        let privilege = |e: std::io::Error, what: &str| {
+            os_error(
+                e,
+                &format!("{what} (joining the program another port of this crate attached)"),
+                CAPS_JOIN,
+                &iface.name,
+            )
+        };
         let found = match ids::prog(id) {
             Ok(p) => p,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Round::Again),
