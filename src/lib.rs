@@ -79,3 +79,8 @@ pub use sync::{
 pub use tokio_async::{
     AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap,
 };
+
+/// The README's Rust examples, compiled (and run unless marked `no_run`) by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
