@@ -18,7 +18,8 @@
 #   - RX rate at full load: trafgen on A sends as fast as it can for SECS seconds; packets the
 #     receiver counted / SECS.
 # Ours is pkt_gen (examples/pkt_gen: reserve_batch + fill_reused + sync; batch + sync +
-# wait_readable), the same paths users call. Writes target/peer-bench/{lines,table.md,chart.svg}.
+# wait_readable), the same paths users call; "busy" is pkt_gen --busy (NetmapBuilder::busy_poll:
+# waits spin, a core given to the queue, as testpmd's poll-mode drivers run). Writes target/peer-bench/{lines,table.md,chart.svg}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -102,9 +103,11 @@ launch() { # COMMAND OUTPUT -> the PID of the program itself (exec all the way d
 tx_cmd() { # NAME -> command line of the sender on A
   case $1 in
     xdp_ours) echo "$PG -i xdp:$A -f tx -n 0 -w 0 -D $MACB -S $MACA -d $IPB:1234 -s $IPA:1234" ;;
+    xdp_busy) echo "$(tx_cmd xdp_ours) --busy" ;;
     xdp_netring) echo "$PEERS tx-xdp $A $MACB $MACA $IPB $IPA" ;;
     xdp_dpdk) testpmd net_af_xdp0,iface=$A,start_queue=0,queue_count=1 txonly ;;
     pkt_ours) echo "$PG -i afpacket:$A -f tx -n 0 -w 0 -D $MACB -S $MACA -d $IPB:1234 -s $IPA:1234" ;;
+    pkt_busy) echo "$(tx_cmd pkt_ours) --busy" ;;
     pkt_netring) echo "$PEERS tx-packet $A $MACB $MACA $IPB $IPA" ;;
     pkt_dpdk) testpmd net_af_packet0,iface=$A txonly ;;
     pkt_trafgen) echo "trafgen -o $A -i $work/udp.cfg -P 1 -C -Q" ;;
@@ -124,9 +127,11 @@ rx_cmd() { # NAME -> command line of the receiver on B (in the namespace)
   local n="ip netns exec $NS"
   case $1 in
     xdp_ours) echo "$n $PG -i xdp:$B -f rx -n 0 -w 0" ;;
+    xdp_busy) echo "$(rx_cmd xdp_ours) --busy" ;;
     xdp_netring) echo "$n $PEERS rx-xdp $B" ;;
     xdp_dpdk) echo "$n $(testpmd net_af_xdp0,iface=$B,start_queue=0,queue_count=1 rxonly)" ;;
     pkt_ours) echo "$n $PG -i afpacket:$B -f rx -n 0 -w 0" ;;
+    pkt_busy) echo "$(rx_cmd pkt_ours) --busy" ;;
     pkt_netring) echo "$n $PEERS rx-packet $B" ;;
     pkt_dpdk) echo "$n $(testpmd net_af_packet0,iface=$B rxonly)" ;;
   esac
@@ -164,7 +169,7 @@ rx_rate() { # NAME -> Mpps the receiver counted at full load
 wanted() { [ -z "$ONLY" ] || [[ $1 =~ $ONLY ]]; }
 lines=$out/lines; : >"$lines"
 for r in $(seq "$ROUNDS"); do
-  for c in xdp_ours xdp_netring xdp_dpdk pkt_ours pkt_netring pkt_dpdk pkt_trafgen; do
+  for c in xdp_ours xdp_busy xdp_netring xdp_dpdk pkt_ours pkt_busy pkt_netring pkt_dpdk pkt_trafgen; do
     wanted "tx_$c" || continue
     v=$(tx_rate $c); echo "tx $c $r $v" | tee -a "$lines"
   done
@@ -172,7 +177,7 @@ for r in $(seq "$ROUNDS"); do
     wanted "rxcpu_$c" || continue
     v=$(rx_cpu $c); echo "rxcpu $c $r $v" | tee -a "$lines"
   done
-  for c in xdp_ours xdp_netring xdp_dpdk pkt_ours pkt_netring pkt_dpdk; do
+  for c in xdp_ours xdp_busy xdp_netring xdp_dpdk pkt_ours pkt_busy pkt_netring pkt_dpdk; do
     wanted "rxrate_$c" || continue
     v=$(rx_rate $c); echo "rxrate $c $r $v" | tee -a "$lines"
   done

@@ -97,6 +97,11 @@ pub(crate) trait Driver {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+    /// The user busy-polls this port, spinning up to `spin` in each wait: a driver whose
+    /// kernel side can be polled from the socket asks for it. Default: nothing to do.
+    fn prefer_busy_poll(&self, spin: Duration) {
+        let _ = spin;
+    }
     /// The kernel's drop and error counters since the port opened: of the whole port
     /// (`ring: None`) or of the queue behind ring `ring` (the caller checked the index).
     /// Default: the driver counts nothing (every field `None`).
@@ -319,6 +324,11 @@ impl Backend {
     /// See [`Driver::peer_present`].
     pub(crate) fn peer_present(&self) -> Option<bool> {
         dispatch!(self, p => p.peer_present())
+    }
+
+    /// See [`Driver::prefer_busy_poll`].
+    pub(crate) fn prefer_busy_poll(&self, spin: Duration) {
+        dispatch!(self, p => p.prefer_busy_poll(spin))
     }
 
     /// See [`Driver::retry_after`].

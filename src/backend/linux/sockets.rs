@@ -133,6 +133,25 @@ impl SocketSet {
         Ok(RingWaker::fd(fd, dir == Dir::Tx))
     }
 
+    /// Asks the kernel to let these sockets drive their queues' NAPI processing while the
+    /// user busy-polls (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL`, `SO_BUSY_POLL_BUDGET`); what
+    /// the kernel refuses (e.g. without CAP_NET_ADMIN) is logged and left out.
+    pub(crate) fn prefer_busy_poll(&self, spin: Duration) {
+        let usecs = spin.as_micros().min(1_000_000) as libc::c_int;
+        let opts = [
+            (libc::SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
+            (libc::SO_BUSY_POLL, usecs, "SO_BUSY_POLL"),
+            (libc::SO_BUSY_POLL_BUDGET, 64, "SO_BUSY_POLL_BUDGET"),
+        ];
+        for s in &self.socks {
+            for (name, value, what) in opts {
+                if let Err(e) = os::setsockopt(s.as_fd(), libc::SOL_SOCKET, name, &value) {
+                    tracing::debug!(option = what, error = %e, "busy polling option refused");
+                }
+            }
+        }
+    }
+
     /// One descriptor, readable when some queue has received packets.
     pub(crate) fn exposed_rx_fd(&self) -> BorrowedFd<'_> {
         self.rx_ep.watch_for_good(&self.socks)

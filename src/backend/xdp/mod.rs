@@ -392,6 +392,10 @@ impl Driver for Port {
         first
     }
 
+    fn prefer_busy_poll(&self, spin: Duration) {
+        self.socks.prefer_busy_poll(spin)
+    }
+
     fn retry_after(&self) -> Option<Duration> {
         self.tx_busy
             .load(std::sync::atomic::Ordering::Relaxed)
