@@ -72,7 +72,7 @@ pub use backend::{
     BackendChoice, BackendKind, FanoutMode, PortStats, Readiness, DEFAULT_BLOCK_TIMEOUT,
 };
 pub use error::{Error, Result};
-pub use port_name::PortSpec;
+pub use port_name::{PortSpec, XdpFilter};
 pub use sync::{
     forward_filtered, zero_copy_forward, BatchReservation, Frame, Netmap, NetmapBuilder, RxBatch,
     RxRing, TxRing,
@@ -81,3 +81,8 @@ pub use sync::{
 pub use tokio_async::{
     AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap,
 };
+
+/// The README's Rust examples, compiled (and run unless marked `no_run`) by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -41,6 +41,8 @@ pub(crate) struct Cfg {
     /// `--block-timeout MS`: an `afpacket:` port's RX block retire timeout (0: no blocks,
     /// `TPACKET_V2`); `None`: the crate's default.
     pub(crate) block_timeout_ms: Option<u64>,
+    /// `--busy`: busy polling (waits spin instead of sleeping; a core per thread).
+    pub(crate) busy: bool,
     /// `-W`: a receiver exits after 1 s without traffic (once the first packet came).
     pub(crate) idle_exit: bool,
     /// Second `-l`: random lengths in `[len_min, len)` (0: fixed length).
@@ -57,7 +59,8 @@ pub(crate) fn die(msg: &str) -> ! {
     eprintln!(
         "usage: pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] \
          [-T MS] [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC] \
-         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--block-timeout MS]"
+         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy] \
+         [--block-timeout MS]"
     );
     std::process::exit(2)
 }
@@ -117,6 +120,7 @@ impl Default for Cfg {
             slots: 0,
             huge: false,
             block_timeout_ms: None,
+            busy: false,
             idle_exit: false,
             len_min: 0,
             seq: false,
@@ -177,6 +181,7 @@ pub(crate) fn parse_args() -> Cfg {
             "--seq" => c.seq = true,
             "--huge" => c.huge = true,
             "--block-timeout" => c.block_timeout_ms = Some(num(val())),
+            "--busy" => c.busy = true,
             _ => die(&format!("unknown option {a}")),
         }
     }

@@ -3,7 +3,8 @@
 //! ```text
 //! pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] [-T MS]
 //!         [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC]
-//!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--block-timeout MS]
+//!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy]
+//!         [--block-timeout MS]
 //! ```
 //!
 //! - By default the work per packet is C `pkt-gen`'s: `tx` copies a prepared Ethernet/IPv4/UDP
@@ -78,7 +79,10 @@ fn open_ports(cfg: &Cfg, name: &str) -> Result<Vec<Netmap>, Error> {
         .num_slots(cfg.slots)
         .huge_pages(cfg.huge);
     if let Some(ms) = cfg.block_timeout_ms {
-        b = b.block_timeout(std::time::Duration::from_millis(ms));
+        b = b.block_timeout(Duration::from_millis(ms));
+    }
+    if cfg.busy {
+        b = b.busy_poll(Duration::MAX);
     }
     if cfg.threads == 1 {
         return Ok(vec![b.build()?]);
