@@ -179,8 +179,9 @@ impl NetmapBuilder {
     /// packet: under light load a packet waits up to about this long (plus the kernel's timer
     /// tick) before the receiver sees it. Default
     /// [`DEFAULT_BLOCK_TIMEOUT`](crate::DEFAULT_BLOCK_TIMEOUT). `Duration::ZERO`: no blocks
-    /// (`TPACKET_V2`, one frame and one wake-up per packet, the lowest latency). Other
-    /// backends ignore it.
+    /// (`TPACKET_V2`, one frame and one wake-up per packet, the lowest latency; also the
+    /// choice with [`busy_poll`](Self::busy_poll), which cannot see packets in a block the
+    /// kernel has not handed over yet). Other backends ignore it.
     pub fn block_timeout(mut self, timeout: Duration) -> Self {
         self.block_timeout = Some(timeout);
         self
