@@ -177,11 +177,12 @@ impl NetmapBuilder {
     /// milliseconds). The kernel hands a block over when it is full (64 KiB, hundreds of small
     /// packets) or when this passes, with one wake-up for the whole block instead of one per
     /// packet: under light load a packet waits up to about this long (plus the kernel's timer
-    /// tick) before the receiver sees it. Default
-    /// [`DEFAULT_BLOCK_TIMEOUT`](crate::DEFAULT_BLOCK_TIMEOUT). `Duration::ZERO`: no blocks
-    /// (`TPACKET_V2`, one frame and one wake-up per packet, the lowest latency; also the
+    /// tick) before the receiver sees it: for captures and sinks, not for request/response
+    /// traffic. Default [`DEFAULT_BLOCK_TIMEOUT`](crate::DEFAULT_BLOCK_TIMEOUT), zero: no
+    /// blocks (`TPACKET_V2`, one frame and one wake-up per packet, the lowest latency; also the
     /// choice with [`busy_poll`](Self::busy_poll), which cannot see packets in a block the
-    /// kernel has not handed over yet). Other backends ignore it.
+    /// kernel has not handed over yet). `Duration::from_millis(1)` is the finest block
+    /// timeout. Other backends ignore it.
     pub fn block_timeout(mut self, timeout: Duration) -> Self {
         self.block_timeout = Some(timeout);
         self

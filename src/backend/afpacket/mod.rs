@@ -1,8 +1,8 @@
 //! The AF_PACKET driver: a netmap TX and RX ring pair per AF_PACKET socket bound to the
 //! whole interface ([`tpacket`]), each packet copied once between the kernel's ring and a
-//! slot's buffer. RX is in `TPACKET_V3` blocks ([`blocks`]) handed over when full or after
-//! the block retire timeout (`NetmapBuilder::block_timeout`); with a zero timeout the socket
-//! is `TPACKET_V2` (one frame, one wake-up per packet).
+//! slot's buffer. RX is in `TPACKET_V2` frames (the default: one frame, one wake-up per
+//! packet), or with a block retire timeout (`NetmapBuilder::block_timeout`) in `TPACKET_V3`
+//! blocks ([`blocks`]) handed over when full or after the timeout.
 //!
 //! One socket by default. With `num_rx_rings(n)` (or `num_tx_rings(n)`) the port opens `n`
 //! sockets that join one `PACKET_FANOUT` group (mode from `NetmapBuilder::fanout`, hash by
