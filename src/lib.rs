@@ -63,10 +63,12 @@ pub mod prelude;
 mod region;
 mod ring;
 pub mod sync;
+// UDP_PLACEHOLDER
 #[cfg(feature = "tokio-async")]
 pub mod tokio_async;
 #[cfg(netmap_kernel)]
 pub mod vale;
+pub mod wire;
 
 pub use backend::{BackendChoice, BackendKind, FanoutMode, PortStats, Readiness};
 pub use error::{Error, Result};
