@@ -200,6 +200,11 @@ impl<'a> UdpFrame<'a> {
             .get(self.udp_off + udp::HEADER_LEN..self.udp_off + self.udp_len)
             .unwrap_or(&[])
     }
+    /// Where the UDP payload lies in the frame's bytes.
+    pub fn payload_range(&self) -> std::ops::Range<usize> {
+        let start = (self.udp_off + udp::HEADER_LEN).min(self.bytes.len());
+        start..(self.udp_off + self.udp_len).clamp(start, self.bytes.len())
+    }
     /// The whole frame as received.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
