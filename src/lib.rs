@@ -79,7 +79,7 @@ pub mod wire;
 
 pub use backend::{BackendChoice, BackendKind, FanoutMode, PortStats, Readiness};
 pub use error::{Error, Result};
-pub use port_name::PortSpec;
+pub use port_name::{PortSpec, XdpFilter};
 pub use sync::{
     forward_filtered, zero_copy_forward, BatchReservation, Frame, Netmap, NetmapBuilder, RxBatch,
     RxRing, TxRing,

@@ -225,6 +225,21 @@ pub(crate) fn open(
             spec.ifname
         )));
     }
+    if let Some(f) = &spec.filter {
+        // The afpacket: socket filter lands in the next commit; until then it refuses too.
+        if matches!(
+            kind,
+            BackendKind::Kernel | BackendKind::Emulated | BackendKind::AfPacket
+        ) {
+            return Err(Error::BindFail(format!(
+                "{spec}: the {kind} backend has no packet filter (#{f}): an XDP program or a \
+                 socket filter decides in the kernel which packets reach xdp: and afpacket: \
+                 ports; open xdp:{0} or afpacket:{0}, or open without the filter and pass \
+                 what you do not want to the host rings yourself",
+                spec.ifname
+            )));
+        }
+    }
     tracing::info!(port = %spec, ?choice, backend = %kind, "backend chosen");
     match kind {
         BackendKind::Kernel => open_kernel(spec, opts),

@@ -9,7 +9,7 @@ use crate::backend::{self, BackendChoice, BackendKind, OpenOptions, PortStats, R
 #[cfg(netmap_kernel)]
 pub use crate::backend::{PoolsInfo, PortInfo};
 use crate::error::Error;
-use crate::port_name::{PortSpec, RingSelect};
+use crate::port_name::{PortSpec, RingSelect, XdpFilter};
 use crate::ring::{bind_rings, BoundRing, BoundRings};
 use crate::sync::held::Held;
 use crate::sync::port_inner::PortInner;
@@ -44,6 +44,7 @@ pub struct NetmapBuilder {
     backend: Option<BackendChoice>,
     huge_pages: bool,
     fanout: Option<backend::FanoutMode>,
+    filter: Option<XdpFilter>,
 }
 
 impl NetmapBuilder {
@@ -61,6 +62,7 @@ impl NetmapBuilder {
             backend: None,
             huge_pages: false,
             fanout: None,
+            filter: None,
         }
     }
 
@@ -166,6 +168,39 @@ impl NetmapBuilder {
         self
     }
 
+    /// Takes only the packets `filter` matches from the interface (UDP destination ports,
+    /// ethertypes); everything else reaches the host stack as if the port were not open. The
+    /// same as a `#` suffix on the name (`xdp:eth0#udp=53`); giving both with different
+    /// filters is an error. On `xdp:` the redirect program applies it per queue; on
+    /// `afpacket:` a classic BPF socket filter does. The netmap module and emulated pipes
+    /// refuse it. See [`XdpFilter`] for the exact rule.
+    pub fn filter(mut self, filter: XdpFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// The name parsed, with the builder's filter in it.
+    fn spec(&self) -> Result<PortSpec, Error> {
+        let mut spec = PortSpec::parse(&self.name)?;
+        if let Some(f) = &self.filter {
+            let bad = |reason: String| Error::InvalidPortName {
+                name: self.name.clone(),
+                reason,
+            };
+            f.check().map_err(bad)?;
+            match &spec.filter {
+                Some(named) if named != f => {
+                    return Err(bad(format!(
+                        "the name's filter #{named} differs from NetmapBuilder::filter({f}): \
+                         give one of them"
+                    )))
+                }
+                _ => spec.filter = Some(f.clone()),
+            }
+        }
+        Ok(spec)
+    }
+
     /// Which backend to use; without this call `NETMAP_RS_BACKEND` decides, else `Auto`.
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
@@ -208,7 +243,7 @@ impl NetmapBuilder {
 
     /// Opens the port.
     pub fn build(self) -> Result<Netmap, Error> {
-        let spec = PortSpec::parse(&self.name)?;
+        let spec = self.spec()?;
         let opts = self.options(&spec)?;
         Netmap::open_spec(spec, &opts, self.choice()?)
     }
@@ -217,7 +252,7 @@ impl NetmapBuilder {
     /// one file descriptor each, for thread-per-ring designs: each thread then syncs only its
     /// own rings. The name must not already select rings.
     pub fn build_per_ring(self) -> Result<Vec<Netmap>, Error> {
-        let spec = PortSpec::parse(&self.name)?;
+        let spec = self.spec()?;
         if spec.rings != RingSelect::AllNic {
             return Err(Error::InvalidPortName {
                 name: self.name.clone(),

@@ -13,6 +13,9 @@
 //! - `rate`: a quick TX-rate comparison of the two sockets.
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
+//! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
+//! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
+//! - `xdp_filter_prog`: the filter program under `BPF_PROG_TEST_RUN`, frame by frame.
 
 mod fanout;
 mod faults;
@@ -27,3 +30,5 @@ mod stats;
 pub(crate) mod testnet;
 #[cfg(feature = "tokio-async")]
 mod tokio_layer;
+mod xdp_filter;
+mod xdp_filter_prog;
