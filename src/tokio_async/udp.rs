@@ -103,6 +103,17 @@ impl AsyncUdpPort {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        self.poll_recv_addressed(cx, buf)
+            .map_ok(|(n, a)| (n, a.src))
+    }
+
+    /// As [`poll_recv_from`](Self::poll_recv_from), returning every address of the
+    /// datagram (reply with [`Addressing::reply`], no lookup).
+    pub fn poll_recv_addressed(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, Addressing)>> {
         loop {
             let i = ready!(self.rx.poll_recv_ready(cx))?;
             let mut batch = UdpBatch {
@@ -113,7 +124,7 @@ impl AsyncUdpPort {
                 let p = d.payload();
                 let n = p.len().min(buf.len());
                 buf[..n].copy_from_slice(&p[..n]);
-                return Poll::Ready(Ok((p.len(), d.source())));
+                return Poll::Ready(Ok((p.len(), *d.addressing())));
             }
         }
     }

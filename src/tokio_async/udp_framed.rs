@@ -1,5 +1,6 @@
 //! [`NetmapUdpFramed`]: a codec over a UDP endpoint, as tokio-util's `UdpFramed`.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,10 +12,13 @@ use futures_sink::Sink;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::AsyncUdpPort;
+use crate::wire::Addressing;
 
 /// Largest datagram payload read (larger ones are cut, as a `UdpSocket` read into a
 /// buffer of this size would): more than any slot holds.
 const MAX_DATAGRAM: usize = 4096;
+/// Sources remembered for replies (the table is cleared when it grows past this).
+const MAX_PEERS: usize = 4096;
 
 /// A [`Stream`] of `(item, source)` decoded from each datagram and a [`Sink`] of
 /// `(item, destination)` encoded one datagram each, over an [`AsyncUdpPort`]: what
@@ -23,9 +27,12 @@ const MAX_DATAGRAM: usize = 4096;
 /// Each datagram is decoded on its own (`decode_eof`, so a codec may yield several items
 /// from one datagram); what is left undecoded at its end is dropped. A decode error ends
 /// that datagram and puts the codec back to a copy taken before it decoded anything
-/// (hence `C: Clone`), as [`NetmapFramed`](super::NetmapFramed) does. Sending to a new
-/// destination looks it up as [`AsyncUdpPort::send_to`] does (an unresolved neighbour is
-/// an error for that item only).
+/// (hence `C: Clone`), as [`NetmapFramed`](super::NetmapFramed) does.
+///
+/// Sending to a source the stream has received from reuses that datagram's addresses,
+/// turned around (no lookup: a reply needs no neighbour entry); another destination is
+/// looked up as [`AsyncUdpPort::send_to`] does (an unresolved neighbour is an error for
+/// that item only).
 ///
 /// ```no_run
 /// use futures::{SinkExt, StreamExt};
@@ -48,6 +55,8 @@ pub struct NetmapUdpFramed<C> {
     rd: BytesMut,
     wr: BytesMut,
     from: Option<SocketAddr>,
+    /// The addressing of the last datagram from each source.
+    peers: HashMap<SocketAddr, Addressing>,
 }
 
 impl<C> NetmapUdpFramed<C> {
@@ -60,6 +69,7 @@ impl<C> NetmapUdpFramed<C> {
             rd: BytesMut::new(),
             wr: BytesMut::new(),
             from: None,
+            peers: HashMap::new(),
         }
     }
 
@@ -110,11 +120,15 @@ impl<C: Decoder + Clone + Unpin> Stream for NetmapUdpFramed<C> {
                 this.pristine = Some(this.codec.clone());
             }
             this.rd.resize(MAX_DATAGRAM, 0);
-            let r = ready!(this.port.poll_recv_from(cx, &mut this.rd));
+            let r = ready!(this.port.poll_recv_addressed(cx, &mut this.rd));
             match r {
-                Ok((n, from)) => {
+                Ok((n, a)) => {
                     this.rd.truncate(n.min(MAX_DATAGRAM));
-                    this.from = Some(from);
+                    this.from = Some(a.src);
+                    if this.peers.len() >= MAX_PEERS {
+                        this.peers.clear();
+                    }
+                    this.peers.insert(a.src, a);
                 }
                 Err(e) => {
                     this.rd.clear();
@@ -136,7 +150,10 @@ impl<I, C: Encoder<I> + Unpin> Sink<(I, SocketAddr)> for NetmapUdpFramed<C> {
         let this = self.get_mut();
         this.wr.clear();
         let r = this.codec.encode(item, &mut this.wr).and_then(|()| {
-            let a = this.port.addressing_to(dst).map_err(io::Error::from)?;
+            let a = match this.peers.get(&dst) {
+                Some(p) => p.reply(),
+                None => this.port.addressing_to(dst).map_err(io::Error::from)?,
+            };
             this.port.queue(&a, &this.wr).map_err(io::Error::from)?;
             Ok(())
         });
