@@ -42,14 +42,28 @@ impl HostGuard {
         }
         let mut sockets = Vec::with_capacity(addrs.len());
         for a in addrs {
-            let s = UdpSocket::bind(a).map_err(|e| {
-                Error::PortBusy(format!(
-                    "cannot bind the guard socket on UDP {a} ({e}): another socket of this \
-                     host has the port (`ss -ulpn 'sport = :{port}'`), and the kernel would \
-                     deliver every datagram to it as well as to this afpacket: port; stop it, \
-                     or use xdp:"
-                ))
-            })?;
+            let s = match UdpSocket::bind(a) {
+                Ok(s) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    return Err(Error::PortBusy(format!(
+                        "cannot bind the guard socket on UDP {a} ({e}): another socket of this \
+                         host has the port (`ss -ulpn 'sport = :{port}'`), and the kernel would \
+                         deliver every datagram to it as well as to this afpacket: port; stop \
+                         it, or use xdp:"
+                    )))
+                }
+                Err(e) => {
+                    // An address still tentative (IPv6 duplicate address detection) or gone
+                    // since it was read: the host may answer datagrams to it.
+                    tracing::warn!(
+                        addr = %a,
+                        error = %e,
+                        "no guard socket on this address: the host may answer datagrams to it \
+                         with ICMP port unreachable"
+                    );
+                    continue;
+                }
+            };
             drop_all(&s).map_err(|e| {
                 Error::Io(std::io::Error::new(
                     e.kind(),
