@@ -90,3 +90,8 @@ pub use tokio_async::{
     NetmapUdpFramed, Tap, TokioNetmap,
 };
 pub use udp::UdpPort;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
