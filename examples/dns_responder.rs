@@ -102,33 +102,37 @@ fn options() -> Options {
     o
 }
 
-/// Reads the question's name at `q[0..]` into `name` (lower case, dot-separated); returns
-/// the length of the encoded name. Queries carry no compression pointers.
-fn read_name(q: &[u8], name: &mut String) -> Option<usize> {
-    let mut i = 0;
+/// Reads the question's name at `q[0..]` into `name` (lower case, dot-separated, at most
+/// 255 bytes: no allocation per query); returns the length of the encoded name and of the
+/// text. Queries carry no compression pointers.
+fn read_name(q: &[u8], name: &mut [u8; 256]) -> Option<(usize, usize)> {
+    let (mut i, mut n) = (0, 0);
     loop {
         let len = *q.get(i)? as usize;
         if len == 0 {
-            return Some(i + 1);
+            return Some((i + 1, n));
         }
-        if len > 63 || i + 1 + len > q.len() || i + 1 + len > 255 {
+        if len > 63 || i + 1 + len > q.len() || n + 1 + len > name.len() {
             return None;
         }
-        if !name.is_empty() {
-            name.push('.');
+        if n > 0 {
+            name[n] = b'.';
+            n += 1;
         }
-        for &c in &q[i + 1..i + 1 + len] {
-            name.push(c.to_ascii_lowercase() as char);
+        for (d, &c) in name[n..n + len].iter_mut().zip(&q[i + 1..i + 1 + len]) {
+            *d = c.to_ascii_lowercase();
         }
+        n += len;
         i += 1 + len;
     }
 }
 
-fn in_zone(name: &str) -> bool {
-    name == ZONE
+fn in_zone(name: &[u8]) -> bool {
+    let zone = ZONE.as_bytes();
+    name == zone
         || name
-            .strip_suffix(ZONE)
-            .is_some_and(|head| head.ends_with('.'))
+            .strip_suffix(zone)
+            .is_some_and(|head| head.ends_with(b"."))
 }
 
 /// Writes the response to `query` into `out`; returns its length, or `None` to stay
@@ -164,9 +168,9 @@ fn answer(query: &[u8], out: &mut [u8], records: &[(String, Ipv4Addr)]) -> Optio
     if qdcount != 1 {
         return respond(out, RCODE_FORMERR, false, &[], None);
     }
-    let mut name = String::with_capacity(64);
+    let mut buf = [0u8; 256];
     let q = &query[12..];
-    let Some(name_len) = read_name(q, &mut name) else {
+    let Some((name_len, text_len)) = read_name(q, &mut buf) else {
         return respond(out, RCODE_FORMERR, false, &[], None);
     };
     let Some(question) = q.get(..name_len + 4) else {
@@ -174,10 +178,11 @@ fn answer(query: &[u8], out: &mut [u8], records: &[(String, Ipv4Addr)]) -> Optio
     };
     let qtype = u16::from_be_bytes([question[name_len], question[name_len + 1]]);
     let qclass = u16::from_be_bytes([question[name_len + 2], question[name_len + 3]]);
-    if !in_zone(&name) || qclass != CLASS_IN {
+    let name = &buf[..text_len];
+    if !in_zone(name) || qclass != CLASS_IN {
         return respond(out, RCODE_REFUSED, false, question, None);
     }
-    let Some((_, ip)) = records.iter().find(|(n, _)| *n == name) else {
+    let Some((_, ip)) = records.iter().find(|(n, _)| n.as_bytes() == name) else {
         return respond(out, RCODE_NXDOMAIN, true, question, None);
     };
     if qtype != TYPE_A && qtype != TYPE_ANY {

@@ -6,8 +6,8 @@
 //! - [`sync`]: the synchronous core — [`NetmapBuilder`], [`Netmap`], [`TxRing`], [`RxRing`],
 //!   [`Frame`], batch reservation and `recv_batch`.
 //! - [`udp`] and [`wire`]: a UDP layer over any port ([`UdpPort`], and in the Tokio layer
-//!   [`AsyncUdpPort`](tokio_async::AsyncUdpPort) and
-//!   [`NetmapUdpFramed`](tokio_async::NetmapUdpFramed)), over zero-copy header views.
+//!   [`AsyncUdpPort`] and
+//!   [`NetmapUdpFramed`]), over zero-copy header views.
 //! - [`tokio_async`] (feature `tokio-async`, default): the netmap descriptor registered with
 //!   Tokio's `AsyncFd`; rings as `AsyncRead`/`AsyncWrite`, `Stream`/`Sink`, codec framing and
 //!   tracing taps.
