@@ -7,8 +7,10 @@
 #
 #   ROUNDS=5 DURATION=5 ci/dns-bench.sh
 #
-# Prints each round's answers/s, then medians and the median of the per-round ratios
-# (ours / knotd). knotd leaves its XDP program attached when it exits: the script removes
+# Prints each round's answers/s (replies kxdpgun received) and each server's CPU time per
+# answer (user + system of all its threads during the load, /proc/PID/stat), then medians and
+# the median of the per-round ratios (ours / knotd). Our example's own counts (answered,
+# batches, the kernel's drop counters) go to stderr. knotd leaves its XDP program attached when it exits: the script removes
 # it (`ip link set IF xdp off`) after each knotd round. Everything it creates (veth pair,
 # namespace, knotd's files) is removed on exit, also on failure or Ctrl-C.
 set -eu
@@ -82,21 +84,28 @@ zone:
     storage: $DIR
 CONF
 
-# One load run; prints the replies per second kxdpgun reports.
+# CPU time (user + system, clock ticks of 10 ms) of process $1 and its threads so far.
+ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+# One load run against server $1; prints the replies per second kxdpgun reports and the
+# server's CPU time during the run (ms).
 load() {
+    t0=$(ticks "$1")
     ip netns exec "$NS" kxdpgun -t "$DURATION" -Q "$QPS" -b "$BATCH" -i "$DIR/queries" \
         -I "$B" $IPA > "$DIR/gun.txt" 2>&1 || true
     r=$(sed -n 's/^total replies: *[0-9]* *(\([0-9]*\) pps).*/\1/p' "$DIR/gun.txt")
     if [ -z "$r" ]; then echo "kxdpgun said:" >&2; cat "$DIR/gun.txt" >&2; r=0; fi
-    echo "$r"
+    t1=$(ticks "$1")
+    echo "$r $(( (t1 - t0) * 10 ))"
 }
 
 ours() {
     "$EXE" "$A" > "$DIR/ours.txt" 2>&1 &
     SERVER=$!
     for _ in $(seq 50); do grep -q dns_responder "$DIR/ours.txt" && break; sleep 0.1; done
-    r=$(load)
+    r=$(load $SERVER)
     kill -TERM $SERVER; wait $SERVER || true; SERVER=
+    grep -E "^answered|batches|Kernel" "$DIR/ours.txt" | sed 's/^/    ours: /' >&2
     echo "$r"
 }
 
@@ -105,23 +114,26 @@ knot() {
     SERVER=$!
     for _ in $(seq 100); do grep -q "initialized XDP interface" "$DIR/knot.txt" && break; sleep 0.1; done
     sleep 0.5   # the zone loads after the interface
-    r=$(load)
+    r=$(load $SERVER)
     kill -TERM $SERVER; wait $SERVER || true; SERVER=
     ip link set "$A" xdp off   # knotd leaves its program attached
     echo "$r"
 }
 
-echo "round  ours(answers/s)  knotd(answers/s)  ratio"
+echo "round  ours(answers/s)  knotd(answers/s)  ratio  ours(CPU us/answer)  knotd(CPU us/answer)"
 : > "$DIR/results"
 i=1
 while [ $i -le "$ROUNDS" ]; do
     if [ $((i % 2)) = 1 ]; then o=$(ours); k=$(knot); else k=$(knot); o=$(ours); fi
     echo "$o $k" >> "$DIR/results"
-    awk -v i=$i -v o="$o" -v k="$k" 'BEGIN { printf "%5d  %15d  %16d  %5.2f\n", i, o, k, (k > 0 ? o / k : 0) }'
+    echo "$o $k" | awk -v i=$i -v d="$DURATION" '{
+        printf "%5d  %15d  %16d  %5.2f  %19.2f  %20.2f\n", i, $1, $3, ($3 > 0 ? $1 / $3 : 0),
+            ($1 > 0 ? $2 * 1000 / ($1 * d) : 0), ($3 > 0 ? $4 * 1000 / ($3 * d) : 0) }'
     i=$((i + 1))
 done
-awk '
-    { o[NR] = $1; k[NR] = $2; r[NR] = ($2 > 0 ? $1 / $2 : 0) }
+awk -v d="$DURATION" '
+    { o[NR] = $1; k[NR] = $3; r[NR] = ($3 > 0 ? $1 / $3 : 0)
+      co[NR] = ($1 > 0 ? $2 * 1000 / ($1 * d) : 0); ck[NR] = ($3 > 0 ? $4 * 1000 / ($3 * d) : 0) }
     function median(a, n,   i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
@@ -129,5 +141,6 @@ awk '
     END {
         n = NR
         printf "median: ours %d answers/s, knotd %d answers/s, ratio (median of per-round ratios) %.2f\n", median(o, n), median(k, n), median(r, n)
+        printf "median CPU per answer received by kxdpgun: ours %.2f us, knotd %.2f us\n", median(co, n), median(ck, n)
     }' "$DIR/results"
 echo "load average: $(cut -d" " -f1-3 /proc/loadavg) (the machine is shared: figures vary)"

@@ -216,7 +216,7 @@ impl AsyncUdpPort {
     /// them in place: `f(request, buf)` writes the reply payload into `buf` and returns its
     /// length (`None`: no reply); the reply is addressed from the request (MACs, IPs and
     /// ports swapped, no lookup) and sent on the TX ring of the request's RX ring. Replies
-    /// are handed to the kernel before it returns. Returns how many were sent (0 when none
+    /// are handed to the kernel, and the requests' buffers back to it, before it returns. Returns how many were sent (0 when none
     /// of the frames looked at was ours).
     ///
     /// # Cancel safety
@@ -242,6 +242,10 @@ impl AsyncUdpPort {
         if n > 0 {
             tx.flush_ring().await?;
         }
+        // Hand the requests' buffers back at once (on AF_XDP: to the fill ring), not after
+        // half a ring: under load, a kernel short of free buffers drops what comes
+        // (`rx_fill_empty`).
+        self.rx.rings_mut()[i].get_mut().sync()?;
         Ok(n)
     }
 }

@@ -227,6 +227,8 @@ impl UdpPort {
         if n > 0 {
             tx.sync()?;
         }
+        // The requests' buffers back to the kernel at once (see AsyncUdpPort::serve).
+        self.rx[i].sync()?;
         Ok(n)
     }
 }
