@@ -13,9 +13,10 @@
 //! This floor imports nothing else of the crate: it is plain byte work, usable on its own.
 //!
 //! Hand-written rather than `etherparse`: a view here is a few offsets checked once per
-//! frame, and building writes straight into the slot. (`etherparse`'s sliced parsing is
-//! comparable; its builders want a `Write` sink or an owned header, a copy per packet we
-//! avoid. This module is under 900 lines with tests.)
+//! frame, and building writes straight into the slot. Measured once (README, UDP layer):
+//! 38 ns to parse a DNS query frame here (IPv4 header checksum included) against 62–68 ns
+//! with `etherparse::SlicedPacket` (no checksum), 68–73 ns to build a reply in place against
+//! 82–83 ns with its `PacketBuilder` into a `Vec`.
 
 use std::fmt;
 
