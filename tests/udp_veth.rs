@@ -141,3 +141,49 @@ fn an_unresolved_neighbour_names_the_ip_the_interface_and_the_fix() {
     assert!(matches!(e, Error::NoRoute { .. }), "{e}");
     assert!(e.to_string().contains("lo"), "{e}");
 }
+
+/// The Tokio endpoint on `xdp:` (filtered) and `afpacket:`, IPv6: `send_to` a plain socket
+/// in the namespace (delivered only with a valid, mandatory UDP checksum), `recv_from` its
+/// answer.
+#[tokio::test]
+async fn tokio_endpoint_round_trips_on_ipv6() {
+    if let Some(why) = netns::unavailable() {
+        println!("skipped: {why}");
+        return;
+    }
+    use netmap_rs::tokio_async::{AsyncUdpPort, TokioNetmap};
+    for (k, prefix) in ["xdp", "afpacket"].into_iter().enumerate() {
+        let net = Net::new(20 + k as u32, 1);
+        let mut b = NetmapBuilder::new(&format!("{prefix}:{}", net.a));
+        if prefix == "xdp" {
+            b = b.filter(XdpFilter::udp_port(7004));
+        }
+        let tn = TokioNetmap::new(b.build().unwrap()).unwrap();
+        let mut port = AsyncUdpPort::bind(&tn, 7004).unwrap();
+        let ours = SocketAddr::new(net.ip6_a.parse().unwrap(), 7004);
+        let theirs = SocketAddr::new(net.ip6_b.parse().unwrap(), 9004);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let peer = net.in_ns(move || {
+            let s = UdpSocket::bind(theirs).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, from) = s.recv_from(&mut buf).expect("our datagram");
+            assert_eq!(from, ours);
+            s.send_to(&buf[..n].to_ascii_uppercase(), from).unwrap();
+        });
+        tokio::task::spawn_blocking(move || ready_rx.recv().unwrap())
+            .await
+            .unwrap();
+        port.send_to(b"async v6", theirs).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(10), port.recv_from(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert_eq!((&buf[..n], from), (&b"ASYNC V6"[..], theirs), "{prefix}");
+        tokio::task::spawn_blocking(move || peer.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
