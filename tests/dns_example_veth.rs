@@ -3,6 +3,7 @@
 //! answers and header bits from the example on `xdp:` (filtered to port 53) and on
 //! `afpacket:`, while a ping (when `ping` is installed) and a UDP socket of the host on
 //! another port keep working beside it.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};

@@ -4,6 +4,7 @@
 //! kernel checks them); the host stays quiet about `afpacket:` datagrams (no ICMP port
 //! unreachable); every ring of a four-queue port is served; an unresolved neighbour is an
 //! error naming the IP and the interface.
+#![cfg(target_os = "linux")]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
