@@ -7,6 +7,9 @@
 #
 #   ROUNDS=5 DURATION=5 ci/dns-bench.sh
 #
+# Both servers run on CPU 1 (SERVER_CPU=1, the default; SERVER_CPU= leaves them unpinned),
+# kxdpgun's thread on CPU 0 (its default affinity).
+#
 # Prints each round's answers/s (replies kxdpgun received) and each server's CPU time per
 # answer (user + system of all its threads during the load, /proc/PID/stat), then medians and
 # the median of the per-round ratios (ours / knotd). Our example's own counts (answered,
@@ -18,6 +21,12 @@ ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
 QPS=${QPS:-5000000}
 BATCH=${BATCH:-64}
+# CPU for the servers (kxdpgun pins its thread to CPU 0 by default); empty: not pinned.
+SERVER_CPU=${SERVER_CPU-1}
+# Extra options for examples/dns_responder (e.g. "--slots 4096 --batch 256").
+OURS_ARGS=${OURS_ARGS-}
+PIN=""
+[ -n "$SERVER_CPU" ] && PIN="taskset -c $SERVER_CPU"
 cd "$(dirname "$0")/.."
 
 for t in ip ethtool knotd kxdpgun; do
@@ -100,7 +109,7 @@ load() {
 }
 
 ours() {
-    "$EXE" "$A" > "$DIR/ours.txt" 2>&1 &
+    $PIN "$EXE" "$A" $OURS_ARGS > "$DIR/ours.txt" 2>&1 &
     SERVER=$!
     for _ in $(seq 50); do grep -q dns_responder "$DIR/ours.txt" && break; sleep 0.1; done
     r=$(load $SERVER)
@@ -110,7 +119,7 @@ ours() {
 }
 
 knot() {
-    knotd -c "$DIR/knot.conf" > "$DIR/knot.txt" 2>&1 &
+    $PIN knotd -c "$DIR/knot.conf" > "$DIR/knot.txt" 2>&1 &
     SERVER=$!
     for _ in $(seq 100); do grep -q "initialized XDP interface" "$DIR/knot.txt" && break; sleep 0.1; done
     sleep 0.5   # the zone loads after the interface
