@@ -10,9 +10,11 @@
 # Both servers run on CPU 1 (SERVER_CPU=1, the default; SERVER_CPU= leaves them unpinned),
 # kxdpgun's thread on CPU 0 (its default affinity).
 #
-# Prints each round's answers/s (replies kxdpgun received) and each server's CPU time per
-# answer (user + system of all its threads during the load, /proc/PID/stat), then medians and
-# the median of the per-round ratios (ours / knotd). Our example's own counts (answered,
+# Prints each round's answers/s twice: replies kxdpgun received, and frames the server sent
+# (the veth's tx_packets: kxdpgun's own receive side drops some answers when it cannot keep
+# up, `ethtool -S` on its end shows them as rx_queue_0_drops), and each server's CPU time per
+# answer sent (user + system of all its threads during the load, /proc/PID/stat); then
+# medians and the medians of the per-round ratios (ours / knotd). Our example's own counts (answered,
 # batches, the kernel's drop counters) go to stderr. knotd leaves its XDP program attached when it exits: the script removes
 # it (`ip link set IF xdp off`) after each knotd round. Everything it creates (veth pair,
 # namespace, knotd's files) is removed on exit, also on failure or Ctrl-C.
@@ -100,12 +102,14 @@ ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # server's CPU time during the run (ms).
 load() {
     t0=$(ticks "$1")
+    s0=$(cat /sys/class/net/"$A"/statistics/tx_packets)
     ip netns exec "$NS" kxdpgun -t "$DURATION" -Q "$QPS" -b "$BATCH" -i "$DIR/queries" \
         -I "$B" $IPA > "$DIR/gun.txt" 2>&1 || true
     r=$(sed -n 's/^total replies: *[0-9]* *(\([0-9]*\) pps).*/\1/p' "$DIR/gun.txt")
     if [ -z "$r" ]; then echo "kxdpgun said:" >&2; cat "$DIR/gun.txt" >&2; r=0; fi
     t1=$(ticks "$1")
-    echo "$r $(( (t1 - t0) * 10 ))"
+    s1=$(cat /sys/class/net/"$A"/statistics/tx_packets)
+    echo "$r $(( (t1 - t0) * 10 )) $(( (s1 - s0) / DURATION ))"
 }
 
 ours() {
@@ -129,27 +133,31 @@ knot() {
     echo "$r"
 }
 
-echo "round  ours(answers/s)  knotd(answers/s)  ratio  ours(CPU us/answer)  knotd(CPU us/answer)"
+echo "answers/s: received by kxdpgun (recv) and sent by the server (sent: frames out of $A)"
+echo "round  ours recv  knotd recv  ratio  ours sent  knotd sent  ratio  ours CPU/sent  knotd CPU/sent"
 : > "$DIR/results"
 i=1
 while [ $i -le "$ROUNDS" ]; do
     if [ $((i % 2)) = 1 ]; then o=$(ours); k=$(knot); else k=$(knot); o=$(ours); fi
     echo "$o $k" >> "$DIR/results"
     echo "$o $k" | awk -v i=$i -v d="$DURATION" '{
-        printf "%5d  %15d  %16d  %5.2f  %19.2f  %20.2f\n", i, $1, $3, ($3 > 0 ? $1 / $3 : 0),
-            ($1 > 0 ? $2 * 1000 / ($1 * d) : 0), ($3 > 0 ? $4 * 1000 / ($3 * d) : 0) }'
+        printf "%5d  %9d  %10d  %5.2f  %9d  %10d  %5.2f  %10.2f us  %11.2f us\n", i, $1, $4,
+            ($4 > 0 ? $1 / $4 : 0), $3, $6, ($6 > 0 ? $3 / $6 : 0),
+            ($3 > 0 ? $2 * 1000 / ($3 * d) : 0), ($6 > 0 ? $5 * 1000 / ($6 * d) : 0) }'
     i=$((i + 1))
 done
 awk -v d="$DURATION" '
-    { o[NR] = $1; k[NR] = $3; r[NR] = ($3 > 0 ? $1 / $3 : 0)
-      co[NR] = ($1 > 0 ? $2 * 1000 / ($1 * d) : 0); ck[NR] = ($3 > 0 ? $4 * 1000 / ($3 * d) : 0) }
+    { o[NR] = $1; k[NR] = $4; r[NR] = ($4 > 0 ? $1 / $4 : 0)
+      so[NR] = $3; sk[NR] = $6; rs[NR] = ($6 > 0 ? $3 / $6 : 0)
+      co[NR] = ($3 > 0 ? $2 * 1000 / ($3 * d) : 0); ck[NR] = ($6 > 0 ? $5 * 1000 / ($6 * d) : 0) }
     function median(a, n,   i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
     END {
         n = NR
-        printf "median: ours %d answers/s, knotd %d answers/s, ratio (median of per-round ratios) %.2f\n", median(o, n), median(k, n), median(r, n)
-        printf "median CPU per answer received by kxdpgun: ours %.2f us, knotd %.2f us\n", median(co, n), median(ck, n)
+        printf "median received: ours %d answers/s, knotd %d answers/s, ratio (median of per-round ratios) %.2f\n", median(o, n), median(k, n), median(r, n)
+        printf "median sent:     ours %d answers/s, knotd %d answers/s, ratio (median of per-round ratios) %.2f\n", median(so, n), median(sk, n), median(rs, n)
+        printf "median CPU per answer sent: ours %.2f us, knotd %.2f us\n", median(co, n), median(ck, n)
     }' "$DIR/results"
 echo "load average: $(cut -d" " -f1-3 /proc/loadavg) (the machine is shared: figures vary)"

@@ -2,7 +2,7 @@
 //! `example.com` and `www.example.com` from a small table, beside the host stack.
 //!
 //!     cargo run --release --example dns_responder -- IFACE [--backend xdp|afpacket|netmap]
-//!         [--port 53] [--record NAME=IPV4]... [--batch 64] [--slots N]
+//!         [--port 53] [--record NAME=IPV4]... [--batch 64] [--slots N] [--sync]
 //!
 //! By default it opens `xdp:IFACE` with a filter on UDP port 53: only DNS queries reach it,
 //! every other packet of the interface goes to the host stack as before (ping, SSH, ARP,
@@ -20,10 +20,15 @@
 //!
 //!     kdig @IP_OF_IFACE www.example.com A
 //!
+//! `--sync` serves from a plain thread with the synchronous `UdpPort` instead of a Tokio task.
+//!
 //! Stops on SIGINT/SIGTERM and prints what it counted (its own handlers, installed before
 //! the banner, raced with the serving loop).
 
 use std::net::Ipv4Addr;
+
+#[path = "common/mod.rs"]
+mod common;
 
 use netmap_rs::tokio_async::{AsyncUdpPort, TokioNetmap};
 use netmap_rs::{NetmapBuilder, XdpFilter};
@@ -47,13 +52,14 @@ struct Options {
     udp_port: u16,
     batch: usize,
     slots: Option<u32>,
+    sync: bool,
     records: Vec<(String, Ipv4Addr)>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: dns_responder IFACE [--backend xdp|afpacket|netmap] [--port 53] \
-         [--record NAME=IPV4]... [--batch 64] [--slots N]"
+         [--record NAME=IPV4]... [--batch 64] [--slots N] [--sync]"
     );
     std::process::exit(2)
 }
@@ -70,6 +76,7 @@ fn options() -> Options {
         udp_port: 53,
         batch: 64,
         slots: None,
+        sync: false,
         records: vec![
             ("example.com".into(), Ipv4Addr::new(192, 0, 2, 1)),
             ("www.example.com".into(), Ipv4Addr::new(192, 0, 2, 2)),
@@ -82,6 +89,7 @@ fn options() -> Options {
             "--backend" => backend = val(),
             "--port" => o.udp_port = val().parse().unwrap_or_else(|_| usage()),
             "--batch" => o.batch = val().parse().unwrap_or_else(|_| usage()),
+            "--sync" => o.sync = true,
             "--slots" => o.slots = Some(val().parse().unwrap_or_else(|_| usage())),
             "--record" => {
                 let v = val();
@@ -203,6 +211,58 @@ fn answer(query: &[u8], out: &mut [u8], records: &[(String, Ipv4Addr)]) -> Optio
     respond(out, 0, true, question, Some(&rr))
 }
 
+/// The same service on the synchronous `UdpPort`, from this thread.
+fn serve_sync(netmap: netmap_rs::Netmap, o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let stop = common::stop_on_signals();
+    let mut port = netmap_rs::udp::UdpPort::bind(netmap, o.udp_port)?;
+    println!(
+        "dns_responder on {} ({}), {} ring(s), UDP port {}{}, sync",
+        port.netmap().name(),
+        port.netmap().backend(),
+        port.netmap().num_rx_rings(),
+        o.udp_port,
+        if o.filter { " (filtered)" } else { "" },
+    );
+    let (mut answered, mut batches) = (0u64, 0u64);
+    let cpu_start = cpu_ticks();
+    // A wake-up at least every 100 ms to see the stop flag while idle.
+    let wait = Some(std::time::Duration::from_millis(100));
+    while !common::stopped(&stop) {
+        let n = port.serve(o.batch, wait, |q, out| answer(q.payload(), out, &o.records))?;
+        answered += n as u64;
+        batches += u64::from(n > 0);
+    }
+    report(answered, batches, cpu_start, port.stats(), port.netmap());
+    Ok(())
+}
+
+/// What it did: answers, the layer's and the kernel's counters, batches, CPU per answer.
+fn report(
+    answered: u64,
+    batches: u64,
+    cpu_start: u64,
+    st: netmap_rs::udp::UdpStats,
+    netmap: &netmap_rs::Netmap,
+) {
+    println!(
+        "answered {answered} queries (received {}, not ours {}, malformed {})",
+        st.delivered, st.not_ours, st.malformed
+    );
+    if let Ok(k) = netmap.stats() {
+        println!("Kernel counters: {k}");
+    }
+    if answered > 0 {
+        // Clock ticks are 10 ms: meaningful over a loaded run of seconds, not a few queries.
+        let cpu_ms = cpu_ticks().saturating_sub(cpu_start) * 10;
+        println!(
+            "{batches} batches ({:.1} answers each, one send system call each), CPU {cpu_ms} ms \
+             ({:.2} us per answer)",
+            answered as f64 / batches.max(1) as f64,
+            cpu_ms as f64 * 1000.0 / answered as f64
+        );
+    }
+}
+
 /// User and system CPU time of this process so far, in clock ticks (`/proc/self/stat`
 /// fields 14 and 15; 100 per second on Linux).
 fn cpu_ticks() -> u64 {
@@ -230,6 +290,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if o.filter {
         builder = builder.filter(XdpFilter::udp_port(o.udp_port));
+    }
+    if o.sync {
+        return serve_sync(builder.build()?, &o);
     }
     let netmap = TokioNetmap::new(builder.build()?)?;
     let mut port = AsyncUdpPort::bind(&netmap, o.udp_port)?;
@@ -267,23 +330,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    let st = port.stats();
-    println!(
-        "answered {answered} queries (received {}, not ours {}, malformed {})",
-        st.delivered, st.not_ours, st.malformed
-    );
-    if let Ok(k) = netmap.netmap().stats() {
-        println!("Kernel counters: {k}");
-    }
-    if answered > 0 {
-        // Clock ticks are 10 ms: meaningful over a loaded run of seconds, not a few queries.
-        let cpu_ms = cpu_ticks().saturating_sub(cpu_start) * 10;
-        println!(
-            "{batches} batches ({:.1} answers each, one send system call each), CPU {cpu_ms} ms \
-             ({:.2} us per answer)",
-            answered as f64 / batches.max(1) as f64,
-            cpu_ms as f64 * 1000.0 / answered as f64
-        );
-    }
+    report(answered, batches, cpu_start, port.stats(), netmap.netmap());
     Ok(())
 }
