@@ -130,6 +130,24 @@ pub enum Error {
     /// open. A sender gets this at once; a receiver after it has taken every packet that was
     /// delivered before. The message says which end.
     PeerGone(String),
+    /// The UDP layer found no MAC address for a destination's next hop in the kernel's
+    /// neighbour table.
+    NeighbourUnresolved {
+        /// The next hop (the destination itself, or its gateway).
+        ip: std::net::IpAddr,
+        /// The interface the route leaves through.
+        interface: String,
+        /// What the table says (no entry, incomplete, failed).
+        state: String,
+    },
+    /// The UDP layer cannot send to a destination from this port: no route, a route through
+    /// another interface, no local address of that family, or no interface to ask.
+    NoRoute {
+        /// The destination.
+        dst: std::net::IpAddr,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// Result type of this crate.
@@ -263,6 +281,21 @@ impl fmt::Display for Error {
                 "peer gone: {m}. Restart the peer and reopen the pipe end (closing this end \
                  removes the shared memory once no process uses it)"
             ),
+            Error::NeighbourUnresolved {
+                ip,
+                interface,
+                state,
+            } => write!(
+                f,
+                "no MAC address for {ip} on {interface:?} in the kernel's neighbour table \
+                 ({state}): let the kernel resolve it first (`ping -c1 -I {interface} {ip}`), or \
+                 add a static entry (`ip neigh replace {ip} lladdr MAC dev {interface}`), or \
+                 reply to a datagram received from it (a reply needs no lookup)"
+            ),
+            Error::NoRoute { dst, reason } => write!(
+                f,
+                "cannot send to {dst} from this port: {reason} (see `ip route get {dst}`)"
+            ),
         }
     }
 }
@@ -312,6 +345,7 @@ impl Error {
             Error::ModuleNotLoaded | Error::NoSuchInterface { .. } => K::NotFound,
             Error::InterfaceDown(_) => K::NotConnected,
             Error::PeerGone(_) => K::BrokenPipe,
+            Error::NeighbourUnresolved { .. } | Error::NoRoute { .. } => K::HostUnreachable,
             Error::PermissionDenied(_) | Error::MissingPrivilege { .. } => K::PermissionDenied,
             Error::PortBusy(_) | Error::RingInUse(_) | Error::XdpProgramAttached { .. } => {
                 K::AddrInUse

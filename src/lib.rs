@@ -5,6 +5,9 @@
 //!
 //! - [`sync`]: the synchronous core — [`NetmapBuilder`], [`Netmap`], [`TxRing`], [`RxRing`],
 //!   [`Frame`], batch reservation and `recv_batch`.
+//! - [`udp`] and [`wire`]: a UDP layer over any port ([`UdpPort`], and in the Tokio layer
+//!   [`AsyncUdpPort`] and
+//!   [`NetmapUdpFramed`]), over zero-copy header views.
 //! - [`tokio_async`] (feature `tokio-async`, default): the netmap descriptor registered with
 //!   Tokio's `AsyncFd`; rings as `AsyncRead`/`AsyncWrite`, `Stream`/`Sink`, codec framing and
 //!   tracing taps.
@@ -25,7 +28,11 @@
 //!    `emulated`, `xdp`, `afpacket`, with the Linux plumbing in `linux`): floors 1 and 2,
 //!    never the user API.
 //! 4. [`sync`]: the user API; reaches drivers only through the seam.
-//! 5. [`tokio_async`]: the Tokio layer; imports only `sync` (and `error`, `os`).
+//! 5. [`udp`]: datagrams over a port (sync); imports `sync`, `wire`, `error`, and the
+//!    Linux plumbing's rtnetlink lookups (`backend::linux`) for routes and neighbours.
+//! 6. [`tokio_async`]: the Tokio layer; imports only `sync`, `udp`, `wire` (and `error`, `os`).
+//!
+//! Beside them, [`wire`] (packet headers over byte slices) imports nothing of the crate.
 //!
 //! `tests/layers.rs` keeps these rules. `unsafe` is denied crate-wide and allowed by name in
 //! the modules that need it (see the README's Soundness section).
@@ -65,8 +72,10 @@ mod ring;
 pub mod sync;
 #[cfg(feature = "tokio-async")]
 pub mod tokio_async;
+pub mod udp;
 #[cfg(netmap_kernel)]
 pub mod vale;
+pub mod wire;
 
 pub use backend::{
     BackendChoice, BackendKind, FanoutMode, PortStats, Readiness, DEFAULT_BLOCK_TIMEOUT,
@@ -79,8 +88,10 @@ pub use sync::{
 };
 #[cfg(feature = "tokio-async")]
 pub use tokio_async::{
-    AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap,
+    AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, AsyncUdpPort, NetmapFramed,
+    NetmapUdpFramed, Tap, TokioNetmap,
 };
+pub use udp::UdpPort;
 
 /// The README's Rust examples, compiled (and run unless marked `no_run`) by `cargo test`.
 #[cfg(doctest)]

@@ -106,6 +106,8 @@ fn floor(rel: &str) -> &'static str {
         "backend" => "backend",
         "sync" => "sync",
         "tokio_async" => "tokio",
+        "wire" => "wire",
+        "udp" => "udp",
         _ => "top",
     }
 }
@@ -151,8 +153,23 @@ fn violation(rel: &str, a: &str, b: &str) -> Option<String> {
             (a == "backend" && DRIVERS.contains(&b))
                 .then(|| format!("the sync layer reaches drivers only through the seam, not {b}"))
         }
-        "tokio" => (!matches!(a, "sync" | "error" | "os" | "tokio_async") && !root_reexport)
-            .then(|| "the Tokio layer imports only sync (and error, os)".into()),
+        "tokio" => (!matches!(a, "sync" | "udp" | "wire" | "error" | "os" | "tokio_async")
+            && !root_reexport)
+            .then(|| "the Tokio layer imports only sync, udp, wire (and error, os)".into()),
+        "wire" => (a != "wire").then(|| "the wire layer imports nothing of the crate".into()),
+        "udp" => {
+            if matches!(a, "tokio_async" | "fallback" | "vale" | "prelude") {
+                return Some("the UDP layer sits below the Tokio layer".into());
+            }
+            if a == "backend" && DRIVERS.contains(&b) && b != "linux" {
+                return Some(format!("the UDP layer reaches no driver ({b})"));
+            }
+            (!matches!(
+                a,
+                "udp" | "sync" | "wire" | "error" | "port_name" | "backend" | "BackendKind"
+            ))
+            .then(|| "the UDP layer imports sync, wire, error, port_name, backend::linux".into())
+        }
         _ => None,
     }
 }
@@ -215,6 +232,12 @@ fn the_checker_catches_what_it_should() {
     assert!(violation("sync/port.rs", "backend", "Backend").is_none());
     assert!(violation("tokio_async/mod.rs", "backend", "RingWaker").is_some());
     assert!(violation("tokio_async/mod.rs", "sync", "Netmap").is_none());
+    assert!(violation("wire/udp.rs", "sync", "Frame").is_some());
+    assert!(violation("wire/udp.rs", "wire", "checksum").is_none());
+    assert!(violation("udp/port.rs", "tokio_async", "TokioNetmap").is_some());
+    assert!(violation("udp/port.rs", "backend", "xdp").is_some());
+    assert!(violation("udp/resolve.rs", "backend", "linux").is_none());
+    assert!(violation("tokio_async/udp.rs", "udp", "Endpoint").is_none());
     let stripped =
         without_test_modules("fn a() {}\n#[cfg(test)]\nmod tests {\n    use crate::sync::X;\n}\n");
     assert!(crate_paths(&stripped).is_empty(), "{stripped}");

@@ -89,6 +89,8 @@ mod rx;
 mod rx_port;
 pub mod tap;
 mod tx;
+mod udp;
+mod udp_framed;
 #[allow(unsafe_code)]
 mod wait;
 
@@ -97,6 +99,8 @@ pub use rx::AsyncNetmapRxRing;
 pub use rx_port::AsyncNetmapRxPort;
 pub use tap::{PcapWriter, Tap};
 pub use tx::AsyncNetmapTxRing;
+pub use udp::AsyncUdpPort;
+pub use udp_framed::NetmapUdpFramed;
 
 /// The port shared by a [`TokioNetmap`] and its ring handles.
 #[derive(Debug)]

@@ -9,6 +9,7 @@
 //! - [`os`]: the socket/ioctl/mmap wrappers (most of the `unsafe`).
 //! - [`iface`]: interface index, state, MTU and queue count.
 //! - [`netlink`]: rtnetlink `IFLA_XDP` query and attach/detach (fallback without BPF links).
+//! - [`route`]: routes, neighbours, addresses and MAC of an interface (for the UDP layer).
 //! - `tests`: both drivers and their plumbing on a real veth pair, with the fixture
 //!   (`tests/testnet.rs`).
 pub(crate) mod huge;
@@ -19,6 +20,7 @@ pub(crate) mod netlink;
 pub(crate) mod os;
 #[allow(unsafe_code)]
 pub(crate) mod ringmem;
+pub(crate) mod route;
 pub(crate) mod sockets;
 pub(crate) mod sys;
 

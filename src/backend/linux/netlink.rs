@@ -70,7 +70,7 @@ impl From<io::Error> for NlError {
     }
 }
 
-fn open() -> io::Result<OwnedFd> {
+pub(super) fn open() -> io::Result<OwnedFd> {
     let fd = os::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
     // Extended ACKs carry the kernel's reason text; capped ACKs keep replies short. Both are
     // optional (older kernels lack them).
@@ -79,19 +79,19 @@ fn open() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-const fn align4(n: usize) -> usize {
+pub(super) const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-fn put_u16(b: &mut Vec<u8>, v: u16) {
+pub(super) fn put_u16(b: &mut Vec<u8>, v: u16) {
     b.extend_from_slice(&v.to_ne_bytes());
 }
-fn put_u32(b: &mut Vec<u8>, v: u32) {
+pub(super) fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_ne_bytes());
 }
 
 /// A request: `nlmsghdr` + `ifinfomsg` for `ifindex`, attributes appended by the caller.
-fn link_request(msg_type: u16, flags: u16, ifindex: u32, seq: u32) -> Vec<u8> {
+pub(super) fn link_request(msg_type: u16, flags: u16, ifindex: u32, seq: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     put_u32(&mut b, 0); // nlmsg_len, patched in finish()
     put_u16(&mut b, msg_type);
@@ -108,14 +108,14 @@ fn link_request(msg_type: u16, flags: u16, ifindex: u32, seq: u32) -> Vec<u8> {
     b
 }
 
-fn finish(mut b: Vec<u8>) -> Vec<u8> {
+pub(super) fn finish(mut b: Vec<u8>) -> Vec<u8> {
     let len = b.len() as u32;
     b[0..4].copy_from_slice(&len.to_ne_bytes());
     b
 }
 
 /// Iterates `(type without flags, payload)` over the attributes in `buf`.
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < sys::NLA_HDRLEN {
             return None;
@@ -131,7 +131,7 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn u32_of(p: &[u8]) -> u32 {
+pub(super) fn u32_of(p: &[u8]) -> u32 {
     p.get(..4)
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
         .unwrap_or(0)
@@ -160,20 +160,7 @@ fn parse_reply(buf: &[u8], want_type: u16) -> Result<Option<Vec<u8>>, NlError> {
             if code == 0 {
                 return Ok(None);
             }
-            // nlmsgerr: error (4) + the request's nlmsghdr (16, capped) + TLVs.
-            let mut message = String::new();
-            if flags & sys::NLM_F_ACK_TLVS != 0 && payload.len() > 4 + hdr {
-                for (t, p) in attrs(&payload[4 + hdr..]) {
-                    if t == sys::NLMSGERR_ATTR_MSG {
-                        let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
-                        message = String::from_utf8_lossy(&p[..end]).into_owned();
-                    }
-                }
-            }
-            return Err(NlError {
-                error: io::Error::from_raw_os_error(-code),
-                message,
-            });
+            return Err(error_ack(payload, flags, code));
         }
         if ty == want_type {
             return Ok(Some(payload.to_vec()));
@@ -183,7 +170,27 @@ fn parse_reply(buf: &[u8], want_type: u16) -> Result<Option<Vec<u8>>, NlError> {
     Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected rtnetlink reply").into())
 }
 
-fn roundtrip(req: &[u8], want_type: u16) -> Result<Option<Vec<u8>>, NlError> {
+/// The error an `NLMSG_ERROR` message with a non-zero `code` carries (its extended-ACK text,
+/// when the kernel sent one).
+pub(super) fn error_ack(payload: &[u8], flags: u16, code: i32) -> NlError {
+    let hdr = size_of::<libc::nlmsghdr>();
+    // nlmsgerr: error (4) + the request's nlmsghdr (16, capped) + TLVs.
+    let mut message = String::new();
+    if flags & sys::NLM_F_ACK_TLVS != 0 && payload.len() > 4 + hdr {
+        for (t, p) in attrs(&payload[4 + hdr..]) {
+            if t == sys::NLMSGERR_ATTR_MSG {
+                let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
+                message = String::from_utf8_lossy(&p[..end]).into_owned();
+            }
+        }
+    }
+    NlError {
+        error: io::Error::from_raw_os_error(-code),
+        message,
+    }
+}
+
+pub(super) fn roundtrip(req: &[u8], want_type: u16) -> Result<Option<Vec<u8>>, NlError> {
     let fd = open()?;
     os::send(fd.as_fd(), req)?;
     let mut buf = vec![0u8; 32 * 1024];
