@@ -102,6 +102,11 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// A whole packet gathered from several slots (owned; `flags` without `NS_MOREFRAG`).
+    pub(crate) fn gathered(bytes: Bytes, flags: u16, ring: u16) -> Frame<'static> {
+        Self::owned(bytes, Meta { flags, ring })
+    }
+
     /// An owned copy of `src`: inline when it fits, else in `spill`'s storage.
     #[inline]
     fn copy_of(src: &[u8], meta: Meta, spill: impl FnOnce(&[u8]) -> Bytes) -> Frame<'static> {
@@ -154,7 +159,10 @@ impl<'a> Frame<'a> {
         self.meta().flags
     }
 
-    /// Whether more fragments of the same packet follow in the next slots (`NS_MOREFRAG`).
+    /// Whether more fragments of the same packet follow in the next slots (`NS_MOREFRAG`):
+    /// only for frames lent one slot at a time (`recv`, batches); frames of
+    /// [`RxRing::recv_packet`](crate::RxRing::recv_packet) and the Tokio `Stream` are whole
+    /// packets.
     pub fn more_fragments(&self) -> bool {
         self.flags() & NS_MOREFRAG != 0
     }

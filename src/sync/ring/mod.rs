@@ -23,6 +23,7 @@ use crate::ring::{distance, next, Dir, RawRing};
 use crate::sync::frame::{Frame, INLINE_CAPACITY};
 use crate::sync::port_inner::PortInner;
 
+mod chain;
 mod handle;
 
 pub(super) use handle::Handle;
@@ -114,12 +115,16 @@ impl TxRing {
     }
 
     /// Copies `buf` into the next free slot. The packet reaches the kernel at the next
-    /// [`sync`](TxRing::sync). A full ring is an error ([`Error::InsufficientSpace`]), never an
-    /// overwrite; an oversize packet is [`Error::PacketTooLarge`]. Nothing is written on error.
+    /// [`sync`](TxRing::sync). A packet longer than one buffer
+    /// ([`max_payload_size`](TxRing::max_payload_size)) takes
+    /// [`slots_for`](TxRing::slots_for)`(len)` slots, chained with `NS_MOREFRAG` as netmap
+    /// describes such packets, up to [`max_packet_size`](TxRing::max_packet_size). A ring
+    /// without room for the whole packet is an error ([`Error::InsufficientSpace`]), never an
+    /// overwrite; a longer packet is [`Error::PacketTooLarge`]. Nothing is written on error.
     #[inline(always)]
     pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
         if buf.len() > self.max_payload_size() {
-            return Err(Error::PacketTooLarge(buf.len()));
+            return self.send_chain(buf);
         }
         let h = &mut self.h;
         if h.head == h.tail && h.refresh() == 0 {
@@ -288,7 +293,7 @@ impl RxRing {
         // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
         let (len, flags) = unsafe { h.raw.slot_len_flags(k) };
         let buf_idx = h.buf_of(k);
-        if usize::from(len) > INLINE_CAPACITY {
+        if usize::from(len) > INLINE_CAPACITY || flags & crate::abi::NS_MOREFRAG != 0 {
             return None;
         }
         let ptr = h.raw.buf_ptr(buf_idx)?;
@@ -303,7 +308,8 @@ impl RxRing {
     }
 
     /// Takes the next packet as an owned frame: `payload()[skip..]` copied inline into the
-    /// frame when it fits, else by `spill`. A corrupt slot is consumed and reported.
+    /// frame when it fits, else by `spill`; a packet over several slots (`NS_MOREFRAG`) is
+    /// gathered whole (`chain.rs`). A corrupt slot or a cut chain is consumed and reported.
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn take_owned(
@@ -315,6 +321,9 @@ impl RxRing {
             Ok(r) => r,
             Err(c) => return Some(Err(self.h.corrupt(c.slot, c.buf_idx, c.len))),
         };
+        if r.flags & crate::abi::NS_MOREFRAG != 0 {
+            return Some(self.gather(r, skip));
+        }
         Some(Ok(self.frame(r).copied(skip, spill)))
     }
 
