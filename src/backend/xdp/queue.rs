@@ -2,7 +2,13 @@
 //! (`txsync`), RX descriptors to netmap RX slots and released buffers to the fill ring
 //! (`rxsync`). See the module above for the protocol.
 
+use super::chain::Step;
 use super::*;
+use crate::abi::NS_MOREFRAG;
+use crate::backend::linux::sys::XDP_PKT_CONTD;
+
+/// Most bytes one descriptor (one slot) carries: a UMEM frame after the XDP headroom.
+const ONE_FRAME: usize = (BUF_SIZE as u64 - HEADROOM) as usize;
 
 /// UMEM address where buffer `idx` starts.
 pub(super) fn buf_addr(idx: u32) -> u64 {
@@ -37,46 +43,70 @@ impl Port {
         reap(side, ring, n)?;
         let mut refused = None;
         side.st.descs.clear();
+        let end = whole_packets_end(ring, side.st.hwcur, head, n);
         let mut k = side.st.hwcur;
-        while k != head {
-            // SAFETY: slots [hwcur, head) were released by the user
-            // (Acquire load of head) and are the driver's until the tail passes them again;
-            // the queue lock is held.
-            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
-            if flags & NS_BUF_CHANGED != 0 {
-                // SAFETY: as above.
-                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
-            }
-            let why = if idx >= self.nbufs {
-                Some(Error::CorruptSlot {
-                    ring: pos,
-                    slot: k,
-                    buf_idx: idx,
-                    len,
-                })
-            } else if usize::from(len) > self.max_frame {
-                Some(Error::FrameOverMtu {
-                    len: len.into(),
-                    max: self.max_frame,
-                })
-            } else {
-                None
-            };
-            side.st.inflight.push_back(why.is_none());
-            match why {
-                None => side.st.descs.push(XdpDesc {
+        while k != end {
+            // One packet: a slot without NS_MOREFRAG ends it (or `end`, for a chain that
+            // fills the ring and never ends: refused below).
+            let first = side.st.descs.len();
+            let (mut total, mut slots, mut why, mut more) = (0usize, 0usize, None, false);
+            while k != end && (slots == 0 || more) {
+                // SAFETY: slots [hwcur, head) were released by the user
+                // (Acquire load of head) and are the driver's until the tail passes them
+                // again; the queue lock is held.
+                let (idx, len, flags) = unsafe { ring.slot_meta(k) };
+                if flags & NS_BUF_CHANGED != 0 {
+                    // SAFETY: as above.
+                    unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+                }
+                more = flags & NS_MOREFRAG != 0;
+                if idx >= self.nbufs && why.is_none() {
+                    why = Some(Error::CorruptSlot {
+                        ring: pos,
+                        slot: k,
+                        buf_idx: idx,
+                        len,
+                    });
+                }
+                if usize::from(len) > ONE_FRAME && why.is_none() {
+                    // One descriptor takes at most a UMEM frame after the headroom.
+                    why = Some(Error::FrameOverMtu {
+                        len: len.into(),
+                        max: ONE_FRAME,
+                    });
+                }
+                side.st.descs.push(XdpDesc {
                     addr: buf_addr(idx),
                     len: len.into(),
-                    options: 0,
-                }),
+                    options: if more { XDP_PKT_CONTD } else { 0 },
+                });
+                total += usize::from(len);
+                slots += 1;
+                k = next(k, n);
+            }
+            if why.is_none() && total > self.max_frame {
+                why = Some(Error::FrameOverMtu {
+                    len: total,
+                    max: self.max_frame,
+                });
+            }
+            if why.is_none() && (slots > self.max_frags || more) {
+                why = Some(Error::TooManyFragments {
+                    slots,
+                    max: self.max_frags,
+                });
+            }
+            match why {
+                None => side.st.inflight.extend(std::iter::repeat_n(true, slots)),
                 Some(e) => {
-                    tracing::warn!(interface = %self.ifname, slot = k, error = %e, "TX slot not sent");
+                    tracing::warn!(interface = %self.ifname, slot = k, slots, error = %e, "TX packet not sent");
+                    side.st.descs.truncate(first);
+                    side.st.inflight.extend(std::iter::repeat_n(false, slots));
                     refused.get_or_insert(e);
                 }
             }
-            k = next(k, n);
         }
-        side.st.hwcur = head;
+        side.st.hwcur = end;
         if !side.st.descs.is_empty() {
             // In flight never exceeds n - 1 < the TX ring size, so every descriptor fits.
             let put = side.xsk.tx.produce(&side.st.descs)?;
@@ -107,7 +137,7 @@ impl Port {
         let side = &mut *guard;
         let head = ring.load_head();
         let cur = ring.load_cur();
-        let hwtail = side.st.hwtail;
+        let hwtail = side.st.asm.hwtail;
         if !in_cyclic_range(side.st.hwcur, head, hwtail, n)
             || !in_cyclic_range(head, cur, hwtail, n)
         {
@@ -138,38 +168,85 @@ impl Port {
         }
         side.st.hwcur = head;
         refill(side)?;
-        let room = (n - 1 - distance(head, hwtail, n)) as usize;
+        let room = (n - 1 - distance(head, side.st.asm.written, n)) as usize;
         let room = room.min(side.st.descs.len());
         if room > 0 {
             let got = side.xsk.rx.consume(&mut side.st.descs[..room])?;
-            let mut tail = hwtail;
             for i in 0..got {
                 let d = side.st.descs[i];
                 let within = d.addr % u64::from(BUF_SIZE);
-                if within != HEADROOM {
-                    // Not where netmap buffer idx starts: cannot be shown without a copy.
+                // Not where netmap buffer idx starts: cannot be shown without a copy.
+                let ok = within == HEADROOM;
+                if !ok {
                     tracing::warn!(
                         interface = %self.ifname, addr = d.addr,
                         "AF_XDP RX packet not at the XDP headroom; dropped"
                     );
-                    side.st.refill.push(d.addr - within);
-                    continue;
                 }
-                let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
-                // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not yet shown to the user;
-                // the queue lock is held. The descriptor was checked to lie in one frame.
-                unsafe {
-                    ring.set_buf_idx(tail, idx);
-                    ring.set_len_flags(tail, d.len as u16, 0);
+                let contd = d.options & XDP_PKT_CONTD != 0;
+                let (step, back) = side.st.asm.step(contd, ok, n);
+                if let Some((from, to)) = back {
+                    give_back(ring, from, to, n, &mut side.st.refill);
                 }
-                tail = next(tail, n);
+                match step {
+                    Step::Refill => side.st.refill.push(d.addr - within),
+                    Step::Slot { k, flags } => {
+                        let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
+                        // SAFETY: slot k lies in [hwtail, hwcur - 1): not yet shown to the
+                        // user (room was counted from the last slot written); the queue
+                        // lock is held. The descriptor was checked to lie in one frame.
+                        unsafe {
+                            ring.set_buf_idx(k, idx);
+                            ring.set_len_flags(k, d.len as u16, flags);
+                        }
+                    }
+                }
             }
-            side.st.hwtail = tail;
+            if let Some((from, to)) = side.st.asm.stuck(n) {
+                tracing::warn!(
+                    interface = %self.ifname, slots = distance(from, to, n),
+                    "AF_XDP RX packet longer than the ring can show; dropped"
+                );
+                give_back(ring, from, to, n, &mut side.st.refill);
+            }
             refill(side)?;
         }
         side.xsk.wake_rx()?;
-        ring.store_tail(side.st.hwtail);
+        ring.store_tail(side.st.asm.hwtail);
         Ok(())
+    }
+}
+
+/// The end of the last whole packet in `[hwcur, head)`: a chain the user has not ended yet
+/// (`NS_MOREFRAG` on the slot before `head`) waits for its last slot, unless it fills the
+/// ring (`n - 1` slots: it can never end), which is handed on to be refused.
+fn whole_packets_end(ring: &RawRing, hwcur: u32, head: u32, n: u32) -> u32 {
+    let mut k = head;
+    while k != hwcur {
+        let p = prev(k, n);
+        // SAFETY: slots [hwcur, head) were released by the user; the queue lock is held.
+        let (_, flags) = unsafe { ring.slot_len_flags(p) };
+        if flags & NS_MOREFRAG == 0 {
+            return k;
+        }
+        k = p;
+    }
+    if distance(hwcur, head, n) == n - 1 {
+        head
+    } else {
+        hwcur
+    }
+}
+
+/// Puts the frames of RX slots `[from, to)` (written, never shown) back on the fill list.
+fn give_back(ring: &RawRing, from: u32, to: u32, n: u32, refill: &mut Vec<u64>) {
+    let mut k = from;
+    while k != to {
+        // SAFETY: the slots lie past the tail shown to the user (the driver wrote them and
+        // has not published them); the queue lock is held.
+        let idx = unsafe { ring.slot_buf_idx(k) };
+        refill.push(frame_addr(idx));
+        k = next(k, n);
     }
 }
 

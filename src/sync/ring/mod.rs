@@ -67,6 +67,8 @@ macro_rules! common_ring_methods {
 #[derive(Debug)]
 pub struct TxRing {
     pub(super) h: Handle,
+    /// Most bytes one slot carries: the buffer, or less where the driver says so.
+    payload: usize,
     /// Packets committed through reservations since the handle was taken (from its first
     /// cursor on, in ring order): once this reaches `num_slots`, every slot's buffer holds
     /// something this handle wrote.
@@ -75,18 +77,23 @@ pub struct TxRing {
 
 impl TxRing {
     pub(crate) fn new(port: Arc<PortInner>, index: usize) -> Result<TxRing, Error> {
+        let h = Handle::new(port, index, Dir::Tx)?;
+        let buf = (h.raw.buf_size() as usize).min(u16::MAX as usize);
+        let payload = h.port.backend.slot_payload().map_or(buf, |p| p.min(buf));
         Ok(TxRing {
-            h: Handle::new(port, index, Dir::Tx)?,
+            h,
+            payload,
             written: 0,
         })
     }
 
     common_ring_methods!();
 
-    /// Largest packet one slot can carry.
+    /// Largest packet one slot can carry: the buffer size, or less where the backend sends
+    /// less from one buffer (AF_XDP: 1792 bytes, a UMEM frame after the kernel's headroom).
     #[inline]
     pub fn max_payload_size(&self) -> usize {
-        (self.h.raw.buf_size() as usize).min(u16::MAX as usize)
+        self.payload
     }
 
     /// Free slots the user may fill now (refreshes the kernel's tail).

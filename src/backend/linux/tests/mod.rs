@@ -7,6 +7,7 @@
 //! - `fanout`: many rings on one `afpacket:` port (a `PACKET_FANOUT` group).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
 //! - `huge`: the buffer pool on huge pages, and the fallback without them.
+//! - `jumbo`: 9000-byte frames on `xdp:` as multi-buffer descriptors and slot chains.
 //! - `multiqueue`: every queue of a 4-queue `xdp:` port from one Tokio task.
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
@@ -17,6 +18,7 @@
 mod fanout;
 mod faults;
 mod huge;
+mod jumbo;
 #[cfg(feature = "tokio-async")]
 mod multiqueue;
 mod port_errors;
