@@ -89,9 +89,11 @@ impl RxAssembly {
 mod tests {
     use super::*;
 
-    /// Feeds `(contd, ok)` descriptors to a fresh assembly over `n` slots; returns the steps,
-    /// the slot ranges given back and the final (hwtail, written).
-    fn run(n: u32, descs: &[(bool, bool)]) -> (Vec<Step>, Vec<(u32, u32)>, (u32, u32)) {
+    /// Steps taken, slot ranges given back, final (hwtail, written).
+    type Outcome = (Vec<Step>, Vec<(u32, u32)>, (u32, u32));
+
+    /// Feeds `(contd, ok)` descriptors to a fresh assembly over `n` slots.
+    fn run(n: u32, descs: &[(bool, bool)]) -> Outcome {
         let mut a = RxAssembly::default();
         let (mut steps, mut back) = (Vec::new(), Vec::new());
         for &(contd, ok) in descs {

@@ -5,6 +5,7 @@
 use super::chain::Step;
 use super::*;
 use crate::abi::NS_MOREFRAG;
+use crate::backend::linux::ringmem::whole_packets_end;
 use crate::backend::linux::sys::XDP_PKT_CONTD;
 
 /// Most bytes one descriptor (one slot) carries: a UMEM frame after the XDP headroom.
@@ -43,7 +44,8 @@ impl Port {
         reap(side, ring, n)?;
         let mut refused = None;
         side.st.descs.clear();
-        let end = whole_packets_end(ring, side.st.hwcur, head, n);
+        // SAFETY: slots [hwcur, head) were released by the user; the queue lock is held.
+        let end = unsafe { whole_packets_end(ring, side.st.hwcur, head) };
         let mut k = side.st.hwcur;
         while k != end {
             // One packet: a slot without NS_MOREFRAG ends it (or `end`, for a chain that
@@ -214,27 +216,6 @@ impl Port {
         side.xsk.wake_rx()?;
         ring.store_tail(side.st.asm.hwtail);
         Ok(())
-    }
-}
-
-/// The end of the last whole packet in `[hwcur, head)`: a chain the user has not ended yet
-/// (`NS_MOREFRAG` on the slot before `head`) waits for its last slot, unless it fills the
-/// ring (`n - 1` slots: it can never end), which is handed on to be refused.
-fn whole_packets_end(ring: &RawRing, hwcur: u32, head: u32, n: u32) -> u32 {
-    let mut k = head;
-    while k != hwcur {
-        let p = prev(k, n);
-        // SAFETY: slots [hwcur, head) were released by the user; the queue lock is held.
-        let (_, flags) = unsafe { ring.slot_len_flags(p) };
-        if flags & NS_MOREFRAG == 0 {
-            return k;
-        }
-        k = p;
-    }
-    if distance(hwcur, head, n) == n - 1 {
-        head
-    } else {
-        hwcur
     }
 }
 

@@ -225,3 +225,45 @@ fn unended_tx_chains_wait_or_are_refused_never_wedge() {
     let (got, _) = sink.recv_from(&mut buf).expect("the ring goes on");
     assert_eq!(&buf[..got], &frame[42..]);
 }
+
+/// `afpacket:` copies every packet into a kernel frame anyway: a chain of slots (written by
+/// hand here; `send` chains only packets over a 2048-byte buffer, longer than this port's
+/// MTU) is gathered into one frame, and a chain over the MTU is refused whole.
+#[test]
+fn afpacket_gathers_a_chain_into_one_frame() {
+    require_net!();
+    let _bulk = bulk_lock();
+    let pair = VethPair::new();
+    let sink = ns_udp(&pair, 9000);
+    let nm = NetmapBuilder::new(&format!("afpacket:{}", pair.a))
+        .build()
+        .unwrap();
+    let mut tx = nm.tx_ring(0).unwrap();
+    let raw = nm.inner.tx[0].raw.clone();
+    let n = raw.num_slots();
+    let frame = udp_frame(&ends_a_to_b(&pair, 9000), &big_payload(6)[..1400]);
+    let over = udp_frame(&ends_a_to_b(&pair, 9000), &big_payload(7)[..1800]);
+    assert_eq!(tx.pending(), 0);
+    let mut k = raw.load_head();
+    for (packet, parts) in [(&over, 2), (&frame, 3)] {
+        let per = packet.len().div_ceil(parts);
+        for (i, part) in packet.chunks(per).enumerate() {
+            tx.send(part).unwrap();
+            if i + 1 < parts {
+                // SAFETY: (test acting as the user of the raw ring) the slot is written,
+                // not yet synced: the user's; this thread is alone on the ring.
+                unsafe { raw.set_len_flags(k, part.len() as u16, NS_MOREFRAG) };
+            }
+            k = next(k, n);
+        }
+    }
+    assert!(matches!(
+        tx.sync(),
+        Err(Error::FrameOverMtu { len, .. }) if len == over.len()
+    ));
+    let mut buf = vec![0u8; 4096];
+    let (got, _) = sink
+        .recv_from(&mut buf)
+        .expect("the chain arrives as one datagram");
+    assert_eq!(&buf[..got], &frame[42..]);
+}
