@@ -120,6 +120,19 @@ impl RxRing {
         }
     }
 
+    /// The owned path's chain: `first` holds the first fragment's bytes (already copied, the
+    /// cursor past its slot); the rest of the packet is gathered after them.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn finish_chain(&mut self, first: Frame<'static>) -> Result<Frame<'static>, Error> {
+        let rest = self.gather_from(first.payload().to_vec(), None)?;
+        Ok(Frame::gathered(
+            Bytes::from(rest),
+            first.flags() & !NS_MOREFRAG,
+            self.h.index as u16,
+        ))
+    }
+
     /// Gathers the packet whose first fragment `first` was just taken (the cursor is past it)
     /// into an owned frame of its bytes from `skip` on. Every fragment read is consumed. The
     /// walk stops at the tail in view (refreshed once when reached): a chain that has not
@@ -128,22 +141,39 @@ impl RxRing {
     #[cold]
     #[inline(never)]
     pub(super) fn gather(&mut self, first: RawFrame, skip: usize) -> Result<Frame<'static>, Error> {
-        let ring = self.h.index;
-        let n = self.h.raw.num_slots();
         let mut data = Vec::with_capacity(usize::from(first.len) * 4);
         data.extend_from_slice(bytes_of(&first));
+        let data = self.gather_from(data, Some(first.slot))?;
+        let mut bytes = Bytes::from(data);
+        if skip > 0 {
+            bytes = bytes.slice(skip.min(bytes.len())..);
+        }
+        Ok(Frame::gathered(
+            bytes,
+            first.flags & !NS_MOREFRAG,
+            self.h.index as u16,
+        ))
+    }
+
+    /// Appends the fragments after the cursor to `data` (the packet's first bytes) up to the
+    /// slot that ends the packet; see [`gather`](Self::gather). `first`: the first slot, for
+    /// the report (else the slot before the cursor).
+    fn gather_from(&mut self, mut data: Vec<u8>, first: Option<u32>) -> Result<Vec<u8>, Error> {
+        let ring = self.h.index;
+        let n = self.h.raw.num_slots();
+        let first = first.unwrap_or_else(|| crate::ring::prev(self.h.head, n));
         loop {
             let h = &mut self.h;
             if h.head == h.tail && h.refresh() == 0 {
                 tracing::warn!(
                     ring,
-                    slot = first.slot,
+                    slot = first,
                     len = data.len(),
                     "packet cut short: NS_MOREFRAG on the last slot in view; consumed"
                 );
                 return Err(Error::TruncatedPacket {
                     ring,
-                    slot: first.slot,
+                    slot: first,
                     len: data.len(),
                 });
             }
@@ -155,7 +185,7 @@ impl RxRing {
                 Ok(r) => {
                     data.extend_from_slice(bytes_of(&r));
                     if r.flags & NS_MOREFRAG == 0 {
-                        break;
+                        return Ok(data);
                     }
                 }
                 Err(c) => {
@@ -168,15 +198,6 @@ impl RxRing {
                 }
             }
         }
-        let mut bytes = Bytes::from(data);
-        if skip > 0 {
-            bytes = bytes.slice(skip.min(bytes.len())..);
-        }
-        Ok(Frame::gathered(
-            bytes,
-            first.flags & !NS_MOREFRAG,
-            ring as u16,
-        ))
     }
 
     /// Consumes the slots in view up to and including the next one without `NS_MOREFRAG`.

@@ -328,10 +328,16 @@ impl RxRing {
             Ok(r) => r,
             Err(c) => return Some(Err(self.h.corrupt(c.slot, c.buf_idx, c.len))),
         };
-        if r.flags & crate::abi::NS_MOREFRAG != 0 {
-            return Some(self.gather(r, skip));
+        let more = r.flags & crate::abi::NS_MOREFRAG != 0;
+        let mut f = self.frame(r).copied(skip, spill);
+        if more {
+            // The rest of the chain, appended out of line (the one-slot path stays as it was).
+            f = match self.finish_chain(f) {
+                Ok(f) => f,
+                Err(e) => return Some(Err(e)),
+            };
         }
-        Some(Ok(self.frame(r).copied(skip, spill)))
+        Some(Ok(f))
     }
 
     /// The next received packet, or `None` when the ring is empty (call
