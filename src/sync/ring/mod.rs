@@ -1,5 +1,5 @@
 //! Ring handles: [`TxRing`] and [`RxRing`], one packet at a time (the batch forms are in
-//! `batch.rs`, forwarding in `forward.rs`).
+//! `batch.rs`, forwarding in `forward.rs`, packets over several slots in `chain.rs`).
 //!
 //! Each handle keeps a local cursor (`head`) and a cached `tail`. Per packet it touches only
 //! slot memory and the buffer; the shared `head`/`cur` are published (Release) and the `tail`
