@@ -44,6 +44,18 @@ pub(super) struct RxAssembly {
 }
 
 impl RxAssembly {
+    /// Whether no packet is in progress (none arriving, none being dropped): a descriptor
+    /// without `XDP_PKT_CONTD` is then a whole packet for the next slot.
+    pub(super) fn idle(&self) -> bool {
+        self.written == self.hwtail && !self.dropping
+    }
+
+    /// Whole one-slot packets were written up to `tail` while [`idle`](Self::idle).
+    pub(super) fn show_to(&mut self, tail: u32) {
+        self.written = tail;
+        self.hwtail = tail;
+    }
+
     /// Where the next descriptor goes (`contd`: `XDP_PKT_CONTD`; `ok`: the ring can show its
     /// frame). Also returns the slots `[from, to)` whose frames go back to the fill ring: the
     /// part of a packet already written when a fragment of it cannot be shown. The caller

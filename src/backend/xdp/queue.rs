@@ -174,8 +174,35 @@ impl Port {
         let room = room.min(side.st.descs.len());
         if room > 0 {
             let got = side.xsk.rx.consume(&mut side.st.descs[..room])?;
-            for i in 0..got {
+            let mut i = 0;
+            while i < got {
+                if side.st.asm.idle() {
+                    // The common case, as before multi-buffer: whole one-frame packets.
+                    let mut tail = side.st.asm.hwtail;
+                    while i < got {
+                        let d = side.st.descs[i];
+                        if d.options != 0 || d.addr % u64::from(BUF_SIZE) != HEADROOM {
+                            break;
+                        }
+                        let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
+                        // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not yet shown to
+                        // the user; the queue lock is held. The descriptor was checked to
+                        // lie in one frame.
+                        unsafe {
+                            ring.set_buf_idx(tail, idx);
+                            ring.set_len_flags(tail, d.len as u16, 0);
+                        }
+                        tail = next(tail, n);
+                        i += 1;
+                    }
+                    side.st.asm.show_to(tail);
+                    if i == got {
+                        break;
+                    }
+                }
+                // A fragment, a packet being dropped, or one the ring cannot show.
                 let d = side.st.descs[i];
+                i += 1;
                 let within = d.addr % u64::from(BUF_SIZE);
                 // Not where netmap buffer idx starts: cannot be shown without a copy.
                 let ok = within == HEADROOM;
