@@ -151,6 +151,8 @@ struct XdpQueue {
 pub(crate) struct Port {
     ifname: String,
     max_frame: usize,
+    /// Longest one-slot TX packet: `max_frame`, at most a UMEM frame after the headroom.
+    max_slot: usize,
     /// Most slots one TX packet may take: [`chain::MAX_TX_FRAGS`] with multi-buffer sockets,
     /// else 1.
     max_frags: usize,
@@ -287,6 +289,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     let port = Port {
         ifname: iface.name,
         max_frame,
+        max_slot: max_frame.min(one_buf),
         max_frags,
         nbufs,
         socks,

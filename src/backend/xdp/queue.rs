@@ -48,65 +48,48 @@ impl Port {
         let end = unsafe { whole_packets_end(ring, side.st.hwcur, head) };
         let mut k = side.st.hwcur;
         while k != end {
-            // One packet: a slot without NS_MOREFRAG ends it (or `end`, for a chain that
-            // fills the ring and never ends: refused below).
-            let first = side.st.descs.len();
-            let (mut total, mut slots, mut why, mut more) = (0usize, 0usize, None, false);
-            while k != end && (slots == 0 || more) {
-                // SAFETY: slots [hwcur, head) were released by the user
-                // (Acquire load of head) and are the driver's until the tail passes them
-                // again; the queue lock is held.
-                let (idx, len, flags) = unsafe { ring.slot_meta(k) };
-                if flags & NS_BUF_CHANGED != 0 {
-                    // SAFETY: as above.
-                    unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+            // SAFETY: slots [hwcur, head) were released by the user
+            // (Acquire load of head) and are the driver's until the tail passes them again;
+            // the queue lock is held.
+            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
+            if flags & (NS_MOREFRAG | NS_BUF_CHANGED) != 0 {
+                if flags & NS_MOREFRAG != 0 {
+                    // A packet over several slots (out of line: the one-slot path stays as
+                    // it was).
+                    k = self.tx_chain(pos, ring, &mut side.st, k, end, &mut refused);
+                    continue;
                 }
-                more = flags & NS_MOREFRAG != 0;
-                if idx >= self.nbufs && why.is_none() {
-                    why = Some(Error::CorruptSlot {
-                        ring: pos,
-                        slot: k,
-                        buf_idx: idx,
-                        len,
-                    });
-                }
-                if usize::from(len) > ONE_FRAME && why.is_none() {
-                    // One descriptor takes at most a UMEM frame after the headroom.
-                    why = Some(Error::FrameOverMtu {
-                        len: len.into(),
-                        max: ONE_FRAME,
-                    });
-                }
-                side.st.descs.push(XdpDesc {
+                // SAFETY: as above.
+                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+            }
+            let why = if idx >= self.nbufs {
+                Some(Error::CorruptSlot {
+                    ring: pos,
+                    slot: k,
+                    buf_idx: idx,
+                    len,
+                })
+            } else if usize::from(len) > self.max_slot {
+                Some(Error::FrameOverMtu {
+                    len: len.into(),
+                    max: self.max_slot,
+                })
+            } else {
+                None
+            };
+            side.st.inflight.push_back(why.is_none());
+            match why {
+                None => side.st.descs.push(XdpDesc {
                     addr: buf_addr(idx),
                     len: len.into(),
-                    options: if more { XDP_PKT_CONTD } else { 0 },
-                });
-                total += usize::from(len);
-                slots += 1;
-                k = next(k, n);
-            }
-            if why.is_none() && total > self.max_frame {
-                why = Some(Error::FrameOverMtu {
-                    len: total,
-                    max: self.max_frame,
-                });
-            }
-            if why.is_none() && (slots > self.max_frags || more) {
-                why = Some(Error::TooManyFragments {
-                    slots,
-                    max: self.max_frags,
-                });
-            }
-            match why {
-                None => side.st.inflight.extend(std::iter::repeat_n(true, slots)),
+                    options: 0,
+                }),
                 Some(e) => {
-                    tracing::warn!(interface = %self.ifname, slot = k, slots, error = %e, "TX packet not sent");
-                    side.st.descs.truncate(first);
-                    side.st.inflight.extend(std::iter::repeat_n(false, slots));
+                    tracing::warn!(interface = %self.ifname, slot = k, error = %e, "TX slot not sent");
                     refused.get_or_insert(e);
                 }
             }
+            k = next(k, n);
         }
         side.st.hwcur = end;
         if !side.st.descs.is_empty() {
@@ -130,6 +113,81 @@ impl Port {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The TX packet whose first slot `k` carries `NS_MOREFRAG`: its slots up to the one that
+    /// ends it (or `end`, for a chain filling the ring, which never ends) become descriptors
+    /// with `XDP_PKT_CONTD` on all but the last, or are refused together (a slot outside the
+    /// pool or over a frame, the whole over the MTU, more slots than `max_frags`, no end).
+    /// Returns the slot after the packet.
+    #[cold]
+    #[inline(never)]
+    fn tx_chain(
+        &self,
+        pos: usize,
+        ring: &RawRing,
+        st: &mut TxState,
+        mut k: u32,
+        end: u32,
+        refused: &mut Option<Error>,
+    ) -> u32 {
+        let n = ring.num_slots();
+        let first = st.descs.len();
+        let (mut total, mut slots, mut why, mut more) = (0usize, 0usize, None, true);
+        while k != end && more {
+            // SAFETY: slots [hwcur, head) are the driver's; the queue lock is held.
+            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
+            if flags & NS_BUF_CHANGED != 0 {
+                // SAFETY: as above.
+                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+            }
+            more = flags & NS_MOREFRAG != 0;
+            if idx >= self.nbufs && why.is_none() {
+                why = Some(Error::CorruptSlot {
+                    ring: pos,
+                    slot: k,
+                    buf_idx: idx,
+                    len,
+                });
+            }
+            if usize::from(len) > ONE_FRAME && why.is_none() {
+                // One descriptor takes at most a UMEM frame after the headroom.
+                why = Some(Error::FrameOverMtu {
+                    len: len.into(),
+                    max: ONE_FRAME,
+                });
+            }
+            st.descs.push(XdpDesc {
+                addr: buf_addr(idx),
+                len: len.into(),
+                options: if more { XDP_PKT_CONTD } else { 0 },
+            });
+            total += usize::from(len);
+            slots += 1;
+            k = next(k, n);
+        }
+        if why.is_none() && total > self.max_frame {
+            why = Some(Error::FrameOverMtu {
+                len: total,
+                max: self.max_frame,
+            });
+        }
+        if why.is_none() && (slots > self.max_frags || more) {
+            why = Some(Error::TooManyFragments {
+                slots,
+                max: self.max_frags,
+            });
+        }
+        let sent = why.is_none();
+        for _ in 0..slots {
+            st.inflight.push_back(sent);
+        }
+        if let Some(e) = why {
+            tracing::warn!(interface = %self.ifname, slot = k, slots, error = %e, "TX packet not sent");
+            st.descs.truncate(first);
+            refused.get_or_insert(e);
+        }
+        k
     }
 
     pub(super) fn rxsync_queue(&self, q: &XdpQueue) -> Result<(), Error> {
