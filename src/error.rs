@@ -100,11 +100,16 @@ pub enum Error {
     /// alternative.
     KernelUnsupported(String),
     /// Another XDP program is already attached to the interface; it is left untouched.
+    /// (The program this crate attaches is shared by every port and process using the
+    /// interface, not reported.)
     XdpProgramAttached {
         /// Interface name.
         interface: String,
         /// Kernel id of the attached program (0 when unknown).
         prog_id: u32,
+        /// The name it was loaded under, as `bpftool prog` and `ip -d link` show it (empty
+        /// when unknown).
+        prog_name: String,
     },
     /// A frame is longer than the interface's MTU allows.
     FrameOverMtu {
@@ -245,12 +250,16 @@ impl fmt::Display for Error {
                  capabilities (setcap)"
             ),
             Error::KernelUnsupported(m) => write!(f, "not supported by this kernel: {m}"),
-            Error::XdpProgramAttached { interface, prog_id } => write!(
+            Error::XdpProgramAttached {
+                interface,
+                prog_id,
+                prog_name,
+            } => write!(
                 f,
-                "interface {interface:?} already has an XDP program attached (id {prog_id}) \
-                 by someone else; netmap-rs neither replaces nor removes it. Detach it \
-                 (`ip link set dev {interface} xdp off`, `xdp-loader unload {interface} --all`) \
-                 or use the AF_PACKET backend (afpacket:{interface})"
+                "interface {interface:?} already has an XDP program attached (id {prog_id}, \
+                 name {prog_name:?}) by someone else; netmap-rs neither replaces nor removes \
+                 it. Detach it (`ip link set dev {interface} xdp off`, `xdp-loader unload \
+                 {interface} --all`) or use the AF_PACKET backend (afpacket:{interface})"
             ),
             Error::FrameOverMtu { len, max } => write!(
                 f,

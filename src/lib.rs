@@ -70,7 +70,7 @@ pub mod vale;
 
 pub use backend::{BackendChoice, BackendKind, FanoutMode, PortStats, Readiness};
 pub use error::{Error, Result};
-pub use port_name::PortSpec;
+pub use port_name::{PortSpec, XdpFilter};
 pub use sync::{
     forward_filtered, zero_copy_forward, BatchReservation, Frame, Netmap, NetmapBuilder, RxBatch,
     RxRing, TxRing,
@@ -79,3 +79,8 @@ pub use sync::{
 pub use tokio_async::{
     AsyncNetmapRxPort, AsyncNetmapRxRing, AsyncNetmapTxRing, NetmapFramed, Tap, TokioNetmap,
 };
+
+/// The README's Rust examples, compiled (and run unless marked `no_run`) by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -38,6 +38,8 @@ pub(crate) struct Cfg {
     pub(crate) slots: u32,
     /// `--huge`: the port's memory on huge pages (AF_XDP, AF_PACKET; falls back if none).
     pub(crate) huge: bool,
+    /// `--busy`: busy polling (waits spin instead of sleeping; a core per thread).
+    pub(crate) busy: bool,
     /// `-W`: a receiver exits after 1 s without traffic (once the first packet came).
     pub(crate) idle_exit: bool,
     /// Second `-l`: random lengths in `[len_min, len)` (0: fixed length).
@@ -54,7 +56,7 @@ pub(crate) fn die(msg: &str) -> ! {
     eprintln!(
         "usage: pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] \
          [-T MS] [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC] \
-         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge]"
+         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy]"
     );
     std::process::exit(2)
 }
@@ -113,6 +115,7 @@ impl Default for Cfg {
             both: false,
             slots: 0,
             huge: false,
+            busy: false,
             idle_exit: false,
             len_min: 0,
             seq: false,
@@ -172,6 +175,7 @@ pub(crate) fn parse_args() -> Cfg {
             "-Z" => c.rand_dst = true,
             "--seq" => c.seq = true,
             "--huge" => c.huge = true,
+            "--busy" => c.busy = true,
             _ => die(&format!("unknown option {a}")),
         }
     }

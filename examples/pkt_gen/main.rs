@@ -70,11 +70,14 @@ use jobs::{peer_name, run_async, run_sync, Job};
 use stats::{kernel_part, report_line, Stats};
 
 fn open_ports(cfg: &Cfg, name: &str) -> Result<Vec<Netmap>, Error> {
-    let b = NetmapBuilder::new(name)
+    let mut b = NetmapBuilder::new(name)
         .num_tx_rings(cfg.threads)
         .num_rx_rings(cfg.threads)
         .num_slots(cfg.slots)
         .huge_pages(cfg.huge);
+    if cfg.busy {
+        b = b.busy_poll(Duration::MAX);
+    }
     if cfg.threads == 1 {
         return Ok(vec![b.build()?]);
     }

@@ -102,6 +102,11 @@ pub(crate) trait Driver {
     fn slot_payload(&self) -> Option<usize> {
         None
     }
+    /// The user busy-polls this port, spinning up to `spin` in each wait: a driver whose
+    /// kernel side can be polled from the socket asks for it. Default: nothing to do.
+    fn prefer_busy_poll(&self, spin: Duration) {
+        let _ = spin;
+    }
     /// The kernel's drop and error counters since the port opened: of the whole port
     /// (`ring: None`) or of the queue behind ring `ring` (the caller checked the index).
     /// Default: the driver counts nothing (every field `None`).
@@ -230,6 +235,17 @@ pub(crate) fn open(
             spec.ifname
         )));
     }
+    if let Some(f) = &spec.filter {
+        if matches!(kind, BackendKind::Kernel | BackendKind::Emulated) {
+            return Err(Error::BindFail(format!(
+                "{spec}: the {kind} backend has no packet filter (#{f}): an XDP program or a \
+                 socket filter decides in the kernel which packets reach xdp: and afpacket: \
+                 ports; open xdp:{0} or afpacket:{0}, or open without the filter and pass \
+                 what you do not want to the host rings yourself",
+                spec.ifname
+            )));
+        }
+    }
     tracing::info!(port = %spec, ?choice, backend = %kind, "backend chosen");
     match kind {
         BackendKind::Kernel => open_kernel(spec, opts),
@@ -313,6 +329,11 @@ impl Backend {
     /// See [`Driver::peer_present`].
     pub(crate) fn peer_present(&self) -> Option<bool> {
         dispatch!(self, p => p.peer_present())
+    }
+
+    /// See [`Driver::prefer_busy_poll`].
+    pub(crate) fn prefer_busy_poll(&self, spin: Duration) {
+        dispatch!(self, p => p.prefer_busy_poll(spin))
     }
 
     /// See [`Driver::retry_after`].

@@ -1,13 +1,15 @@
 //! The netmap port-name grammar, parsed into a typed [`PortSpec`] before any system call.
 //!
 //! ```text
-//! [netmap: | xdp: | afpacket:]<interface>[<rings>][/<flags>][@<mem>]
+//! [netmap: | xdp: | afpacket:]<interface>[<rings>][/<flags>][@<mem>][#<filter>]
 //!   interface: eth0 | vale<ID>:<port> | <parent>{<pipe-id> | <parent>}<pipe-id>
 //!   rings:     (none) all NIC rings | ^ host rings | ^N one host ring
 //!              | * NIC and host rings | -N one NIC ring
 //!   flags:     x exclusive, z zero-copy monitor, t tx monitor, r rx monitor,
 //!              T tx rings only, R rx rings only
 //!   mem:       a memory allocator id (decimal)
+//!   filter:    udp=PORT[,PORT...] and/or ether=TYPE[,TYPE...], comma-separated
+//!              (xdp: and afpacket: only; see [`XdpFilter`])
 //! ```
 //!
 //! The registration mode goes into `nr_mode` and the flags into `nr_flags`; a mode is never
@@ -22,7 +24,10 @@
 use std::fmt;
 
 use crate::abi;
+
+mod filter;
 use crate::error::Error;
+pub use filter::{XdpFilter, MAX_ETHERTYPES};
 
 /// What kind of netmap port a name designates.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +173,9 @@ pub struct PortSpec {
     pub flags: u64,
     /// Memory allocator id from the `@` suffix (0: the port's default).
     pub mem_id: u16,
+    /// The packets the port takes from its interface, from the `#` suffix or
+    /// [`NetmapBuilder::filter`](crate::NetmapBuilder::filter) (`None`: all of them).
+    pub filter: Option<XdpFilter>,
 }
 
 const FLAG_CHARS: &[(char, u64)] = &[
@@ -220,6 +228,14 @@ impl PortSpec {
         {
             return Err(bad(full, format!("contains the character {c:?}")));
         }
+        // The filter is the last suffix: everything after the first '#'.
+        let (rest, filter) = match rest.split_once('#') {
+            Some((r, f)) => (
+                r,
+                Some(XdpFilter::parse_terms(f).map_err(|e| bad(full, e))?),
+            ),
+            None => (rest, None),
+        };
         // The interface part runs up to the first suffix character.
         let end = rest.find(['-', '*', '^', '/', '@']).unwrap_or(rest.len());
         let ifname = &rest[..end];
@@ -306,6 +322,13 @@ impl PortSpec {
         if prefix.is_linux_socket() {
             Self::check_socket_name(full, prefix, &kind, rings, flags, mem_id)?;
         }
+        if filter.is_some() && !matches!(kind, PortKind::Nic) {
+            return Err(bad(
+                full,
+                "a #filter selects packets an interface receives; VALE ports and pipes have \
+                 none: drop the # suffix",
+            ));
+        }
         Ok(PortSpec {
             prefix,
             ifname: ifname.to_string(),
@@ -313,6 +336,7 @@ impl PortSpec {
             rings,
             flags,
             mem_id,
+            filter,
         })
     }
 
@@ -456,6 +480,9 @@ impl fmt::Display for PortSpec {
         }
         if self.mem_id != 0 {
             write!(f, "@{}", self.mem_id)?;
+        }
+        if let Some(filter) = &self.filter {
+            write!(f, "#{filter}")?;
         }
         Ok(())
     }

@@ -149,3 +149,69 @@ fn bad_names_are_rejected_with_reasons() {
         .contains("at most 63"));
     assert!(PortSpec::parse(&"a".repeat(63)).is_ok());
 }
+
+#[test]
+fn filter_suffix() {
+    let s = PortSpec::parse("xdp:eth0-1/R#udp=53,5353,ether=0x88b5").unwrap();
+    assert_eq!(s.ifname, "eth0");
+    assert_eq!(s.rings, RingSelect::OneNic(1));
+    assert_eq!(s.flags, NR_RX_RINGS_ONLY);
+    let f = s.filter.clone().unwrap();
+    assert_eq!(f.ports(), &[53, 5353]);
+    assert_eq!(f.ethertypes(), &[0x88b5]);
+    assert_eq!(f, XdpFilter::udp_ports(&[5353, 53]).ethertype(0x88b5));
+    assert_eq!(s.to_string(), "xdp:eth0-1/R#udp=53,5353,ether=0x88b5");
+    assert_eq!(PortSpec::parse(&s.to_string()).unwrap(), s);
+    // Kinds may come in any order; a bare number continues the kind before it.
+    let s = PortSpec::parse("afpacket:eth0#ether=35061,udp=7,9,ether=0x0806").unwrap();
+    let f = s.filter.unwrap();
+    assert_eq!(f.ports(), &[7, 9]);
+    assert_eq!(f.ethertypes(), &[0x88f5, 0x0806]);
+    assert_eq!(PortSpec::parse("eth0").unwrap().filter, None);
+}
+
+#[test]
+fn filter_suffix_errors() {
+    for (name, needle) in [
+        ("xdp:eth0#", "kind"),
+        ("xdp:eth0#53", "needs a kind"),
+        ("xdp:eth0#udp=65536", "0..=65535"),
+        ("xdp:eth0#udp=x", "decimal"),
+        ("xdp:eth0#tcp=80", "unknown filter kind"),
+        ("xdp:eth0#ether=0x1ffff", "0xffff"),
+        ("xdp:#udp=53", "interface name is empty"),
+        ("vale0:p1#udp=53", "VALE ports and pipes"),
+        ("p{1#udp=53", "VALE ports and pipes"),
+        (
+            "xdp:eth0#ether=0x9001,0x9002,0x9003,0x9004,0x9005,0x9006,0x9007,0x9008,0x9009",
+            "at most 8",
+        ),
+        ("xdp:eth0#ether=0x0800,64", "802.3 length"),
+    ] {
+        let e = PortSpec::parse(name).unwrap_err().to_string();
+        assert!(e.contains(needle), "{name}: {e}");
+    }
+}
+
+#[test]
+fn builder_filter_meets_the_name_and_the_backend() {
+    use crate::sync::port::NetmapBuilder;
+    // Two different filters: refused before anything opens.
+    let e = NetmapBuilder::new("xdp:eth0#udp=53")
+        .filter(XdpFilter::udp_port(54))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("give one of them"), "{e}");
+    let e = NetmapBuilder::new("xdp:eth0")
+        .filter(XdpFilter::default())
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("takes nothing"), "{e}");
+    // Emulated pipes have no kernel filter: a clear error, not a silent no-op.
+    let e = NetmapBuilder::new("filt{1")
+        .backend(crate::BackendChoice::Emulated)
+        .filter(XdpFilter::udp_port(53))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("no packet filter"), "{e}");
+}

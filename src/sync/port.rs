@@ -9,7 +9,7 @@ use crate::backend::{self, BackendChoice, BackendKind, OpenOptions, PortStats, R
 #[cfg(netmap_kernel)]
 pub use crate::backend::{PoolsInfo, PortInfo};
 use crate::error::Error;
-use crate::port_name::{PortSpec, RingSelect};
+use crate::port_name::{PortSpec, RingSelect, XdpFilter};
 use crate::ring::{bind_rings, BoundRing, BoundRings};
 use crate::sync::held::Held;
 use crate::sync::port_inner::PortInner;
@@ -44,6 +44,8 @@ pub struct NetmapBuilder {
     backend: Option<BackendChoice>,
     huge_pages: bool,
     fanout: Option<backend::FanoutMode>,
+    filter: Option<XdpFilter>,
+    busy_poll: Option<Duration>,
 }
 
 impl NetmapBuilder {
@@ -61,6 +63,8 @@ impl NetmapBuilder {
             backend: None,
             huge_pages: false,
             fanout: None,
+            filter: None,
+            busy_poll: None,
         }
     }
 
@@ -166,6 +170,55 @@ impl NetmapBuilder {
         self
     }
 
+    /// Takes only the packets `filter` matches from the interface (UDP destination ports,
+    /// ethertypes); everything else reaches the host stack as if the port were not open. The
+    /// same as a `#` suffix on the name (`xdp:eth0#udp=53`); giving both with different
+    /// filters is an error. On `xdp:` the redirect program applies it per queue; on
+    /// `afpacket:` a classic BPF socket filter does. The netmap module and emulated pipes
+    /// refuse it. See [`XdpFilter`] for the exact rule.
+    pub fn filter(mut self, filter: XdpFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// The name parsed, with the builder's filter in it.
+    fn spec(&self) -> Result<PortSpec, Error> {
+        let mut spec = PortSpec::parse(&self.name)?;
+        if let Some(f) = &self.filter {
+            let bad = |reason: String| Error::InvalidPortName {
+                name: self.name.clone(),
+                reason,
+            };
+            f.check().map_err(bad)?;
+            match &spec.filter {
+                Some(named) if named != f => {
+                    return Err(bad(format!(
+                        "the name's filter #{named} differs from NetmapBuilder::filter({f}): \
+                         give one of them"
+                    )))
+                }
+                _ => spec.filter = Some(f.clone()),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Busy polling, for a thread that owns a core, as DPDK's poll-mode drivers run: a blocking
+    /// wait ([`Netmap::wait`], [`Netmap::wait_readable`], [`Netmap::wait_writable`]) syncs the
+    /// wanted directions and looks at the rings in a loop for up to `spin` before it sleeps.
+    /// Lower latency and, where a sleep and a wake-up cost more than a packet (AF_XDP,
+    /// AF_PACKET), higher rates, for a core at 100%. `Duration::MAX` never sleeps: a wait then
+    /// ends when a ring is ready or its timeout passes.
+    ///
+    /// On AF_XDP it also asks the kernel to let the socket drive the queue's NAPI processing
+    /// (`SO_PREFER_BUSY_POLL`, `SO_BUSY_POLL` of `spin` capped at 1 s, `SO_BUSY_POLL_BUDGET`
+    /// 64); a kernel or device that refuses them leaves the spinning alone (logged at debug).
+    /// The Tokio layer never spins (a task must yield); its waits are unchanged.
+    pub fn busy_poll(mut self, spin: Duration) -> Self {
+        self.busy_poll = Some(spin);
+        self
+    }
+
     /// Which backend to use; without this call `NETMAP_RS_BACKEND` decides, else `Auto`.
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
@@ -208,16 +261,17 @@ impl NetmapBuilder {
 
     /// Opens the port.
     pub fn build(self) -> Result<Netmap, Error> {
-        let spec = PortSpec::parse(&self.name)?;
+        let spec = self.spec()?;
         let opts = self.options(&spec)?;
-        Netmap::open_spec(spec, &opts, self.choice()?)
+        let nm = Netmap::open_spec(spec, &opts, self.choice()?)?;
+        Ok(nm.with_busy_poll(self.busy_poll))
     }
 
     /// Opens the port once per NIC ring pair (`name-0`, `name-1`, ...), one registration and
     /// one file descriptor each, for thread-per-ring designs: each thread then syncs only its
     /// own rings. The name must not already select rings.
     pub fn build_per_ring(self) -> Result<Vec<Netmap>, Error> {
-        let spec = PortSpec::parse(&self.name)?;
+        let spec = self.spec()?;
         if spec.rings != RingSelect::AllNic {
             return Err(Error::InvalidPortName {
                 name: self.name.clone(),
@@ -239,7 +293,7 @@ impl NetmapBuilder {
             .map(|i| {
                 let mut s = spec.clone();
                 s.rings = RingSelect::OneNic(i as u16);
-                Netmap::open_spec(s, &opts, choice)
+                Ok(Netmap::open_spec(s, &opts, choice)?.with_busy_poll(self.busy_poll))
             })
             .collect()
     }
@@ -296,6 +350,7 @@ impl Netmap {
                 bufs_head,
                 held: Held::of(opened.mem, nbufs),
                 slot_groups: opened.slot_groups,
+                busy_poll: None,
                 region,
             }),
         })
@@ -428,9 +483,39 @@ impl Netmap {
     /// passes (`None`: no timeout). Like `poll(2)` on the netmap fd, this syncs the wanted
     /// directions with the published ring heads: sync your ring handles first so that what
     /// you consumed or filled is published.
+    ///
+    /// With [`NetmapBuilder::busy_poll`], it first syncs and looks in a loop (no sleep) for
+    /// up to the spin time.
     pub fn wait(&self, want: Readiness, timeout: Option<Duration>) -> Result<Readiness, Error> {
         let inner = &self.inner;
+        let mut timeout = timeout;
+        if let Some(spin) = inner.busy_poll {
+            let start = std::time::Instant::now();
+            if let Some(r) = inner.spin(want, timeout.map_or(spin, |t| t.min(spin)))? {
+                return Ok(r);
+            }
+            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            if timeout == Some(Duration::ZERO) {
+                return Ok(inner.readiness());
+            }
+        }
         inner.backend.wait(want, timeout, &|| inner.readiness())
+    }
+
+    /// The spin time of [`NetmapBuilder::busy_poll`], if set.
+    pub fn busy_poll(&self) -> Option<Duration> {
+        self.inner.busy_poll
+    }
+
+    fn with_busy_poll(mut self, spin: Option<Duration>) -> Netmap {
+        if let Some(d) = spin {
+            self.inner.backend.prefer_busy_poll(d);
+            // Just opened: this handle is the only one, so the port is not shared yet.
+            if let Some(inner) = Arc::get_mut(&mut self.inner) {
+                inner.busy_poll = Some(d);
+            }
+        }
+        self
     }
 
     /// Waits until an RX ring holds packets (see [`Netmap::wait`]); returns whether one does.

@@ -31,11 +31,39 @@ pub(crate) struct PortInner {
     pub(crate) held: Arc<Held>,
     /// Rings sharing slots' buffers with another ring: `(ring offset, group)`.
     pub(crate) slot_groups: Vec<(usize, usize)>,
+    /// Spin time of a blocking wait before it sleeps (`NetmapBuilder::busy_poll`).
+    pub(crate) busy_poll: Option<std::time::Duration>,
     // Declared last: dropped after the backend and the ring views.
     pub(crate) region: Arc<Region>,
 }
 
 impl PortInner {
+    /// Syncs the wanted directions and looks at the rings in a loop until one is ready
+    /// (`Some`) or `budget` passes (`None`): the spinning half of a busy-polling wait.
+    pub(crate) fn spin(
+        &self,
+        want: Readiness,
+        budget: std::time::Duration,
+    ) -> Result<Option<Readiness>, Error> {
+        let start = std::time::Instant::now();
+        loop {
+            if want.writable {
+                self.backend.txsync()?;
+            }
+            if want.readable {
+                self.backend.rxsync()?;
+            }
+            let r = self.readiness();
+            if (want.readable && r.readable) || (want.writable && r.writable) {
+                return Ok(Some(r));
+            }
+            if start.elapsed() >= budget {
+                return Ok(None);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// Readiness as the kernel's poll computes it: `cur != tail` on some bound ring.
     pub(crate) fn readiness(&self) -> Readiness {
         let ready =

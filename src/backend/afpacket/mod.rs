@@ -25,6 +25,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub(crate) mod filter;
 pub(crate) mod tpacket;
 
 use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED, NS_MOREFRAG};
@@ -165,7 +166,12 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             // SAFETY: as above.
             unsafe { rx.set_buf_idx(k, base + ntx + k) };
         }
-        let sock = PacketSocket::new(&iface.name, &cfg)?;
+        let mut sock = PacketSocket::new(&iface.name, &cfg)?;
+        if let Some(f) = &spec.filter {
+            filter::attach(sock.fd(), f, &iface.name)?;
+            // Frames that arrived between the bind and the filter are not the port's.
+            while sock.rx_next()?.is_some() {}
+        }
         if fanout {
             sock.join_fanout(group, mode)?;
         }

@@ -5,7 +5,7 @@
 use crate::os::cvt;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Marker for plain-old-data structs the kernel may fill byte by byte: every bit pattern is a
 /// valid value and there are no pointers or references inside.
@@ -203,17 +203,50 @@ pub(crate) fn epoll_of(fds: &[BorrowedFd<'_>], events: u32) -> io::Result<OwnedF
     // SAFETY: ep is a fresh descriptor we own.
     let ep = unsafe { OwnedFd::from_raw_fd(ep) };
     for (i, fd) in fds.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events,
-            u64: i as u64,
-        };
-        // SAFETY: both descriptors are open; `ev` is a live epoll_event read during the call.
-        let r = unsafe {
-            libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev)
-        };
-        cvt(r)?;
+        epoll_ctl(ep.as_fd(), libc::EPOLL_CTL_ADD, *fd, events, i)?;
     }
     Ok(ep)
+}
+
+/// Adds `fds` to `ep` (an instance from [`epoll_of`]) for `events`; on a failure none stays
+/// added.
+pub(crate) fn epoll_watch(ep: BorrowedFd<'_>, fds: &[OwnedFd], events: u32) -> io::Result<()> {
+    for (i, fd) in fds.iter().enumerate() {
+        if let Err(e) = epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd.as_fd(), events, i) {
+            let _ = epoll_unwatch(ep, &fds[..i]);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Removes `fds` from `ep` (the inverse of [`epoll_watch`]).
+pub(crate) fn epoll_unwatch(ep: BorrowedFd<'_>, fds: &[OwnedFd]) -> io::Result<()> {
+    let mut first = Ok(());
+    for fd in fds {
+        let r = epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd.as_fd(), 0, 0);
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
+fn epoll_ctl(
+    ep: BorrowedFd<'_>,
+    op: libc::c_int,
+    fd: BorrowedFd<'_>,
+    events: u32,
+    data: usize,
+) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events,
+        u64: data as u64,
+    };
+    // SAFETY: both descriptors are open; `ev` is a live epoll_event read during the call
+    // (ignored for EPOLL_CTL_DEL).
+    let r = unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) };
+    cvt(r).map(drop)
 }
 
 /// Takes every pending event off an epoll instance without waiting (for edge-triggered

@@ -1,5 +1,5 @@
-//! `bpf(2)` without libbpf: the XSKMAP, the queue-to-socket redirect program written as
-//! instruction bytes, map updates, XDP links and program ids.
+//! `bpf(2)` without libbpf: the XSKMAP and array maps, map updates, program loads, XDP links
+//! and program ids. (The program itself is in [`filter`](super::filter).)
 
 use crate::os::cvt;
 use std::io;
@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use crate::backend::linux::sys::{self, BpfInsn};
 
 /// Issues `bpf(cmd, attr, size_of::<T>())`.
-fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
+pub(super) fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, writable #[repr(C)] bpf_attr prefix of exactly the size passed;
     // any pointers inside it (instructions, licence, log buffer, info) are set by the callers
     // in this module to buffers that outlive the call.
@@ -24,7 +24,7 @@ fn sys_bpf<T: Copy>(cmd: u32, attr: &mut T) -> io::Result<libc::c_long> {
     cvt(r)
 }
 
-fn fd_from(r: libc::c_long) -> OwnedFd {
+pub(super) fn fd_from(r: libc::c_long) -> OwnedFd {
     // SAFETY: the bpf commands calling this return a fresh descriptor on success.
     unsafe { OwnedFd::from_raw_fd(r as libc::c_int) }
 }
@@ -49,7 +49,7 @@ fn with_memlock_retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> 
     }
 }
 
-fn name16(name: &str) -> [u8; sys::BPF_OBJ_NAME_LEN] {
+pub(super) fn name16(name: &str) -> [u8; sys::BPF_OBJ_NAME_LEN] {
     let mut out = [0u8; sys::BPF_OBJ_NAME_LEN];
     for (d, s) in out
         .iter_mut()
@@ -87,6 +87,37 @@ pub(crate) fn create_xskmap(entries: u32) -> io::Result<OwnedFd> {
     })
 }
 
+/// `BPF_MAP_TYPE_ARRAY`.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+
+/// Creates an array map named `name` of `entries` values of `value_size` bytes (key: `u32`
+/// index), all zero.
+pub(crate) fn create_array(name: &str, value_size: u32, entries: u32) -> io::Result<OwnedFd> {
+    with_memlock_retry(|| {
+        let mut attr = sys::BpfMapCreateAttr {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size,
+            max_entries: entries.max(1),
+            map_name: name16(name),
+            ..Default::default()
+        };
+        sys_bpf(sys::BPF_MAP_CREATE, &mut attr).map(fd_from)
+    })
+}
+
+/// Sets `map[key] = value` for a map whose values are `value.len()` bytes.
+pub(crate) fn map_update_bytes(map: BorrowedFd<'_>, key: u32, value: &[u8]) -> io::Result<()> {
+    let mut attr = sys::BpfMapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: value.as_ptr() as u64,
+        flags: sys::BPF_ANY,
+        ..Default::default()
+    };
+    sys_bpf(sys::BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
 /// Sets `map[key] = value` (an XSKMAP entry: queue → socket fd).
 pub(crate) fn map_update(map: BorrowedFd<'_>, key: u32, value: u32) -> io::Result<()> {
     let mut attr = sys::BpfMapElemAttr {
@@ -110,25 +141,6 @@ pub(crate) fn map_delete(map: BorrowedFd<'_>, key: u32) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         r => r.map(drop),
     }
-}
-
-/// The redirect program: `r2 = ctx->rx_queue_index; r1 = map; r3 = XDP_PASS;
-/// return bpf_redirect_map(r1, r2, r3)`. Six instruction slots (`LD_IMM64` takes two).
-/// Packets of queues without a socket in the map go on to the stack (fallback action in `r3`,
-/// kernel 5.3+).
-pub(crate) fn redirect_program(map_fd: BorrowedFd<'_>) -> [BpfInsn; 6] {
-    redirect_insns(map_fd.as_raw_fd())
-}
-
-fn redirect_insns(map_fd: i32) -> [BpfInsn; 6] {
-    [
-        BpfInsn::new(sys::OP_LDX_MEM_W, 2, 1, sys::XDP_MD_RX_QUEUE_INDEX, 0),
-        BpfInsn::new(sys::OP_LD_IMM_DW, 1, sys::BPF_PSEUDO_MAP_FD, 0, map_fd),
-        BpfInsn::new(0, 0, 0, 0, 0),
-        BpfInsn::new(sys::OP_ALU64_MOV_K, 3, 0, 0, sys::XDP_PASS),
-        BpfInsn::new(sys::OP_JMP_CALL, 0, 0, 0, sys::BPF_FUNC_REDIRECT_MAP),
-        BpfInsn::new(sys::OP_JMP_EXIT, 0, 0, 0, 0),
-    ]
 }
 
 /// `r0 = XDP_PASS; exit`: a do-nothing program (used by tests as "somebody else's" program).
@@ -224,17 +236,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirect_program_bytes_match_the_documented_encoding() {
-        // A stand-in fd number: only the encoding is checked here.
-        let bytes: Vec<[u8; 8]> = redirect_insns(7).iter().map(|i| i.to_ne_bytes()).collect();
-        if cfg!(target_endian = "little") {
-            assert_eq!(bytes[0], [0x61, 0x12, 0x10, 0, 0, 0, 0, 0]);
-            assert_eq!(bytes[1], [0x18, 0x11, 0, 0, 7, 0, 0, 0]);
-            assert_eq!(bytes[2], [0; 8]);
-            assert_eq!(bytes[3], [0xb7, 0x03, 0, 0, 2, 0, 0, 0]);
-            assert_eq!(bytes[4], [0x85, 0, 0, 0, 0x33, 0, 0, 0]);
-            assert_eq!(bytes[5], [0x95, 0, 0, 0, 0, 0, 0, 0]);
-        }
+    fn object_names_keep_what_the_kernel_accepts() {
         assert_eq!(name16("netmap_rs-xsk.map!")[..14], *b"netmap_rsxskma");
     }
 }

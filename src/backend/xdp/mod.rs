@@ -20,17 +20,21 @@
 //! equivalent of the module's kring lock: a kick that transmits a batch never holds up a
 //! receiver.
 //!
-//! The redirect program is attached once per interface and shared by the ports of this
-//! process; it is detached when the last of them closes (or the process dies: the BPF link
-//! closes with it). Each port unregisters its queues from the XSKMAP on close.
+//! The XDP program is attached once per interface and shared by the ports of this process
+//! and of other processes ([`prog`]); the kernel detaches it when the last of them closes (or
+//! dies: the BPF link closes with it). Each queue redirects what its port's filter takes
+//! ([`filter`]); each port unregisters its queues on close.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::BorrowedFd;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+mod asm;
 pub(crate) mod bpf;
 mod chain;
+pub(crate) mod filter;
+pub(crate) mod ids;
 pub(crate) mod prog;
 mod queue;
 pub(crate) mod umem;
@@ -225,6 +229,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             &tx,
             &rx,
             prog.prog(),
+            spec.filter.as_ref(),
         ) {
             Ok((txs, rxs, counters)) => queues.push(XdpQueue {
                 id: q,
@@ -322,6 +327,7 @@ fn open_queue(
     tx: &RawRing,
     rx: &RawRing,
     prog: &XdpProgram,
+    filter: Option<&crate::port_name::XdpFilter>,
 ) -> Result<(TxSide, RxSide, XskCounters), Error> {
     // A queue whose previous socket just closed stays taken until the kernel's deferred
     // release of that socket's buffer pool has run (a workqueue item): retry briefly before
@@ -355,7 +361,7 @@ fn open_queue(
             fill.len()
         )));
     }
-    prog.register(q, xsk.fd())?;
+    prog.register_filtered(q, xsk.fd(), filter)?;
     let counters = xsk.counters();
     let (xtx, xrx) = xsk.split();
     let tx = TxSide {
@@ -414,6 +420,10 @@ impl Driver for Port {
 
     fn slot_payload(&self) -> Option<usize> {
         Some((BUF_SIZE as u64 - HEADROOM) as usize)
+    }
+
+    fn prefer_busy_poll(&self, spin: Duration) {
+        self.socks.prefer_busy_poll(spin)
     }
 
     fn retry_after(&self) -> Option<Duration> {

@@ -1,19 +1,36 @@
-//! Attaching the XSK redirect program to an interface: XSKMAP sized by the queue count, the
-//! program loaded from its bytes, a BPF link in native mode first and generic (skb) mode
-//! second, netlink `IFLA_XDP` as the fallback for kernels without XDP links. A program somebody
-//! else attached is detected and reported, never replaced or removed.
+//! Attaching the crate's XDP program ([`filter`](super::filter)) to an interface, or joining
+//! it where another process (or port) of this crate attached it already.
 //!
-//! Lifetime: a link-attached program goes away when the link fd closes, which happens on drop
-//! and also when the process dies (the kernel closes the fd). A netlink-attached program is
-//! detached on drop, and only if it is still ours; after a crash it stays (kernels < 5.9 only).
+//! - Attaching: an XSKMAP and a rule map sized by the queue count, the program loaded from
+//!   its instructions, a BPF link in native mode first and generic (skb) mode second, netlink
+//!   `IFLA_XDP` as the fallback for kernels without XDP links.
+//! - Joining: the attached program's id comes from netlink; a program named
+//!   [`PROG_NAME`] is ours: its maps are opened by id, and so is the XDP link holding it.
+//!   Each process then holds a descriptor of the same link, and the kernel detaches the
+//!   program when the last one closes: at the last port's close or the last holder's death,
+//!   whichever comes last. No file, pin or lock is involved, so a crash leaves nothing behind
+//!   and no count to repair. Two processes attaching at once race in `BPF_LINK_CREATE`: the
+//!   loser gets EBUSY and joins the winner.
+//! - Anything else attached is foreign: reported with its id and name, never replaced or
+//!   removed; so is our own program attached through netlink (no link to share: a kernel
+//!   before 5.9), which only its process detaches.
+//!
+//! Each queue belongs to the one socket bound to it (the kernel refuses a second), and only
+//! that socket's port writes the queue's rule and XSKMAP entry: the rule first, the socket
+//! second when opening; the socket first when closing. A killed process's sockets leave the
+//! XSKMAP with them (the kernel removes a closed socket); its stale rule then matches into an
+//! empty slot, which passes.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::bpf;
+use super::filter::{program, OnMatch, Rule, PROG_NAME};
+use super::ids;
 use crate::backend::linux::iface::Interface;
 use crate::backend::linux::netlink::{self, NlError};
 use crate::backend::linux::{os_error, sys, CAPS_ADMIN, CAPS_BPF};
 use crate::error::Error;
+use crate::port_name::XdpFilter;
 
 /// Where in the receive path the program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +76,15 @@ enum Attachment {
     Netlink,
 }
 
-/// The redirect program attached to one interface, with its XSKMAP.
+/// The crate's program on one interface (attached by us or joined), with its maps.
 #[derive(Debug)]
 pub(crate) struct XdpProgram {
     ifname: String,
     ifindex: u32,
+    /// The XSKMAP (queue → socket).
     map: OwnedFd,
+    /// The rule map (queue → [`Rule`]).
+    rules: OwnedFd,
     map_entries: u32,
     prog: OwnedFd,
     prog_id: u32,
@@ -72,43 +92,161 @@ pub(crate) struct XdpProgram {
     attachment: Attachment,
 }
 
-fn foreign(iface: &Interface, prog_id: u32) -> Error {
+fn foreign(iface: &Interface, prog_id: u32, prog_name: String) -> Error {
     Error::XdpProgramAttached {
         interface: iface.name.clone(),
         prog_id,
+        prog_name,
     }
 }
 
-/// The id of whatever is attached now (0 if unknown), for an EBUSY/EEXIST error.
-fn current_id(ifindex: u32) -> u32 {
-    netlink::xdp_query(ifindex)
-        .map(|s| s.some_id())
-        .unwrap_or(0)
+/// What `BPF_*_GET_FD_BY_ID` needs.
+const CAPS_JOIN: &str = "CAP_SYS_ADMIN";
+
+/// How many times an open re-reads the interface when programs come and go under it.
+const ATTACH_ROUNDS: usize = 16;
+
+/// The outcome of one round of [`XdpProgram::attach`].
+enum Round {
+    Done(XdpProgram),
+    /// The interface changed under us (a program came or went): look again.
+    Again,
 }
 
 impl XdpProgram {
-    /// Loads and attaches the redirect program to `iface`. Errors:
-    /// [`Error::XdpProgramAttached`] when the interface already has an XDP program (any
-    /// mode), [`Error::MissingPrivilege`] without `CAP_BPF`/`CAP_NET_ADMIN`, an
-    /// [`Error::Io`] with the verifier log when the program is rejected.
+    /// Attaches the crate's program to `iface`, or joins it where another process attached
+    /// it. Errors: [`Error::XdpProgramAttached`] when the interface has a program that is not
+    /// ours (any mode), [`Error::MissingPrivilege`] without `CAP_BPF`/`CAP_NET_ADMIN`, an
+    /// [`Error::Io`] with the verifier log when the program is rejected. `opts` apply when
+    /// this call attaches; a joined program keeps the mode and method it has.
     pub(crate) fn attach(iface: &Interface, opts: &XdpAttachOptions) -> Result<XdpProgram, Error> {
-        let st = netlink::xdp_query(iface.index).map_err(|e| {
+        for _ in 0..ATTACH_ROUNDS {
+            let st = netlink::xdp_query(iface.index).map_err(|e| {
+                os_error(
+                    e.error,
+                    "querying XDP state (RTM_GETLINK)",
+                    CAPS_ADMIN,
+                    &iface.name,
+                )
+            })?;
+            let round = if st.any() {
+                Self::join(iface, &st)?
+            } else {
+                Self::attach_new(iface, opts)?
+            };
+            if let Round::Done(p) = round {
+                return Ok(p);
+            }
+        }
+        Err(Error::PortBusy(format!(
+            "XDP programs kept coming and going on {} while this port opened ({ATTACH_ROUNDS} \
+             tries): retry",
+            iface.name
+        )))
+    }
+
+    /// Joins the program `st` shows, if it is ours.
+    fn join(iface: &Interface, st: &netlink::XdpState) -> Result<Round, Error> {
+        let id = st.some_id();
+        // The by-id commands want CAP_SYS_ADMIN whatever the kernel.
+        let privilege = |e: std::io::Error, what: &str| {
             os_error(
-                e.error,
-                "querying XDP state (RTM_GETLINK)",
-                CAPS_ADMIN,
+                e,
+                &format!("{what} (joining the program another port of this crate attached)"),
+                CAPS_JOIN,
                 &iface.name,
             )
-        })?;
-        if st.any() {
-            return Err(foreign(iface, st.some_id()));
+        };
+        let found = match ids::prog(id) {
+            Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Round::Again),
+            Err(e) => return Err(privilege(e, "opening the attached XDP program by id")),
+        };
+        if found.name != PROG_NAME {
+            return Err(foreign(iface, id, found.name));
         }
+        let (mut xsks, mut rules) = (None, None);
+        for &mid in &found.map_ids {
+            match ids::map(mid) {
+                Ok((fd, shape)) if shape.map_type == sys::BPF_MAP_TYPE_XSKMAP => {
+                    xsks = Some((fd, shape.max_entries))
+                }
+                Ok((fd, shape)) if shape.value_size as usize == std::mem::size_of::<Rule>() => {
+                    rules = Some(fd)
+                }
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Round::Again),
+                Err(e) => return Err(privilege(e, "opening the XDP program's maps by id")),
+            }
+        }
+        let (Some((map, map_entries)), Some(rules)) = (xsks, rules) else {
+            // Our name, not our maps: another build of the crate. Not ours to share.
+            return Err(foreign(iface, id, found.name));
+        };
+        let link = match ids::xdp_link(id, iface.index) {
+            Ok(Some(link)) => link,
+            Ok(None) => {
+                let still = netlink::xdp_query(iface.index).is_ok_and(|s| s.has(id));
+                if !still {
+                    return Ok(Round::Again);
+                }
+                // Attached through netlink (a kernel without links): nothing to hold.
+                return Err(foreign(
+                    iface,
+                    id,
+                    format!("{} (attached without a link)", found.name),
+                ));
+            }
+            Err(e) => return Err(privilege(e, "opening the XDP link by id")),
+        };
+        let mode = if st.skb_prog_id == id {
+            XdpMode::Generic
+        } else {
+            XdpMode::Native
+        };
+        tracing::debug!(interface = %iface.name, prog_id = id, ?mode, "joined the XDP program");
+        Ok(Round::Done(XdpProgram {
+            ifname: iface.name.clone(),
+            ifindex: iface.index,
+            map,
+            rules,
+            map_entries,
+            prog: found.fd,
+            prog_id: id,
+            mode,
+            attachment: Attachment::Link(link),
+        }))
+    }
+
+    /// Loads the program and attaches it to `iface`, which had none a moment ago.
+    fn attach_new(iface: &Interface, opts: &XdpAttachOptions) -> Result<Round, Error> {
         let map_entries = iface.queues.max(1);
         let map = bpf::create_xskmap(map_entries)
             .map_err(|e| os_error(e, "creating the XSKMAP (bpf BPF_MAP_CREATE)", CAPS_BPF, ""))?;
-        let insns = bpf::redirect_program(map.as_fd());
-        let prog = bpf::load_xdp(&insns, "netmap_rs_xsk").map_err(|e| {
-            if matches!(e.error.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+        let rules = bpf::create_array(
+            "netmap_rs_rules",
+            std::mem::size_of::<Rule>() as u32,
+            map_entries,
+        )
+        .map_err(|e| {
+            os_error(
+                e,
+                "creating the rule map (bpf BPF_MAP_CREATE)",
+                CAPS_BPF,
+                "",
+            )
+        })?;
+        let insns = program(
+            rules.as_raw_fd(),
+            OnMatch::Redirect {
+                xsks: map.as_raw_fd(),
+            },
+        );
+        let prog = bpf::load_xdp(&insns, PROG_NAME).map_err(|e| {
+            if matches!(
+                e.error.raw_os_error(),
+                Some(libc::EPERM) | Some(libc::EACCES)
+            ) {
                 return Error::MissingPrivilege {
                     what: "loading an XDP program (bpf BPF_PROG_LOAD)".into(),
                     needs: CAPS_BPF,
@@ -117,7 +255,7 @@ impl XdpProgram {
             crate::backend::linux::iface::io_context(
                 e.error,
                 &format!(
-                    "the kernel rejected the XSK redirect program (BPF_PROG_LOAD); verifier log: {}",
+                    "the kernel rejected the XDP program (BPF_PROG_LOAD); verifier log: {}",
                     if e.log.is_empty() { "(empty)" } else { &e.log }
                 ),
             )
@@ -155,21 +293,21 @@ impl XdpProgram {
                             interface = %iface.name, ?mode, ?method, prog_id,
                             "attached XSK redirect program"
                         );
-                        return Ok(XdpProgram {
+                        return Ok(Round::Done(XdpProgram {
                             ifname: iface.name.clone(),
                             ifindex: iface.index,
                             map,
+                            rules,
                             map_entries,
                             prog,
                             prog_id,
                             mode,
                             attachment,
-                        });
+                        }));
                     }
                     Err(e) => match e.error.raw_os_error() {
-                        Some(libc::EBUSY) | Some(libc::EEXIST) => {
-                            return Err(foreign(iface, current_id(iface.index)))
-                        }
+                        // Somebody attached first: find out who.
+                        Some(libc::EBUSY) | Some(libc::EEXIST) => return Ok(Round::Again),
                         Some(libc::EPERM) | Some(libc::EACCES) => {
                             return Err(Error::MissingPrivilege {
                                 what: format!("attaching an XDP program to {}", iface.name),
@@ -196,8 +334,21 @@ impl XdpProgram {
         )))
     }
 
-    /// Points queue `queue` at the AF_XDP socket `xsk` (after the socket is bound).
+    /// Points queue `queue` at the AF_XDP socket `xsk` (after the socket is bound) for every
+    /// packet.
+    #[cfg(test)]
     pub(crate) fn register(&self, queue: u32, xsk: BorrowedFd<'_>) -> Result<(), Error> {
+        self.register_filtered(queue, xsk, None)
+    }
+
+    /// Points queue `queue` at the AF_XDP socket `xsk` (after the socket is bound) for the
+    /// packets `filter` matches (`None`: all); the rule goes in before the socket.
+    pub(crate) fn register_filtered(
+        &self,
+        queue: u32,
+        xsk: BorrowedFd<'_>,
+        filter: Option<&XdpFilter>,
+    ) -> Result<(), Error> {
         if queue >= self.map_entries {
             return Err(Error::QueueOutOfRange {
                 interface: self.ifname.clone(),
@@ -205,11 +356,13 @@ impl XdpProgram {
                 available: self.map_entries,
             });
         }
+        bpf::map_update_bytes(self.rules.as_fd(), queue, &Rule::of(filter).to_bytes())
+            .map_err(|e| os_error(e, "writing the queue's filter rule", CAPS_BPF, &self.ifname))?;
         bpf::map_update(self.map.as_fd(), queue, xsk.as_raw_fd() as u32)
             .map_err(|e| os_error(e, "adding the socket to the XSKMAP", CAPS_BPF, &self.ifname))
     }
 
-    /// Removes queue `queue`'s socket: its packets go to the stack again.
+    /// Removes queue `queue`'s socket, then its rule: its packets go to the stack again.
     pub(crate) fn unregister(&self, queue: u32) -> Result<(), Error> {
         bpf::map_delete(self.map.as_fd(), queue).map_err(|e| {
             os_error(
@@ -218,7 +371,20 @@ impl XdpProgram {
                 CAPS_BPF,
                 &self.ifname,
             )
-        })
+        })?;
+        if queue < self.map_entries {
+            bpf::map_update_bytes(self.rules.as_fd(), queue, &Rule::none().to_bytes()).map_err(
+                |e| {
+                    os_error(
+                        e,
+                        "clearing the queue's filter rule",
+                        CAPS_BPF,
+                        &self.ifname,
+                    )
+                },
+            )?;
+        }
+        Ok(())
     }
 
     /// The mode the program runs in.

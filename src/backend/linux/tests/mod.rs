@@ -14,6 +14,10 @@
 //! - `rate`: a quick TX-rate comparison of the two sockets.
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
+//! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
+//! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
+//! - `xdp_filter_prog`: the filter program under `BPF_PROG_TEST_RUN`, frame by frame.
+//! - `xdp_share`: one interface, several ports and processes, a SIGKILL among them.
 
 mod fanout;
 mod faults;
@@ -29,3 +33,6 @@ mod stats;
 pub(crate) mod testnet;
 #[cfg(feature = "tokio-async")]
 mod tokio_layer;
+mod xdp_filter;
+mod xdp_filter_prog;
+mod xdp_share;

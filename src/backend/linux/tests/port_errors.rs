@@ -115,6 +115,21 @@ fn foreign_xdp_program_fails_the_open_and_stays() {
         e.to_string().contains("neither replaces nor removes"),
         "{e}"
     );
+    assert!(e.to_string().contains("xdp off"), "{e}");
+    // The error names the program as `ip -d link` does.
+    let Error::XdpProgramAttached { prog_name, .. } = &e else {
+        unreachable!()
+    };
+    let shown = Command::new("ip")
+        .args(["-d", "link", "show", "dev", &pair.a])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(!prog_name.is_empty(), "{e}");
+    assert!(
+        shown.contains(&format!("id {foreign} name {prog_name} ")),
+        "{e}\n{shown}"
+    );
     assert_eq!(
         program_on(&pair.a),
         foreign,
