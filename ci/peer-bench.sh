@@ -19,7 +19,9 @@
 #     receiver counted / SECS.
 # Ours is pkt_gen (examples/pkt_gen: reserve_batch + fill_reused + sync; batch + sync +
 # wait_readable), the same paths users call; "busy" is pkt_gen --busy (NetmapBuilder::busy_poll:
-# waits spin, a core given to the queue, as testpmd's poll-mode drivers run). Writes target/peer-bench/{lines,table.md,chart.svg}.
+# waits spin, a core given to the queue, as testpmd's poll-mode drivers run); "blocks" is
+# pkt_gen --block-timeout 1 on afpacket: (TPACKET_V3 blocks, NetmapBuilder::block_timeout;
+# the default is TPACKET_V2 frames, for latency). Every receiver counts packets and bytes. Writes target/peer-bench/{lines,table.md,chart.svg}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -132,6 +134,7 @@ rx_cmd() { # NAME -> command line of the receiver on B (in the namespace)
     xdp_dpdk) echo "$n $(testpmd net_af_xdp0,iface=$B,start_queue=0,queue_count=1 rxonly)" ;;
     pkt_ours) echo "$n $PG -i afpacket:$B -f rx -n 0 -w 0" ;;
     pkt_busy) echo "$(rx_cmd pkt_ours) --busy" ;;
+    pkt_blocks) echo "$(rx_cmd pkt_ours) --block-timeout 1" ;;
     pkt_netring) echo "$n $PEERS rx-packet $B" ;;
     pkt_dpdk) echo "$n $(testpmd net_af_packet0,iface=$B rxonly)" ;;
   esac
@@ -173,11 +176,11 @@ for r in $(seq "$ROUNDS"); do
     wanted "tx_$c" || continue
     v=$(tx_rate $c); echo "tx $c $r $v" | tee -a "$lines"
   done
-  for c in xdp_ours xdp_netring xdp_dpdk pkt_ours pkt_netring pkt_dpdk; do
+  for c in xdp_ours xdp_netring xdp_dpdk pkt_ours pkt_blocks pkt_netring pkt_dpdk; do
     wanted "rxcpu_$c" || continue
     v=$(rx_cpu $c); echo "rxcpu $c $r $v" | tee -a "$lines"
   done
-  for c in xdp_ours xdp_busy xdp_netring xdp_dpdk pkt_ours pkt_busy pkt_netring pkt_dpdk; do
+  for c in xdp_ours xdp_busy xdp_netring xdp_dpdk pkt_ours pkt_blocks pkt_busy pkt_netring pkt_dpdk; do
     wanted "rxrate_$c" || continue
     v=$(rx_rate $c); echo "rxrate $c $r $v" | tee -a "$lines"
   done

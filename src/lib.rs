@@ -68,7 +68,9 @@ pub mod tokio_async;
 #[cfg(netmap_kernel)]
 pub mod vale;
 
-pub use backend::{BackendChoice, BackendKind, FanoutMode, PortStats, Readiness};
+pub use backend::{
+    BackendChoice, BackendKind, FanoutMode, PortStats, Readiness, DEFAULT_BLOCK_TIMEOUT,
+};
 pub use error::{Error, Result};
 pub use port_name::{PortSpec, XdpFilter};
 pub use sync::{

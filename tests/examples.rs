@@ -256,7 +256,7 @@ fn tokio_examples() {
         &["tap_pcap ok: 8 frames", "UDP 5000 > 9000"],
     );
     let data = std::fs::read(&pcap).unwrap();
-    assert_eq!(&data[..4], &0xa1b2_c3d4u32.to_le_bytes());
+    assert_eq!(&data[..4], &0xa1b2_3c4du32.to_le_bytes());
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub(crate) struct Cfg {
     pub(crate) slots: u32,
     /// `--huge`: the port's memory on huge pages (AF_XDP, AF_PACKET; falls back if none).
     pub(crate) huge: bool,
+    /// `--block-timeout MS`: an `afpacket:` port's RX block retire timeout (0: no blocks,
+    /// `TPACKET_V2`); `None`: the crate's default.
+    pub(crate) block_timeout_ms: Option<u64>,
     /// `--busy`: busy polling (waits spin instead of sleeping; a core per thread).
     pub(crate) busy: bool,
     /// `-W`: a receiver exits after 1 s without traffic (once the first packet came).
@@ -56,7 +59,8 @@ pub(crate) fn die(msg: &str) -> ! {
     eprintln!(
         "usage: pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] \
          [-T MS] [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC] \
-         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy]"
+         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy] \
+         [--block-timeout MS]"
     );
     std::process::exit(2)
 }
@@ -115,6 +119,7 @@ impl Default for Cfg {
             both: false,
             slots: 0,
             huge: false,
+            block_timeout_ms: None,
             busy: false,
             idle_exit: false,
             len_min: 0,
@@ -175,6 +180,7 @@ pub(crate) fn parse_args() -> Cfg {
             "-Z" => c.rand_dst = true,
             "--seq" => c.seq = true,
             "--huge" => c.huge = true,
+            "--block-timeout" => c.block_timeout_ms = Some(num(val())),
             "--busy" => c.busy = true,
             _ => die(&format!("unknown option {a}")),
         }

@@ -3,7 +3,8 @@
 //! ```text
 //! pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] [-T MS]
 //!         [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC]
-//!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge]
+//!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy]
+//!         [--block-timeout MS]
 //! ```
 //!
 //! - By default the work per packet is C `pkt-gen`'s: `tx` copies a prepared Ethernet/IPv4/UDP
@@ -24,6 +25,8 @@
 //!   `xdp:eth0` (a ring per queue) one thread counts what the kernel spread over all queues
 //!   (`--async`: the Tokio layer's `TokioNetmap::rx_port`). `-p N` opens a port per ring
 //!   instead, one thread each.
+//! - `--block-timeout MS` sets an `afpacket:` port's RX block retire timeout
+//!   (`NetmapBuilder::block_timeout`; 0: `TPACKET_V2` frames, one wake-up per packet).
 //! - `--huge` puts the port's memory on huge pages (`NetmapBuilder::huge_pages`; AF_XDP and
 //!   AF_PACKET, ordinary pages with a log line when none are reserved).
 //! - `--both` (pipes only) also runs the opposite function on the other end of the pipe in
@@ -75,6 +78,9 @@ fn open_ports(cfg: &Cfg, name: &str) -> Result<Vec<Netmap>, Error> {
         .num_rx_rings(cfg.threads)
         .num_slots(cfg.slots)
         .huge_pages(cfg.huge);
+    if let Some(ms) = cfg.block_timeout_ms {
+        b = b.block_timeout(Duration::from_millis(ms));
+    }
     if cfg.busy {
         b = b.busy_poll(Duration::MAX);
     }

@@ -44,8 +44,9 @@ pub struct PortStats {
     /// Frames the crate dropped because the kernel cut them (AF_PACKET, `tp_snaplen <
     /// tp_len`: the MTU was raised after the port was opened; reopen the port).
     pub rx_truncated: Option<u64>,
-    /// Times the kernel froze the receive queue (AF_PACKET `tp_freeze_q_cnt`, `TPACKET_V3`
-    /// only; this crate uses `TPACKET_V2`, so `None` today).
+    /// Times the kernel froze the receive queue, every block waiting for the receiver
+    /// (AF_PACKET `tp_freeze_q_cnt`, on `TPACKET_V3` blocks only: `None` with
+    /// `block_timeout(Duration::ZERO)`).
     pub rx_freeze: Option<u64>,
     /// TX descriptors the kernel refused (AF_XDP `tx_invalid_descs`: a bad address or a frame
     /// longer than the device takes).

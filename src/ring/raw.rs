@@ -16,7 +16,7 @@
 //!   port (`guard_end`).
 
 use std::ptr::{addr_of, addr_of_mut, NonNull};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use super::interface::ring_bytes;
 use crate::abi::{NetmapRing, NetmapSlot};
@@ -246,6 +246,94 @@ impl RawRing {
     #[inline(always)]
     pub(crate) fn store_tail(&self, v: u32) {
         self.atomic(Self::tail_ptr).store(v, Ordering::Release);
+    }
+
+    /// Sets `bits` in the ring's `flags` (`NR_TIMESTAMP`, ...), keeping the others.
+    pub(crate) fn set_ring_flags(&self, bits: u32) {
+        // SAFETY: projection only; `flags` is a 4-byte aligned u32 of the checked header.
+        let p = unsafe { addr_of_mut!((*self.ring.as_ptr()).flags) };
+        // SAFETY: in bounds and aligned; the other party only reads it during a sync, and
+        // this crate accesses it atomically only. The region outlives `self`.
+        unsafe { AtomicU32::from_ptr(p) }.fetch_or(bits, Ordering::Relaxed);
+    }
+
+    /// The ring's `flags`.
+    pub(crate) fn ring_flags(&self) -> u32 {
+        // SAFETY: as in `set_ring_flags`.
+        let p = unsafe { addr_of_mut!((*self.ring.as_ptr()).flags) };
+        // SAFETY: as in `set_ring_flags`.
+        unsafe { AtomicU32::from_ptr(p) }.load(Ordering::Relaxed)
+    }
+
+    /// The two words of the ring's `ts` (seconds, microseconds) as atomics: `None` where a
+    /// `timeval` is not two 64-bit words (no ring timestamps there).
+    fn ts_words(&self) -> Option<(&AtomicI64, &AtomicI64)> {
+        if size_of::<libc::time_t>() != 8 || size_of::<libc::suseconds_t>() != 8 {
+            return None;
+        }
+        let r = self.ring.as_ptr();
+        // SAFETY: projections only; `ts` lies in the checked header at offset 40 of a
+        // 128-aligned ring, so both 8-byte words are 8-aligned. Both parties write them
+        // whole (the kernel during a sync; this crate atomically only); a peer's odd value
+        // only makes a wrong stamp. The region outlives `self`.
+        unsafe {
+            let s = addr_of_mut!((*r).ts.tv_sec).cast::<i64>();
+            let u = addr_of_mut!((*r).ts.tv_usec).cast::<i64>();
+            Some((AtomicI64::from_ptr(s), AtomicI64::from_ptr(u)))
+        }
+    }
+
+    /// The ring's `ts` (the last sync that stamped it) in nanoseconds since the Unix epoch;
+    /// 0 when unset or out of range. Two relaxed loads: a stamp written meanwhile can pair an
+    /// old second with a new microsecond (a wrong stamp, never more); callers read it after
+    /// the Acquire load of `tail` that a stamping driver publishes after the stamp.
+    #[inline]
+    pub(crate) fn load_ts(&self) -> u64 {
+        let Some((s, u)) = self.ts_words() else {
+            return 0;
+        };
+        let (s, u) = (s.load(Ordering::Relaxed), u.load(Ordering::Relaxed));
+        if !(0..=i64::from(u32::MAX) * 4).contains(&s) || !(0..1_000_000).contains(&u) {
+            return 0;
+        }
+        s as u64 * 1_000_000_000 + u as u64 * 1_000
+    }
+
+    /// Stamps the ring's `ts` with `now` (microseconds kept, as a `timeval` holds).
+    pub(crate) fn store_ts(&self, now: std::time::SystemTime) {
+        let Some((s, u)) = self.ts_words() else {
+            return;
+        };
+        let d = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        s.store(d.as_secs() as i64, Ordering::Relaxed);
+        u.store(i64::from(d.subsec_micros()), Ordering::Relaxed);
+    }
+
+    /// The receive time a driver left in slot `k`'s `ptr` field (nanoseconds since the
+    /// Unix epoch, 0: none). Only the AF_PACKET driver writes one (`ptr` is otherwise unused
+    /// on the RX rings of the crate's own drivers).
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    pub(crate) unsafe fn slot_stamp(&self, k: u32) -> u64 {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        unsafe { addr_of!((*s).ptr).read() }
+    }
+
+    /// Writes slot `k`'s receive time (see [`RawRing::slot_stamp`]).
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    #[inline(always)]
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) unsafe fn set_slot_stamp(&self, k: u32, ns: u64) {
+        let s = self.slot_ptr(k);
+        // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
+        unsafe { addr_of_mut!((*s).ptr).write(ns) }
     }
 
     #[inline(always)]

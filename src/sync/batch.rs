@@ -326,7 +326,11 @@ impl<'a> Iterator for RxBatch<'a> {
                     // changes what the frame reads.)
                     let data =
                         unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
-                    return Some(Frame::from_slot(data, r.flags, self.ring_index, k));
+                    // SAFETY: k is the user's (as above).
+                    let stamp = unsafe { self.ring.h.stamp_of(k) };
+                    return Some(
+                        Frame::from_slot(data, r.flags, self.ring_index, k).stamped(stamp),
+                    );
                 }
                 Err(c) => {
                     self.ring.h.log_corrupt(c.slot, c.buf_idx, c.len);

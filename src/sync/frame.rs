@@ -1,13 +1,15 @@
 //! [`Frame`]: a received packet, borrowed from its ring slot or owned.
 
 use std::ops::Deref;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::abi::NS_MOREFRAG;
 
-/// Largest packet an owned frame stores inline (a `Frame` is then 128 bytes).
-pub(crate) const INLINE_CAPACITY: usize = 120;
+/// Largest packet an owned frame stores inline (a `Frame` is then 128 bytes, timestamp
+/// included).
+pub(crate) const INLINE_CAPACITY: usize = 112;
 
 /// Inline packet bytes.
 #[derive(Debug, Clone, Copy)]
@@ -18,9 +20,23 @@ struct InlineBuf([u8; INLINE_CAPACITY]);
 struct Meta {
     flags: u16,
     ring: u16,
+    /// Receive time in nanoseconds since the Unix epoch, 0 for none, as two halves (4-byte
+    /// alignment keeps the inline variant within 128 bytes).
+    stamp: [u32; 2],
 }
 
-const NO_META: Meta = Meta { flags: 0, ring: 0 };
+const NO_META: Meta = Meta::new(0, 0, 0);
+
+impl Meta {
+    #[inline(always)]
+    const fn new(flags: u16, ring: u16, stamp_ns: u64) -> Meta {
+        Meta {
+            flags,
+            ring,
+            stamp: [stamp_ns as u32, (stamp_ns >> 32) as u32],
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Data<'a> {
@@ -97,14 +113,41 @@ impl<'a> Frame<'a> {
             data: Data::Borrowed {
                 bytes: data,
                 slot: Some(slot),
-                meta: Meta { flags, ring },
+                meta: Meta::new(flags, ring, 0),
             },
         }
     }
 
-    /// A whole packet gathered from several slots (owned; `flags` without `NS_MOREFRAG`).
-    pub(crate) fn gathered(bytes: Bytes, flags: u16, ring: u16) -> Frame<'static> {
-        Self::owned(bytes, Meta { flags, ring })
+    /// A whole packet gathered from several slots: owned, with `first`'s metadata (ring,
+    /// receive time) and its flags without `NS_MOREFRAG`.
+    pub(crate) fn gathered(bytes: Bytes, first: &Frame<'_>) -> Frame<'static> {
+        let mut meta = first.meta();
+        meta.flags &= !NS_MOREFRAG;
+        Self::owned(bytes, meta)
+    }
+
+    /// This frame with receive time `stamp_ns` (nanoseconds since the Unix epoch; 0: none).
+    #[inline(always)]
+    pub(crate) fn stamped(mut self, stamp_ns: u64) -> Self {
+        let stamp = Meta::new(0, 0, stamp_ns).stamp;
+        match &mut self.data {
+            Data::Borrowed { meta, .. } | Data::Owned { meta, .. } | Data::Inline { meta, .. } => {
+                meta.stamp = stamp
+            }
+        }
+        self
+    }
+
+    /// This frame with receive time `at` (as [`timestamp`](Frame::timestamp) returns it); a
+    /// time before the Unix epoch or after 2554 is no timestamp. For frames built by hand,
+    /// e.g. to replay a capture through a tap (`tokio_async::Tap`).
+    pub fn with_timestamp(self, at: SystemTime) -> Self {
+        let ns = at
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .unwrap_or(0);
+        self.stamped(ns)
     }
 
     /// An owned copy of `src`: inline when it fits, else in `spill`'s storage.
@@ -167,6 +210,22 @@ impl<'a> Frame<'a> {
         self.flags() & NS_MOREFRAG != 0
     }
 
+    /// When the packet was received, where the backend says (wall clock, `CLOCK_REALTIME`):
+    ///
+    /// - `afpacket:`: the kernel's per-packet software timestamp (`tp_sec`/`tp_nsec`,
+    ///   nanoseconds, taken when the packet reached the socket);
+    /// - netmap module and emulated pipes: the ring's `ts`, the time of the rxsync that made
+    ///   the packet visible (`NR_TIMESTAMP`, microseconds; one value for a whole batch);
+    /// - `xdp:`: `None` (AF_XDP has no per-packet timestamp without metadata support), as for
+    ///   frames built by hand ([`Frame::new`]) unless given one ([`Frame::with_timestamp`]).
+    ///
+    /// Owned copies ([`Frame::into_owned`], the Tokio `Stream`) keep it.
+    pub fn timestamp(&self) -> Option<SystemTime> {
+        let [lo, hi] = self.meta().stamp;
+        let ns = u64::from(lo) | (u64::from(hi) << 32);
+        (ns != 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns))
+    }
+
     /// Index of the ring (as the port numbers its rings) the frame came from.
     pub fn ring_index(&self) -> usize {
         self.meta().ring as usize
@@ -208,12 +267,13 @@ impl<'a> Frame<'a> {
         len: u8,
         flags: u16,
         ring: u16,
+        stamp_ns: u64,
     ) -> Frame<'static> {
         debug_assert!(len as usize <= INLINE_CAPACITY);
         Frame {
             data: Data::Inline {
                 len,
-                meta: Meta { flags, ring },
+                meta: Meta::new(flags, ring, stamp_ns),
                 buf: InlineBuf(*window),
             },
         }
@@ -310,12 +370,32 @@ mod tests {
             assert_eq!(o, f);
         }
         let window: [u8; INLINE_CAPACITY] = std::array::from_fn(|i| i as u8);
-        let w = Frame::inline_window(&window, 5, NS_MOREFRAG, 2);
+        let w = Frame::inline_window(&window, 5, NS_MOREFRAG, 2, 0);
         assert_eq!(w.payload(), &[0, 1, 2, 3, 4]);
         assert!(w.more_fragments() && !w.is_borrowed());
         assert_eq!((w.ring_index(), w.slot_index()), (2, None));
         let tail = Frame::new(b"abcdef").copied(4, Bytes::copy_from_slice);
         assert_eq!(tail.payload(), b"ef");
         assert_eq!(Frame::new(b"ab").copied(9, Bytes::copy_from_slice).len(), 0);
+    }
+
+    #[test]
+    fn timestamps_travel_with_every_form() {
+        assert_eq!(Frame::new(b"x").timestamp(), None);
+        let at = UNIX_EPOCH + Duration::new(1_790_000_000, 123_456_789);
+        let long = vec![7u8; 1500];
+        for data in [&b"short"[..], &long[..]] {
+            let f = Frame::from_slot(data, 0, 1, 2).stamped(1_790_000_000_123_456_789);
+            assert_eq!(f.timestamp(), Some(at));
+            assert_eq!(f.clone().into_owned().timestamp(), Some(at));
+            assert_eq!(f.copied(1, Bytes::copy_from_slice).timestamp(), Some(at));
+        }
+        let window = [0u8; INLINE_CAPACITY];
+        let w = Frame::inline_window(&window, 3, 0, 0, 1_790_000_000_123_456_789);
+        assert_eq!(w.timestamp(), Some(at));
+        assert_eq!(Frame::inline_window(&window, 3, 0, 0, 0).timestamp(), None);
+        let hand = Frame::new_owned(vec![1, 2]).with_timestamp(at);
+        assert_eq!(hand.timestamp(), Some(at));
+        assert_eq!(hand.with_timestamp(UNIX_EPOCH).timestamp(), None);
     }
 }

@@ -44,6 +44,7 @@ pub struct NetmapBuilder {
     backend: Option<BackendChoice>,
     huge_pages: bool,
     fanout: Option<backend::FanoutMode>,
+    block_timeout: Option<Duration>,
     filter: Option<XdpFilter>,
     busy_poll: Option<Duration>,
 }
@@ -63,6 +64,7 @@ impl NetmapBuilder {
             backend: None,
             huge_pages: false,
             fanout: None,
+            block_timeout: None,
             filter: None,
             busy_poll: None,
         }
@@ -170,6 +172,22 @@ impl NetmapBuilder {
         self
     }
 
+    /// How long an `afpacket:` port's kernel may hold received packets in a `TPACKET_V3`
+    /// block before handing the block over (the block retire timeout, rounded up to whole
+    /// milliseconds). The kernel hands a block over when it is full (64 KiB, hundreds of small
+    /// packets) or when this passes, with one wake-up for the whole block instead of one per
+    /// packet: under light load a packet waits up to about this long (plus the kernel's timer
+    /// tick) before the receiver sees it: for captures and sinks, not for request/response
+    /// traffic. Default [`DEFAULT_BLOCK_TIMEOUT`](crate::DEFAULT_BLOCK_TIMEOUT), zero: no
+    /// blocks (`TPACKET_V2`, one frame and one wake-up per packet, the lowest latency; also the
+    /// choice with [`busy_poll`](Self::busy_poll), which cannot see packets in a block the
+    /// kernel has not handed over yet). `Duration::from_millis(1)` is the finest block
+    /// timeout. Other backends ignore it.
+    pub fn block_timeout(mut self, timeout: Duration) -> Self {
+        self.block_timeout = Some(timeout);
+        self
+    }
+
     /// Takes only the packets `filter` matches from the interface (UDP destination ports,
     /// ethertypes); everything else reaches the host stack as if the port were not open. The
     /// same as a `#` suffix on the name (`xdp:eth0#udp=53`); giving both with different
@@ -249,6 +267,7 @@ impl NetmapBuilder {
             huge_pages: self.huge_pages,
             fanout: self.fanout,
             fanout_group: None,
+            block_timeout: self.block_timeout,
         })
     }
 

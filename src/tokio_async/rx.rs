@@ -249,8 +249,10 @@ impl Stream for AsyncNetmapRxRing {
         // and syncs). The frame is built right in the return value (no intermediate copies).
         if this.partial.is_none() && !this.ring.at_release_mark() {
             let ring = this.ring.index() as u16;
-            if let Some((window, len, flags)) = this.ring.take_inline() {
-                return Poll::Ready(Some(Ok(Frame::inline_window(window, len, flags, ring))));
+            if let Some((window, len, flags, stamp)) = this.ring.take_inline() {
+                return Poll::Ready(Some(Ok(Frame::inline_window(
+                    window, len, flags, ring, stamp,
+                ))));
             }
         }
         this.poll_next_slow(cx)

@@ -9,7 +9,9 @@
 //! the first bytes in hex and a one-line Ethernet/IPv4/IPv6/UDP/TCP summary where the packet
 //! parses. The formatting is skipped entirely unless a subscriber enables that target and
 //! level, so an unobserved tap costs one check per frame. With [`Tap::with_pcap`] every frame
-//! is also written to a pcap file (LINKTYPE_ETHERNET) that Wireshark and tshark read.
+//! is also written to a pcap file (LINKTYPE_ETHERNET, nanosecond timestamps) that Wireshark
+//! and tshark read, stamped with the frame's receive time ([`Frame::timestamp`]) where the
+//! backend gives one, else with the time of writing.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -26,7 +28,11 @@ use crate::sync::Frame;
 /// How many leading bytes a tap event shows in hex.
 pub const HEX_PREFIX: usize = 16;
 
-/// Writes packets in the classic pcap format (microsecond timestamps, Ethernet link type).
+/// The pcap magic number of files with nanosecond timestamps.
+pub const NANO_MAGIC: u32 = 0xa1b2_3c4d;
+
+/// Writes packets in the pcap format with nanosecond timestamps (magic `0xa1b23c4d`, as
+/// libpcap writes with `PCAP_TSTAMP_PRECISION_NANO`; Ethernet link type).
 #[derive(Debug)]
 pub struct PcapWriter<W: Write> {
     out: W,
@@ -45,7 +51,7 @@ impl<W: Write> PcapWriter<W> {
     pub fn new(mut out: W) -> io::Result<Self> {
         let snaplen = 65535u32;
         let mut h = Vec::with_capacity(24);
-        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes()); // magic, microseconds
+        h.extend_from_slice(&NANO_MAGIC.to_le_bytes()); // magic, nanoseconds
         h.extend_from_slice(&2u16.to_le_bytes()); // version major
         h.extend_from_slice(&4u16.to_le_bytes()); // version minor
         h.extend_from_slice(&0i32.to_le_bytes()); // thiszone
@@ -58,18 +64,17 @@ impl<W: Write> PcapWriter<W> {
 
     /// Appends one packet with the current time.
     pub fn write_packet(&mut self, data: &[u8]) -> io::Result<()> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        self.write_packet_at(data, now.as_secs() as u32, now.subsec_micros())
+        self.write_packet_at(data, SystemTime::now())
     }
 
-    /// Appends one packet with the given timestamp.
-    pub fn write_packet_at(&mut self, data: &[u8], sec: u32, usec: u32) -> io::Result<()> {
+    /// Appends one packet stamped `at` (nanoseconds kept; a time before the Unix epoch is
+    /// written as the epoch, seconds past 2106 wrap, as the format's 32-bit field does).
+    pub fn write_packet_at(&mut self, data: &[u8], at: SystemTime) -> io::Result<()> {
+        let d = at.duration_since(UNIX_EPOCH).unwrap_or_default();
         let incl = (data.len() as u32).min(self.snaplen);
         let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&sec.to_le_bytes());
-        h[4..8].copy_from_slice(&usec.to_le_bytes());
+        h[0..4].copy_from_slice(&(d.as_secs() as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&d.subsec_nanos().to_le_bytes());
         h[8..12].copy_from_slice(&incl.to_le_bytes());
         h[12..16].copy_from_slice(&(data.len() as u32).to_le_bytes());
         self.out.write_all(&h)?;
@@ -157,16 +162,25 @@ impl<S> Tap<S> {
 
     /// Records one received frame: a `tracing` event and, with a pcap file, a record.
     /// An error is the pcap file's.
+    /// The pcap record carries the frame's receive time ([`Frame::timestamp`]) when it has
+    /// one, else the time of writing.
     pub fn record(&mut self, frame: &Frame<'_>) -> io::Result<()> {
-        self.observe(frame.payload(), frame.ring_index(), "rx")
+        self.observe(frame.payload(), frame.ring_index(), "rx", frame.timestamp())
     }
 
-    /// Records one packet sent on TX ring `ring` (the bytes as they were queued).
+    /// Records one packet sent on TX ring `ring` (the bytes as they were queued), stamped
+    /// with the time of recording.
     pub fn record_sent(&mut self, data: &[u8], ring: usize) -> io::Result<()> {
-        self.observe(data, ring, "tx")
+        self.observe(data, ring, "tx", None)
     }
 
-    fn observe(&mut self, data: &[u8], ring: usize, dir: &'static str) -> io::Result<()> {
+    fn observe(
+        &mut self,
+        data: &[u8],
+        ring: usize,
+        dir: &'static str,
+        at: Option<SystemTime>,
+    ) -> io::Result<()> {
         self.seen += 1;
         if tracing::enabled!(target: "netmap_rs::tap", tracing::Level::DEBUG) {
             let mut hex = String::with_capacity(HEX_PREFIX * 2);
@@ -186,7 +200,7 @@ impl<S> Tap<S> {
             );
         }
         if let Some(p) = &mut self.pcap {
-            p.write_packet(data)?;
+            p.write_packet_at(data, at.unwrap_or_else(SystemTime::now))?;
         }
         Ok(())
     }
@@ -309,14 +323,39 @@ mod tests {
     #[test]
     fn pcap_layout() {
         let mut w = PcapWriter::new(Vec::new()).unwrap();
-        w.write_packet_at(b"abcd", 7, 9).unwrap();
+        let at = UNIX_EPOCH + std::time::Duration::new(7, 9);
+        w.write_packet_at(b"abcd", at).unwrap();
         let v = w.into_inner();
         assert_eq!(v.len(), 24 + 16 + 4);
-        assert_eq!(&v[0..4], &0xa1b2_c3d4u32.to_le_bytes());
+        assert_eq!(&v[0..4], &0xa1b2_3c4du32.to_le_bytes());
         assert_eq!(&v[20..24], &1u32.to_le_bytes());
         assert_eq!(&v[24..28], &7u32.to_le_bytes());
         assert_eq!(&v[28..32], &9u32.to_le_bytes());
         assert_eq!(&v[32..36], &4u32.to_le_bytes());
         assert_eq!(&v[40..44], b"abcd");
+    }
+
+    #[test]
+    fn tap_writes_the_frame_stamp_in_nanoseconds() {
+        let path = std::env::temp_dir().join(format!("netmap-rs-tap-{}.pcap", std::process::id()));
+        let at = UNIX_EPOCH + std::time::Duration::new(1_790_000_000, 123_456_789);
+        let before = SystemTime::now();
+        {
+            let mut tap = Tap::recorder("t").with_pcap(&path).unwrap();
+            tap.record(&Frame::new(b"stamped").with_timestamp(at))
+                .unwrap();
+            tap.record(&Frame::new(b"unstamped")).unwrap();
+        }
+        let v = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let word = |o: usize| u32::from_le_bytes(v[o..o + 4].try_into().unwrap());
+        assert_eq!(word(0), NANO_MAGIC);
+        assert_eq!((word(24), word(28)), (1_790_000_000, 123_456_789));
+        assert_eq!(&v[40..47], b"stamped");
+        // The frame without a stamp gets the time of writing.
+        let second = 47;
+        let t = UNIX_EPOCH + std::time::Duration::new(word(second).into(), word(second + 4));
+        assert!(t >= before - std::time::Duration::from_secs(1) && t <= SystemTime::now());
+        assert_eq!(&v[second + 16..], b"unstamped");
     }
 }

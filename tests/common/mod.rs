@@ -9,11 +9,11 @@ pub fn pipe(name: &str, slots: u32) -> (Netmap, Netmap) {
     (open(format!("{name}{{0")), open(format!("{name}}}0")))
 }
 
-/// The packets of a pcap file written by a tap (classic format, microsecond timestamps),
+/// The packets of a pcap file written by a tap (nanosecond timestamps),
 /// checking each record's captured and original lengths agree.
 #[allow(dead_code)] // not every test crate reads pcap files
 pub fn pcap_packets(data: &[u8]) -> Vec<Vec<u8>> {
-    assert_eq!(&data[..4], &0xa1b2_c3d4u32.to_le_bytes(), "pcap magic");
+    assert_eq!(&data[..4], &0xa1b2_3c4du32.to_le_bytes(), "pcap magic");
     let word = |o: usize| u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) as usize;
     let (mut off, mut out) = (24, Vec::new());
     while off < data.len() {

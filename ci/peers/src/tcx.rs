@@ -39,7 +39,14 @@ struct LinkCreate {
 
 fn bpf<T>(cmd: libc::c_long, attr: &T) -> io::Result<OwnedFd> {
     // SAFETY: `attr` is a live, initialised bpf_attr prefix of the size passed.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, std::mem::size_of::<T>()) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>(),
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -56,10 +63,7 @@ pub fn drop_at_ingress(iface: &str) -> io::Result<(OwnedFd, OwnedFd)> {
         return Err(io::Error::last_os_error());
     }
     // BPF_MOV64_IMM(r0, TC_ACT_SHOT); BPF_EXIT: opcode, regs, off, imm.
-    let insns: [u64; 2] = [
-        0xb7 | ((TC_ACT_SHOT as u32 as u64) << 32),
-        0x95,
-    ];
+    let insns: [u64; 2] = [0xb7 | ((TC_ACT_SHOT as u32 as u64) << 32), 0x95];
     let license = c"GPL";
     let load = ProgLoad {
         prog_type: BPF_PROG_TYPE_SCHED_CLS,

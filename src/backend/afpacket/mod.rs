@@ -1,6 +1,8 @@
-//! The AF_PACKET driver: a netmap TX and RX ring pair per `TPACKET_V2` socket bound to the
-//! whole interface ([`tpacket`]), each packet copied once between a kernel frame and a slot's
-//! buffer.
+//! The AF_PACKET driver: a netmap TX and RX ring pair per AF_PACKET socket bound to the
+//! whole interface ([`tpacket`]), each packet copied once between the kernel's ring and a
+//! slot's buffer. RX is in `TPACKET_V2` frames (the default: one frame, one wake-up per
+//! packet), or with a block retire timeout (`NetmapBuilder::block_timeout`) in `TPACKET_V3`
+//! blocks ([`blocks`]) handed over when full or after the timeout.
 //!
 //! One socket by default. With `num_rx_rings(n)` (or `num_tx_rings(n)`) the port opens `n`
 //! sockets that join one `PACKET_FANOUT` group (mode from `NetmapBuilder::fanout`, hash by
@@ -10,13 +12,19 @@
 //!
 //! - rxsync: released slots need nothing (each slot keeps its buffer, swapped or not); then
 //!   as many received frames as the ring has room for are copied into slots `[hwtail, ...)`
-//!   and given back to the kernel.
+//!   and given back to the kernel. Each frame's kernel timestamp (`tp_sec`/`tp_nsec`,
+//!   `CLOCK_REALTIME`: the socket asks for no hardware stamps) goes into its slot's `ptr`
+//!   field as nanoseconds since the epoch (the per-slot table `Frame::timestamp` reads; `ptr`
+//!   is otherwise unused on RX rings), in the slot line the copy touches anyway.
 //! - txsync: slots `[copied, head)` are copied into free kernel TX frames (marked
 //!   `TP_STATUS_SEND_REQUEST`), the socket is kicked (`sendto(MSG_DONTWAIT)`), and the copied
 //!   slots are the user's again at once. When the kernel ring is full the rest wait for the
 //!   next sync. A slot longer than the interface takes, or with a buffer outside the pool, is
 //!   not sent; the sync reports it ([`Error::FrameOverMtu`] / [`Error::CorruptSlot`]) after
 //!   copying the others.
+//!
+//! Kernel frames and slot buffers have one size, chosen from the interface MTU at open
+//! ([`frame_size_for`]: 2048 bytes for standard MTUs, 16384 at MTU 9000).
 //!
 //! The socket uses `PACKET_QDISC_BYPASS` and `PACKET_IGNORE_OUTGOING` (our own transmissions
 //! never show up in our RX ring), both when the kernel has them.
@@ -25,6 +33,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod blocks;
 pub(crate) mod filter;
 pub(crate) mod tpacket;
 
@@ -34,9 +43,11 @@ use crate::backend::linux::ringmem::{
     slots, whole_packets_end, with_slot_data, write_slot, MemPlan, RingMem, BUF_SIZE,
 };
 use crate::backend::linux::sockets::SocketSet;
-use crate::backend::linux::sys::{TPACKET2_RX_DATA_OFFSET, TPACKET2_TX_DATA_OFFSET};
+use crate::backend::linux::sys::TPACKET2_RX_DATA_OFFSET;
 use crate::backend::linux::{extra_bufs_error, host_rings_error, FLUSH_AT_CLOSE};
-use crate::backend::{Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker};
+use crate::backend::{
+    Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker, DEFAULT_BLOCK_TIMEOUT,
+};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::ring::{advance, distance, in_cyclic_range, next, prev, Dir, RawRing};
@@ -61,6 +72,8 @@ struct State {
     /// `PACKET_STATISTICS` summed since the open (the kernel resets it on every read).
     tp_packets: u64,
     tp_drops: u64,
+    /// `tp_freeze_q_cnt` summed (`TPACKET_V3`).
+    tp_freezes: u64,
 }
 
 /// One socket and its netmap ring pair.
@@ -104,6 +117,24 @@ fn socket_count(spec: &PortSpec, opts: &OpenOptions) -> Result<(u16, bool), Erro
     Ok((n, n > 1 || opts.fanout.is_some()))
 }
 
+/// Largest kernel frame and slot buffer: a slot's length is 16 bits.
+const MAX_FRAME_SIZE: usize = 1 << 16;
+
+/// The kernel frame size, which is also the slot buffer size, for an interface whose longest
+/// frame is `max_frame` bytes (MTU + 14) when the port opens: netmap's 2048 up to MTU 1968,
+/// else the next power of two holding the frame after the `TPACKET_V2` header (16384 for
+/// MTU 9000), at most 65536 (a larger MTU is refused at open).
+pub(crate) fn frame_size_for(max_frame: usize) -> u32 {
+    let need = (max_frame + TPACKET2_RX_DATA_OFFSET).next_power_of_two();
+    need.clamp(BUF_SIZE as usize, MAX_FRAME_SIZE) as u32
+}
+
+/// `timeout` in whole milliseconds, rounded up (0 only for zero: `TPACKET_V2`).
+pub(crate) fn block_timeout_ms(timeout: Duration) -> u32 {
+    let ms = timeout.as_nanos().div_ceil(1_000_000);
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
 /// Opens `spec` on AF_PACKET.
 pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
     let (n, fanout) = socket_count(spec, opts)?;
@@ -124,35 +155,40 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         return Err(extra_bufs_error(spec));
     }
     let iface = Interface::lookup_up(&spec.ifname)?;
+    let frame_size = frame_size_for(iface.max_frame());
     // A frame longer than the RX frame's data area would be cut (`tp_snaplen < tp_len`).
-    iface.check_rx_limit(BUF_SIZE as usize - TPACKET2_RX_DATA_OFFSET)?;
+    iface.check_rx_limit(frame_size as usize - TPACKET2_RX_DATA_OFFSET)?;
     let ntx = slots(opts.tx_slots, "tx")?;
     let nrx = slots(opts.rx_slots, "rx")?;
     let per_queue = ntx + nrx;
     let nbufs = u32::try_from(per_queue as usize * bound.len())
         .map_err(|_| Error::BindFail("too many buffers".into()))?;
-    let mem = RingMem::build(&MemPlan {
-        name: &spec.ifname,
-        queues: u32::from(n),
-        bound: &bound,
-        tx_slots: ntx,
-        rx_slots: nrx,
-        nbufs,
-        buf_shift: 0,
-        expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
-        expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
-        huge_pages: opts.huge_pages,
-    })?;
+    let mem = RingMem::build_sized(
+        &MemPlan {
+            name: &spec.ifname,
+            queues: u32::from(n),
+            bound: &bound,
+            tx_slots: ntx,
+            rx_slots: nrx,
+            nbufs,
+            buf_shift: 0,
+            expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
+            expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
+            huge_pages: opts.huge_pages,
+        },
+        frame_size,
+    )?;
     let group = opts
         .fanout_group
         .unwrap_or_else(crate::backend::new_fanout_group);
     let mode = opts.fanout.unwrap_or_default();
     let cfg = PacketConfig {
-        frame_size: BUF_SIZE,
+        frame_size,
         rx_frames: 2 * nrx,
         tx_frames: ntx,
         qdisc_bypass: true,
         ignore_outgoing: true,
+        block_timeout_ms: block_timeout_ms(opts.block_timeout.unwrap_or(DEFAULT_BLOCK_TIMEOUT)),
     };
     let mut queues = Vec::with_capacity(bound.len());
     for i in 0..bound.len() {
@@ -187,6 +223,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
                 rx_truncated: 0,
                 tp_packets: 0,
                 tp_drops: 0,
+                tp_freezes: 0,
             }),
         });
     }
@@ -196,19 +233,21 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         let s = &guards[0].sock;
         (
             SocketSet::new(&fds)?,
-            s.max_frame(),
+            s.max_frame().min(s.tx_room()),
             s.bypasses_qdisc(),
             s.ignores_outgoing(),
         )
     };
-    let max_frame = max_frame.min(BUF_SIZE as usize - TPACKET2_TX_DATA_OFFSET);
     tracing::info!(
         interface = %iface.name,
         rings = ?bound,
         fanout = ?fanout.then_some((mode, group)),
         qdisc_bypass = bypass,
         ignore_outgoing = ignore,
-        "AF_PACKET port open (TPACKET_V2, one copy per packet)"
+        frame_size,
+        block_timeout_ms = cfg.block_timeout_ms,
+        "AF_PACKET port open (RX on TPACKET_V3 blocks, or V2 frames at block timeout 0; one \
+         copy per packet)"
     );
     let port = Port {
         ifname: iface.name,
@@ -377,7 +416,7 @@ impl Port {
                     continue;
                 }
             };
-            if frame.wire_len as usize > frame.len() {
+            if frame.wire_len as usize > frame.len() || frame.len() > ring.buf_size() as usize {
                 // Cut by the kernel: a frame is delivered whole or not at all.
                 st.rx_truncated += 1;
                 tracing::warn!(
@@ -398,6 +437,8 @@ impl Port {
                 // SAFETY: as above.
                 unsafe { ring.set_len_flags(tail, 0, 0) };
             }
+            // SAFETY: as above; published with the tail (Release) below.
+            unsafe { ring.set_slot_stamp(tail, frame.stamp_ns) };
             drop(frame);
             tail = next(tail, n);
             room -= 1;
@@ -411,13 +452,15 @@ impl Port {
     /// added to the totals kept under the state lock.
     fn stats_one(&self, i: usize) -> Result<PortStats, Error> {
         let mut st = lock(&self.queues[i].state);
-        let now = st.sock.statistics()?;
+        let (now, freezes) = st.sock.statistics()?;
         st.tp_packets += u64::from(now.tp_packets);
         st.tp_drops += u64::from(now.tp_drops);
+        st.tp_freezes += u64::from(freezes.unwrap_or(0));
         Ok(PortStats {
             rx_packets: Some(st.tp_packets),
             rx_ring_full: Some(st.tp_drops),
             rx_truncated: Some(st.rx_truncated),
+            rx_freeze: freezes.map(|_| st.tp_freezes),
             ..PortStats::default()
         })
     }
@@ -454,6 +497,11 @@ impl Driver for Port {
                 all.try_fold(first, |acc, s| Ok(acc.merge(&s?)))
             }
         }
+    }
+
+    /// rxsync writes each frame's `tp_sec`/`tp_nsec` into its slot.
+    fn slot_stamps(&self) -> bool {
+        true
     }
 
     fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {

@@ -1,11 +1,14 @@
-//! AF_PACKET `PACKET_MMAP` rings, `TPACKET_V2`: an RX ring and a TX ring of fixed-size frames
-//! in one mapping, each frame owned by the kernel or the user according to its `tp_status`
-//! word (Acquire load before reading a frame, Release store when handing it over).
+//! AF_PACKET `PACKET_MMAP` rings, `TPACKET_V2` or `TPACKET_V3`: an RX ring and a TX ring in
+//! one mapping, each frame (V3 RX: each block) owned by the kernel or the user according to
+//! its status word (Acquire load before reading, Release store when handing it over).
 //!
-//! - RX: a frame is ours while `tp_status & TP_STATUS_USER`; data at `tp_mac`, `tp_snaplen`
-//!   bytes (both checked to stay inside the frame); [`RxFrame`] gives it back on drop.
-//! - TX: a frame is free while `TP_STATUS_AVAILABLE`; write data at
-//!   `TPACKET2_HDRLEN - sizeof(sockaddr_ll)`, set `tp_len`, store `TP_STATUS_SEND_REQUEST`;
+//! - RX, V2: a frame is ours while `tp_status & TP_STATUS_USER`; data at `tp_mac`,
+//!   `tp_snaplen` bytes (both checked to stay inside the frame); [`RxFrame`] gives it back on
+//!   drop. V3: whole blocks of packets ([`super::blocks`]), the block given back when the
+//!   frame of its last packet is dropped.
+//! - TX (V3 uses the same fixed-size frames with the `tpacket3_hdr` layout): a frame is free
+//!   while `TP_STATUS_AVAILABLE`; write data after the header, set `tp_len`, store
+//!   `TP_STATUS_SEND_REQUEST`;
 //!   [`PacketSocket::kick`] makes the kernel send. `TP_STATUS_WRONG_FORMAT` (a frame the kernel
 //!   refused) is reported as an error and the frame reclaimed.
 
@@ -23,6 +26,8 @@ use crate::backend::FanoutMode;
 use crate::error::Error;
 use crate::region::Region;
 
+use super::blocks::Blocks;
+
 /// Ring geometry and options for [`PacketSocket::new`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PacketConfig {
@@ -37,6 +42,9 @@ pub(crate) struct PacketConfig {
     /// Keep our own (and other local) outgoing packets out of the RX ring
     /// (`PACKET_IGNORE_OUTGOING`, 4.20+; skipped where unsupported).
     pub ignore_outgoing: bool,
+    /// `TPACKET_V3` with this block retire timeout in milliseconds (RX in blocks); 0:
+    /// `TPACKET_V2` (one frame per packet).
+    pub block_timeout_ms: u32,
 }
 
 impl Default for PacketConfig {
@@ -47,9 +55,33 @@ impl Default for PacketConfig {
             tx_frames: 1024,
             qdisc_bypass: true,
             ignore_outgoing: true,
+            block_timeout_ms: 0,
         }
     }
 }
+
+/// Where the TX header fields and the data lie in a frame of each version.
+#[derive(Debug, Clone, Copy)]
+struct TxLayout {
+    status: usize,
+    snaplen: usize,
+    len: usize,
+    data: usize,
+}
+
+const TX_V2: TxLayout = TxLayout {
+    status: 0,
+    snaplen: 8,
+    len: 4,
+    data: sys::TPACKET2_TX_DATA_OFFSET,
+};
+
+const TX_V3: TxLayout = TxLayout {
+    status: 20,
+    snaplen: 12,
+    len: 16,
+    data: sys::TPACKET3_TX_DATA_OFFSET,
+};
 
 #[derive(Debug, Clone, Copy)]
 struct Ring {
@@ -58,11 +90,14 @@ struct Ring {
     head: u32,
 }
 
-/// A `TPACKET_V2` AF_PACKET socket bound to one interface.
+/// A `TPACKET_V2` or `TPACKET_V3` AF_PACKET socket bound to one interface.
 #[derive(Debug)]
 pub(crate) struct PacketSocket {
     rx: Ring,
+    /// V3: the RX ring's blocks (`rx` is then unused but for its offset).
+    blocks: Option<Blocks>,
     tx: Ring,
+    tx_layout: TxLayout,
     frame_size: usize,
     max_frame: usize,
     ifname: String,
@@ -76,10 +111,13 @@ pub(crate) struct PacketSocket {
 /// A received frame, on loan from the RX ring; returned to the kernel on drop.
 #[derive(Debug)]
 pub(crate) struct RxFrame<'a> {
-    data: &'a [u8],
-    status: &'a AtomicU32,
+    pub(super) data: &'a [u8],
+    /// The status word that gives the frame (V3: the block, with its last packet) back.
+    pub(super) release: Option<&'a AtomicU32>,
     /// Length on the wire (larger than the data when the frame was truncated).
     pub wire_len: u32,
+    /// The kernel's receive timestamp in nanoseconds since the Unix epoch (0: none).
+    pub stamp_ns: u64,
 }
 
 impl Deref for RxFrame<'_> {
@@ -91,7 +129,9 @@ impl Deref for RxFrame<'_> {
 
 impl Drop for RxFrame<'_> {
     fn drop(&mut self) {
-        self.status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
+        if let Some(s) = self.release {
+            s.store(sys::TP_STATUS_KERNEL, Ordering::Release);
+        }
     }
 }
 
@@ -100,7 +140,8 @@ impl Drop for RxFrame<'_> {
 #[derive(Debug)]
 pub(crate) struct TxSlot<'a> {
     buf: &'a mut [u8],
-    hdr: NonNull<libc::tpacket2_hdr>,
+    hdr: NonNull<u8>,
+    layout: TxLayout,
     head: &'a mut u32,
     frames: u32,
     max_frame: usize,
@@ -118,28 +159,32 @@ impl TxSlot<'_> {
         if len > max {
             return Err(Error::FrameOverMtu { len, max });
         }
-        let hdr = self.hdr.as_ptr();
-        // SAFETY: hdr points at this frame's header inside the mapping; the frame is ours
-        // (TP_STATUS_AVAILABLE) until the status store below.
+        let (hdr, l) = (self.hdr.as_ptr(), self.layout);
+        // SAFETY: hdr points at this frame's 16-aligned header inside the mapping, the fields
+        // are 4-aligned u32s of it; the frame is ours (TP_STATUS_AVAILABLE) until the status
+        // store below.
         unsafe {
-            std::ptr::addr_of_mut!((*hdr).tp_len).write(len as u32);
-            std::ptr::addr_of_mut!((*hdr).tp_snaplen).write(len as u32);
+            hdr.add(l.len).cast::<u32>().write(len as u32);
+            hdr.add(l.snaplen).cast::<u32>().write(len as u32);
         }
-        status_of(self.hdr).store(sys::TP_STATUS_SEND_REQUEST, Ordering::Release);
+        word_at(self.hdr, l.status).store(sys::TP_STATUS_SEND_REQUEST, Ordering::Release);
         *self.head = (*self.head + 1) % self.frames;
         Ok(())
     }
 }
 
-fn status_of<'a>(hdr: NonNull<libc::tpacket2_hdr>) -> &'a AtomicU32 {
-    // SAFETY: tp_status is the first, 4-aligned u32 of a header inside a live mapping (callers
-    // tie 'a to the borrow of the socket that owns it); the kernel accesses it atomically.
-    unsafe { &*(hdr.as_ptr() as *const AtomicU32) }
+/// The status word at `off` bytes into a frame or block header.
+pub(super) fn word_at<'a>(hdr: NonNull<u8>, off: usize) -> &'a AtomicU32 {
+    // SAFETY: callers pass the offset of a 4-aligned u32 status field of a header inside a
+    // live mapping (they tie 'a to the borrow of the socket that owns it); the kernel
+    // accesses it atomically.
+    unsafe { &*(hdr.as_ptr().add(off) as *const AtomicU32) }
 }
 
 impl PacketSocket {
-    /// Opens a `TPACKET_V2` socket with RX and TX rings bound to `ifname`. Errors: no such
-    /// interface / down, [`Error::MissingPrivilege`] without `CAP_NET_RAW`.
+    /// Opens a `TPACKET_V2` socket (`TPACKET_V3` with a block timeout) with RX and TX rings
+    /// bound to `ifname`. Errors: no such interface / down, [`Error::MissingPrivilege`]
+    /// without `CAP_NET_RAW`.
     pub(crate) fn new(ifname: &str, cfg: &PacketConfig) -> Result<PacketSocket, Error> {
         let iface = Interface::lookup_up(ifname)?;
         let fs = cfg.frame_size as usize;
@@ -162,23 +207,49 @@ impl PacketSocket {
             os::setsockopt(fd.as_fd(), sys::SOL_PACKET, name, &v)
                 .map_err(|e| os_error(e, what, CAPS_RAW, ifname))
         };
-        opt(sys::PACKET_VERSION, sys::TPACKET_V2, "selecting TPACKET_V2")?;
+        let v3 = cfg.block_timeout_ms > 0;
+        if v3 {
+            opt(sys::PACKET_VERSION, sys::TPACKET_V3, "selecting TPACKET_V3")?;
+        } else {
+            opt(sys::PACKET_VERSION, sys::TPACKET_V2, "selecting TPACKET_V2")?;
+        }
         // Frames are contiguous: a block is max(page, frame) bytes, a whole number of frames.
         let block = fs.max(os::page_size());
-        let per_block = (block / fs) as u32;
-        let req = |frames: u32| {
+        let req = |frames: u32, block: usize, tov: u32| {
+            let per_block = (block / fs) as u32;
             let blocks = frames.div_ceil(per_block);
-            libc::tpacket_req {
+            libc::tpacket_req3 {
                 tp_block_size: block as u32,
                 tp_block_nr: blocks,
                 tp_frame_size: fs as u32,
                 tp_frame_nr: blocks * per_block,
+                tp_retire_blk_tov: tov,
+                tp_sizeof_priv: 0,
+                tp_feature_req_word: 0,
             }
         };
-        let (rxq, txq) = (req(cfg.rx_frames), req(cfg.tx_frames));
-        let set_ring = |name, r: &libc::tpacket_req, what: &str| {
-            os::setsockopt(fd.as_fd(), sys::SOL_PACKET, name, r)
-                .map_err(|e| os_error(e, what, CAPS_RAW, ifname))
+        // V3 RX: the same memory as V2's frames, in blocks of at least 64 KiB (hundreds of
+        // small packets per wake-up), each holding at least one largest frame.
+        let rx_block = if v3 {
+            fs.max(super::blocks::MIN_BLOCK)
+        } else {
+            block
+        };
+        let rxq = req(cfg.rx_frames, rx_block, cfg.block_timeout_ms);
+        let txq = req(cfg.tx_frames, block, 0);
+        let set_ring = |name, r: &libc::tpacket_req3, what: &str| {
+            let r = if v3 {
+                os::setsockopt(fd.as_fd(), sys::SOL_PACKET, name, r)
+            } else {
+                let v2 = libc::tpacket_req {
+                    tp_block_size: r.tp_block_size,
+                    tp_block_nr: r.tp_block_nr,
+                    tp_frame_size: r.tp_frame_size,
+                    tp_frame_nr: r.tp_frame_nr,
+                };
+                os::setsockopt(fd.as_fd(), sys::SOL_PACKET, name, &v2)
+            };
+            r.map_err(|e| os_error(e, what, CAPS_RAW, ifname))
         };
         set_ring(sys::PACKET_RX_RING, &rxq, "setting up the PACKET_RX_RING")?;
         set_ring(sys::PACKET_TX_RING, &txq, "setting up the PACKET_TX_RING")?;
@@ -194,7 +265,7 @@ impl PacketSocket {
         let sndbuf = (txq.tp_frame_nr as usize * 2 * (fs + 512)).min(i32::MAX as usize) as i32;
         let _ = os::setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &sndbuf)
             .or_else(|_| os::setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf));
-        let rx_bytes = rxq.tp_block_nr as usize * block;
+        let rx_bytes = rxq.tp_block_nr as usize * rx_block;
         let tx_bytes = txq.tp_block_nr as usize * block;
         let map = Region::map_fd(fd.as_fd(), rx_bytes + tx_bytes, 0, true)
             .map_err(|e| os_error(e, "mapping the AF_PACKET rings", CAPS_RAW, ifname))?;
@@ -227,6 +298,8 @@ impl PacketSocket {
                 frames: rxq.tp_frame_nr,
                 head: 0,
             },
+            blocks: v3.then(|| Blocks::new(rx_block, rxq.tp_block_nr)),
+            tx_layout: if v3 { TX_V3 } else { TX_V2 },
             tx: Ring {
                 offset: rx_bytes,
                 frames: txq.tp_frame_nr,
@@ -242,7 +315,7 @@ impl PacketSocket {
         })
     }
 
-    fn hdr(&self, ring: &Ring, i: u32) -> NonNull<libc::tpacket2_hdr> {
+    fn hdr(&self, ring: &Ring, i: u32) -> NonNull<u8> {
         self.map
             .at(
                 ring.offset + i as usize * self.frame_size,
@@ -250,20 +323,23 @@ impl PacketSocket {
                 16,
             )
             .expect("frame inside the ring mapping by construction")
-            .cast()
     }
 
     /// The next received frame, if the kernel has handed one over.
     pub(crate) fn rx_next(&mut self) -> Result<Option<RxFrame<'_>>, Error> {
+        if let Some(b) = &mut self.blocks {
+            return b.next(&self.map, self.rx.offset);
+        }
         let hdr = self.hdr(&self.rx, self.rx.head);
-        let status = status_of(hdr);
+        let status = word_at(hdr, 0);
         let st = status.load(Ordering::Acquire);
         if st & sys::TP_STATUS_USER == 0 {
             return Ok(None);
         }
         self.rx.head = (self.rx.head + 1) % self.rx.frames;
-        // SAFETY: the frame is ours (TP_STATUS_USER, acquired above); the header is in bounds.
-        let h = unsafe { hdr.as_ptr().read() };
+        // SAFETY: the frame is ours (TP_STATUS_USER, acquired above); the header is in bounds
+        // and 16-aligned.
+        let h = unsafe { hdr.cast::<libc::tpacket2_hdr>().as_ptr().read() };
         let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
         if mac < std::mem::size_of::<libc::tpacket2_hdr>() || mac + snap > self.frame_size {
             status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
@@ -279,8 +355,9 @@ impl PacketSocket {
         let data = unsafe { std::slice::from_raw_parts(hdr.as_ptr().cast::<u8>().add(mac), snap) };
         Ok(Some(RxFrame {
             data,
-            status,
+            release: Some(status),
             wire_len: h.tp_len,
+            stamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
         }))
     }
 
@@ -288,7 +365,7 @@ impl PacketSocket {
     /// A frame the kernel refused (`TP_STATUS_WRONG_FORMAT`) is reclaimed and reported.
     pub(crate) fn tx_slot(&mut self) -> Result<Option<TxSlot<'_>>, Error> {
         let hdr = self.hdr(&self.tx, self.tx.head);
-        let status = status_of(hdr);
+        let status = word_at(hdr, self.tx_layout.status);
         match status.load(Ordering::Acquire) {
             sys::TP_STATUS_AVAILABLE => {}
             sys::TP_STATUS_WRONG_FORMAT => {
@@ -304,7 +381,7 @@ impl PacketSocket {
             }
             _ => return Ok(None),
         }
-        let off = sys::TPACKET2_TX_DATA_OFFSET;
+        let off = self.tx_layout.data;
         let cap = self.frame_size - off;
         // SAFETY: [off, frame_size) of this frame is inside the mapping; the frame is ours
         // (AVAILABLE) and stays so until TxSlot::send publishes it; TxSlot borrows self
@@ -314,6 +391,7 @@ impl PacketSocket {
         Ok(Some(TxSlot {
             buf,
             hdr,
+            layout: self.tx_layout,
             head: &mut self.tx.head,
             frames: self.tx.frames,
             max_frame: self.max_frame,
@@ -384,20 +462,24 @@ impl PacketSocket {
     pub(crate) fn tx_in_flight(&self) -> u32 {
         (0..self.tx.frames)
             .filter(|&i| {
-                status_of(self.hdr(&self.tx, i)).load(Ordering::Acquire) != sys::TP_STATUS_AVAILABLE
+                word_at(self.hdr(&self.tx, i), self.tx_layout.status).load(Ordering::Acquire)
+                    != sys::TP_STATUS_AVAILABLE
             })
             .count() as u32
     }
 
     /// Packets seen and dropped for lack of RX ring room since the last call (the kernel
-    /// resets the counters on read).
-    pub(crate) fn statistics(&self) -> Result<sys::TpacketStats, Error> {
+    /// resets the counters on read), and on `TPACKET_V3` the queue freezes (`None` on V2).
+    pub(crate) fn statistics(&self) -> Result<(sys::TpacketStats, Option<u32>), Error> {
         os::getsockopt::<sys::TpacketStats>(
             self.fd.as_fd(),
             sys::SOL_PACKET,
             sys::PACKET_STATISTICS,
         )
-        .map(|(s, _)| s)
+        .map(|(s, len)| {
+            let v3 = len >= std::mem::size_of::<sys::TpacketStats>();
+            (s, v3.then_some(s.tp_freeze_q_cnt))
+        })
         .map_err(|e| os_error(e, "reading PACKET_STATISTICS", CAPS_RAW, &self.ifname))
     }
 
@@ -414,6 +496,11 @@ impl PacketSocket {
     /// Whether `PACKET_QDISC_BYPASS` is in effect.
     pub(crate) fn bypasses_qdisc(&self) -> bool {
         self.qdisc_bypass
+    }
+
+    /// Room for data in a TX frame (the frame less its header).
+    pub(crate) fn tx_room(&self) -> usize {
+        self.frame_size - self.tx_layout.data
     }
 
     /// Longest frame accepted for sending.

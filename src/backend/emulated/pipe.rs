@@ -20,7 +20,7 @@ use super::ctl::{crash_point, END_BOUND, END_CLOSED, W};
 use super::memory::EmuMem;
 use super::wake::signal;
 use super::{lock, RX, TX};
-use crate::abi::{NS_BUF_CHANGED, NS_MOREFRAG};
+use crate::abi::{NR_TIMESTAMP, NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::error::Error;
 use crate::ring::{in_cyclic_range, next, prev, runs, RawRing};
 
@@ -226,6 +226,11 @@ impl Pipe {
         let hwtail = self.w(s, i, W::RxHwtail).load(Ordering::Acquire);
         if hwtail >= n {
             return Err(corrupt(&self.name, "the rx tail"));
+        }
+        // As netmap's rxsync does (`NR_TIMESTAMP`), before the tail publishes the packets.
+        // (Miri's isolation has no wall clock: no stamps there.)
+        if hwtail != tail_pub && rx.ring_flags() & NR_TIMESTAMP != 0 && !cfg!(miri) {
+            rx.store_ts(std::time::SystemTime::now());
         }
         self.w(s, i, W::RxTailPub).store(hwtail, Ordering::Relaxed);
         rx.store_tail(hwtail);

@@ -60,7 +60,7 @@ pub(crate) struct RingMem {
     pub rx: Vec<RawRing>,
     /// Page-aligned offset of the pool in the region.
     pub pool_off: usize,
-    /// Length of the pool (`nbufs * BUF_SIZE`).
+    /// Length of the pool (`nbufs` times the buffer size).
     pub pool_len: usize,
     /// Where buffer 0 starts in the pool.
     pub buf_shift: usize,
@@ -100,10 +100,17 @@ fn next_mem_id() -> u16 {
 }
 
 impl RingMem {
-    /// Lays out the region of `plan`. TX rings start with `tail = n - 1` (all slots free),
-    /// RX rings with `tail = 0`; every slot's buffer index is 0 until the driver assigns
-    /// buffers.
+    /// Lays out the region of `plan` with [`BUF_SIZE`] buffers. TX rings start with
+    /// `tail = n - 1` (all slots free), RX rings with `tail = 0`; every slot's buffer index is
+    /// 0 until the driver assigns buffers.
     pub(crate) fn build(plan: &MemPlan<'_>) -> Result<RingMem, Error> {
+        Self::build_sized(plan, BUF_SIZE)
+    }
+
+    /// [`RingMem::build`] with buffers of `buf_size` bytes (a multiple of 64; AF_PACKET sizes
+    /// them for jumbo frames).
+    pub(crate) fn build_sized(plan: &MemPlan<'_>, buf_size: u32) -> Result<RingMem, Error> {
+        debug_assert!(buf_size >= 64 && buf_size % 64 == 0);
         let page = super::os::page_size();
         let nq = plan.queues as usize;
         let if_size = if_bytes(2 * nq);
@@ -117,7 +124,7 @@ impl RingMem {
             ring_offs.push((tx, rx));
         }
         let pool_off = off.next_multiple_of(page);
-        let pool_len = plan.nbufs as usize * BUF_SIZE as usize;
+        let pool_len = plan.nbufs as usize * buf_size as usize;
         // The last buffer ends buf_shift bytes past the pool.
         let region = super::huge::region(
             plan.name,
@@ -133,7 +140,7 @@ impl RingMem {
             ] {
                 let g = RingInit {
                     num_slots: n,
-                    buf_size: BUF_SIZE,
+                    buf_size,
                     buf_ofs: buf_base as i64 - off as i64,
                     ringid: q as u16,
                     dir,

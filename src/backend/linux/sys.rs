@@ -358,6 +358,18 @@ pub(crate) const TPACKET2_RX_DATA_OFFSET: usize =
     align_up(TPACKET2_HDRLEN + 16, TPACKET_ALIGNMENT) - 14;
 /// Where TX data starts in a frame (without `PACKET_TX_HAS_OFF`).
 pub(crate) const TPACKET2_TX_DATA_OFFSET: usize = TPACKET2_HDRLEN - size_of::<libc::sockaddr_ll>();
+/// `enum tpacket_versions`: V3 (RX in blocks of variable-size frames).
+pub(crate) const TPACKET_V3: libc::c_int = 2;
+/// `TPACKET3_HDRLEN`: the aligned `tpacket3_hdr` plus a `sockaddr_ll`.
+pub(crate) const TPACKET3_HDRLEN: usize =
+    align_up(size_of::<libc::tpacket3_hdr>(), TPACKET_ALIGNMENT) + size_of::<libc::sockaddr_ll>();
+/// Where TX data starts in a `TPACKET_V3` frame (without `PACKET_TX_HAS_OFF`).
+pub(crate) const TPACKET3_TX_DATA_OFFSET: usize = TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>();
+/// In a `tpacket_block_desc`: the block's status word, packet count and first packet offset
+/// (`hdr.bh1.block_status`, `num_pkts`, `offset_to_first_pkt`).
+pub(crate) const BLOCK_STATUS_OFFSET: usize = 8;
+pub(crate) const BLOCK_NUM_PKTS_OFFSET: usize = 12;
+pub(crate) const BLOCK_FIRST_PKT_OFFSET: usize = 16;
 /// `tp_status` values: RX.
 pub(crate) const TP_STATUS_KERNEL: u32 = 0;
 pub(crate) const TP_STATUS_USER: u32 = 1 << 0;
@@ -369,7 +381,8 @@ pub(crate) const TP_STATUS_SEND_REQUEST: u32 = 1 << 0;
 pub(crate) const TP_STATUS_SENDING: u32 = 1 << 1;
 pub(crate) const TP_STATUS_WRONG_FORMAT: u32 = 1 << 2;
 
-/// `struct tpacket_stats`.
+/// `struct tpacket_stats_v3` (`struct tpacket_stats` is its first two fields: a `TPACKET_V2`
+/// socket fills only those and says so in the returned length).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TpacketStats {
@@ -377,6 +390,8 @@ pub(crate) struct TpacketStats {
     pub tp_packets: u32,
     /// Packets dropped for lack of room in the ring.
     pub tp_drops: u32,
+    /// Times the queue froze, every block being the user's (`TPACKET_V3` only).
+    pub tp_freeze_q_cnt: u32,
 }
 
 pub(crate) const fn align_up(x: usize, a: usize) -> usize {
@@ -393,4 +408,25 @@ const _: () = {
     assert!(TPACKET2_HDRLEN == 52);
     assert!(TPACKET2_TX_DATA_OFFSET == 32);
     assert!(TPACKET2_RX_DATA_OFFSET == 66);
+    assert!(size_of::<libc::tpacket3_hdr>() == 48);
+    assert!(offset_of!(libc::tpacket3_hdr, tp_next_offset) == 0);
+    assert!(offset_of!(libc::tpacket3_hdr, tp_snaplen) == 12);
+    assert!(offset_of!(libc::tpacket3_hdr, tp_len) == 16);
+    assert!(offset_of!(libc::tpacket3_hdr, tp_status) == 20);
+    assert!(offset_of!(libc::tpacket3_hdr, tp_mac) == 24);
+    assert!(TPACKET3_TX_DATA_OFFSET == 48);
+    assert!(size_of::<libc::tpacket_req3>() == 28);
+    assert!(
+        offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, block_status)
+            == BLOCK_STATUS_OFFSET
+    );
+    assert!(
+        offset_of!(libc::tpacket_block_desc, hdr) + offset_of!(libc::tpacket_hdr_v1, num_pkts)
+            == BLOCK_NUM_PKTS_OFFSET
+    );
+    assert!(
+        offset_of!(libc::tpacket_block_desc, hdr)
+            + offset_of!(libc::tpacket_hdr_v1, offset_to_first_pkt)
+            == BLOCK_FIRST_PKT_OFFSET
+    );
 };

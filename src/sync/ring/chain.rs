@@ -100,7 +100,7 @@ impl RxRing {
             match self.next_raw()? {
                 Ok(r) if r.flags & NS_MOREFRAG == 0 => return Some(self.frame(r)),
                 Ok(r) => {
-                    if let Ok(f) = self.gather(r, 0) {
+                    if let Ok(f) = self.gather(r) {
                         return Some(f);
                     }
                 }
@@ -115,7 +115,7 @@ impl RxRing {
         match self.next_raw() {
             None => Ok(None),
             Some(Ok(r)) if r.flags & NS_MOREFRAG == 0 => Ok(Some(self.frame(r))),
-            Some(Ok(r)) => self.gather(r, 0).map(Some),
+            Some(Ok(r)) => self.gather(r).map(Some),
             Some(Err(c)) => Err(self.h.corrupt(c.slot, c.buf_idx, c.len)),
         }
     }
@@ -125,43 +125,29 @@ impl RxRing {
     #[cold]
     #[inline(never)]
     pub(super) fn finish_chain(&mut self, first: Frame<'static>) -> Result<Frame<'static>, Error> {
-        let rest = self.gather_from(first.payload().to_vec(), None)?;
-        Ok(Frame::gathered(
-            Bytes::from(rest),
-            first.flags() & !NS_MOREFRAG,
-            self.h.index as u16,
-        ))
+        let all = self.gather_from(first.payload().to_vec())?;
+        Ok(Frame::gathered(Bytes::from(all), &first))
     }
 
     /// Gathers the packet whose first fragment `first` was just taken (the cursor is past it)
-    /// into an owned frame of its bytes from `skip` on. Every fragment read is consumed. The
-    /// walk stops at the tail in view (refreshed once when reached): a chain that has not
-    /// ended there is [`Error::TruncatedPacket`]. A corrupt fragment ends the walk with
+    /// into an owned frame. Every fragment read is consumed. The walk stops at the tail in
+    /// view (refreshed once when reached): a chain that has not ended there is
+    /// [`Error::TruncatedPacket`]. A corrupt fragment ends the walk with
     /// [`Error::CorruptSlot`], after the rest of its chain (in view) is consumed too.
     #[cold]
     #[inline(never)]
-    pub(super) fn gather(&mut self, first: RawFrame, skip: usize) -> Result<Frame<'static>, Error> {
-        let mut data = Vec::with_capacity(usize::from(first.len) * 4);
-        data.extend_from_slice(bytes_of(&first));
-        let data = self.gather_from(data, Some(first.slot))?;
-        let mut bytes = Bytes::from(data);
-        if skip > 0 {
-            bytes = bytes.slice(skip.min(bytes.len())..);
-        }
-        Ok(Frame::gathered(
-            bytes,
-            first.flags & !NS_MOREFRAG,
-            self.h.index as u16,
-        ))
+    pub(super) fn gather(&mut self, first: RawFrame) -> Result<Frame<'static>, Error> {
+        let head = self.frame(first).into_owned();
+        self.finish_chain(head)
     }
 
-    /// Appends the fragments after the cursor to `data` (the packet's first bytes) up to the
-    /// slot that ends the packet; see [`gather`](Self::gather). `first`: the first slot, for
-    /// the report (else the slot before the cursor).
-    fn gather_from(&mut self, mut data: Vec<u8>, first: Option<u32>) -> Result<Vec<u8>, Error> {
+    /// Appends the fragments after the cursor to `data` (the bytes of the packet's first
+    /// fragment, whose slot is just before the cursor) up to the slot that ends the packet;
+    /// see [`gather`](Self::gather).
+    fn gather_from(&mut self, mut data: Vec<u8>) -> Result<Vec<u8>, Error> {
         let ring = self.h.index;
         let n = self.h.raw.num_slots();
-        let first = first.unwrap_or_else(|| crate::ring::prev(self.h.head, n));
+        let first = crate::ring::prev(self.h.head, n);
         loop {
             let h = &mut self.h;
             if h.head == h.tail && h.refresh() == 0 {

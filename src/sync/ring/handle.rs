@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::abi::NR_TIMESTAMP;
 use crate::error::Error;
 use crate::ring::{advance, distance, next, Dir, RawRing};
 use crate::sync::claim::Claim;
@@ -41,6 +42,11 @@ pub(in crate::sync) struct Handle {
     /// index in shared memory (see `held.rs`).
     pub(in crate::sync) mirror: Arc<Mirror>,
     pub(in crate::sync) held: Arc<Held>,
+    /// RX: whether the driver leaves each packet's receive time in its slot
+    /// ([`RawRing::slot_stamp`]), else the ring's `ts` stands for every packet of a sync.
+    slot_stamps: bool,
+    /// RX: the ring's `ts` (ns since the epoch, 0: none) when the tail last moved.
+    ring_stamp: u64,
     /// This process's only handle of the ring (released on drop).
     _claim: Claim,
 }
@@ -67,6 +73,12 @@ impl Handle {
             )));
         }
         let mark = advance(head, mark_gap(dir, raw.num_slots()), raw.num_slots());
+        if dir == Dir::Rx {
+            // Ask the driver (netmap's or ours) to stamp the ring at each rxsync.
+            raw.set_ring_flags(NR_TIMESTAMP);
+        }
+        let slot_stamps = dir == Dir::Rx && port.backend.slot_stamps();
+        let ring_stamp = raw.load_ts();
         let (ring_id, host) = (b.ring_id, b.host);
         let held = port.held.clone();
         let group = port
@@ -91,6 +103,8 @@ impl Handle {
             port,
             mirror,
             held,
+            slot_stamps,
+            ring_stamp,
             _claim: claim,
         })
     }
@@ -99,6 +113,20 @@ impl Handle {
     #[inline(always)]
     pub(in crate::sync) fn buf_of(&self, k: u32) -> u32 {
         self.mirror.buf_of(k)
+    }
+
+    /// Receive time of the packet in slot `k` (ns since the epoch, 0: none).
+    ///
+    /// # Safety
+    /// Slot `k` is the user's (in `[head, tail)` after an Acquire load of `tail`).
+    #[inline(always)]
+    pub(in crate::sync) unsafe fn stamp_of(&self, k: u32) -> u64 {
+        if self.slot_stamps {
+            // SAFETY: per the caller's contract.
+            unsafe { self.raw.slot_stamp(k) }
+        } else {
+            self.ring_stamp
+        }
     }
 
     /// Claims slot `k`'s buffer again after it was refused (a TX slot cannot be skipped the
@@ -152,6 +180,10 @@ impl Handle {
         // Acquire and lies ahead of the cached tail, within the ring.
         unsafe { self.held.claim(&self.mirror, &self.raw, self.tail, t, t) };
         self.tail = t;
+        if self.dir == Dir::Rx && !self.slot_stamps {
+            // Stamped before the tail was published; read after its Acquire load.
+            self.ring_stamp = self.raw.load_ts();
+        }
     }
 
     #[cold]

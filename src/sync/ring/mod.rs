@@ -281,17 +281,19 @@ impl RxRing {
         // process (`held.rs`), so no `&mut` view or write of ours meets it; a peer writing
         // its bytes only changes what the frame reads. The region outlives the handle.
         let data = unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
-        Frame::from_slot(data, r.flags, self.h.index as u16, r.slot)
+        // SAFETY: the slot is the user's (as above).
+        let stamp = unsafe { self.h.stamp_of(r.slot) };
+        Frame::from_slot(data, r.flags, self.h.index as u16, r.slot).stamped(stamp)
     }
 
     /// Takes the packet at the cursor if it is in the cached view, valid and short enough
     /// for an inline owned frame, and returns the buffer's first `INLINE_CAPACITY` bytes, its
-    /// length and flags (small values the caller builds the frame from in place). Otherwise
+    /// length, flags and receive time (small values the caller builds the frame from in place). Otherwise
     /// consumes nothing and returns `None` (the general path then handles the slot, including
     /// reporting a corrupt one).
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     #[inline(always)]
-    pub(crate) fn take_inline(&mut self) -> Option<(&[u8; INLINE_CAPACITY], u8, u16)> {
+    pub(crate) fn take_inline(&mut self) -> Option<(&[u8; INLINE_CAPACITY], u8, u16, u64)> {
         let h = &mut self.h;
         if h.head == h.tail || (h.raw.buf_size() as usize) < INLINE_CAPACITY {
             return None;
@@ -304,6 +306,8 @@ impl RxRing {
             return None;
         }
         let ptr = h.raw.buf_ptr(buf_idx)?;
+        // SAFETY: k is the user's (as above).
+        let stamp = unsafe { h.stamp_of(k) };
         h.head = next(k, h.raw.num_slots());
         // SAFETY: the buffer holds buf_size >= INLINE_CAPACITY initialized bytes inside the
         // region (buf_ptr checked the index). The slot is the user's until the next sync,
@@ -311,7 +315,7 @@ impl RxRing {
         // handle's claim, held by no other handle here (`held.rs`), so nothing of ours writes
         // it while the reference lives. Bytes past `len` are never exposed.
         let window = unsafe { &*ptr.as_ptr().cast::<[u8; INLINE_CAPACITY]>() };
-        Some((window, len as u8, flags))
+        Some((window, len as u8, flags, stamp))
     }
 
     /// Takes the next packet as an owned frame: `payload()[skip..]` copied inline into the

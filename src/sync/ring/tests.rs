@@ -253,9 +253,9 @@ fn owned_takes_inline_spill_and_corrupt_slots() {
     let mut spilled = 0;
     for p in &packets {
         let f = match rx.take_inline() {
-            Some((w, len, flags)) => {
+            Some((w, len, flags, _)) => {
                 assert!(p.len() <= INLINE_CAPACITY);
-                Frame::inline_window(w, len, flags, 0)
+                Frame::inline_window(w, len, flags, 0, 0)
             }
             None => {
                 assert!(p.len() > INLINE_CAPACITY);
@@ -292,7 +292,7 @@ fn owned_takes_inline_spill_and_corrupt_slots() {
         rx.take_owned(0, Bytes::copy_from_slice),
         Some(Err(Error::CorruptSlot { .. }))
     ));
-    let (w, len, _) = rx.take_inline().unwrap();
+    let (w, len, _, _) = rx.take_inline().unwrap();
     assert_eq!(&w[..len as usize], b"good");
     // Give the buffer index back so the pipe's teardown returns every buffer.
     // SAFETY: as above; this thread is still alone on the ring.
@@ -444,4 +444,42 @@ fn a_slot_naming_a_lent_buffer_is_refused() {
     // SAFETY: as above; the slot gets its own buffer back for the teardown.
     unsafe { traw.set_buf_idx(k, own) };
     let _ = b;
+}
+
+/// Emulated pipes stamp the RX ring at the rxsync that delivers packets (`NR_TIMESTAMP`, as
+/// netmap does): every frame of that sync carries it, on the host clock, later syncs later.
+#[test]
+fn emulated_frames_carry_the_stamp_of_the_rxsync_that_delivered_them() {
+    use std::time::{Duration, SystemTime};
+    let (_a, _b, mut tx, mut rx) = pipe_rings("stamps");
+    if cfg!(miri) {
+        // No wall clock under Miri's isolation: the pipe does not stamp.
+        tx.send(b"x").unwrap();
+        tx.sync().unwrap();
+        rx.sync().unwrap();
+        assert_eq!(rx.recv().map(|f| f.timestamp()), Some(None));
+        return;
+    }
+    let mut last = None;
+    for round in 0..3u8 {
+        let before = SystemTime::now() - Duration::from_micros(1); // ts keeps microseconds
+        tx.send(&[round]).unwrap();
+        tx.send(&[round, round]).unwrap();
+        tx.sync().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        rx.sync().unwrap();
+        let after = SystemTime::now();
+        let mut stamps = Vec::new();
+        while let Some(f) = rx.recv() {
+            stamps.push(f.timestamp().expect("an emulated frame has a timestamp"));
+        }
+        assert_eq!(stamps.len(), 2);
+        assert_eq!(stamps[0], stamps[1], "one stamp per rxsync");
+        assert!(stamps[0] >= before && stamps[0] <= after, "{stamps:?}");
+        assert!(
+            last < Some(stamps[0]),
+            "round {round}: {last:?} then {stamps:?}"
+        );
+        last = Some(stamps[0]);
+    }
 }

@@ -4,14 +4,18 @@
 //!
 //! - `sockets`: the plumbing alone (AF_XDP sockets and UMEM, the redirect program, the
 //!   `TPACKET_V2` socket).
+//! - `blocks`: `afpacket:` receive on `TPACKET_V3` blocks, and without them.
 //! - `fanout`: many rings on one `afpacket:` port (a `PACKET_FANOUT` group).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
 //! - `huge`: the buffer pool on huge pages, and the fallback without them.
-//! - `jumbo`: 9000-byte frames on `xdp:` as multi-buffer descriptors and slot chains.
+//! - `chains`: slot chains: 9000-byte frames on `xdp:` as multi-buffer descriptors, chains a
+//!   user publishes badly, `afpacket:` gathering a chain.
+//! - `jumbo`: 9000-byte MTU frames on `afpacket:`.
 //! - `multiqueue`: every queue of a 4-queue `xdp:` port from one Tokio task.
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
 //! - `rate`: a quick TX-rate comparison of the two sockets.
+//! - `stamps`: receive timestamps (`Frame::timestamp`) and the tap's pcap file.
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
 //! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
@@ -19,6 +23,8 @@
 //! - `xdp_filter_prog`: the filter program under `BPF_PROG_TEST_RUN`, frame by frame.
 //! - `xdp_share`: one interface, several ports and processes, a SIGKILL among them.
 
+mod blocks;
+mod chains;
 mod fanout;
 mod faults;
 mod huge;
@@ -29,6 +35,7 @@ mod port_errors;
 mod ports;
 mod rate;
 mod sockets;
+mod stamps;
 mod stats;
 pub(crate) mod testnet;
 #[cfg(feature = "tokio-async")]

@@ -307,7 +307,7 @@ fn afpacket_rx_gets_datagrams_from_the_namespace() {
     for (i, p) in got.iter().enumerate() {
         assert_eq!(p, &payload("ns", i), "frame {i} differs or is out of order");
     }
-    assert_eq!(s.statistics().unwrap().tp_drops, 0);
+    assert_eq!(s.statistics().unwrap().0.tp_drops, 0);
 }
 
 #[test]
