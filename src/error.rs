@@ -19,7 +19,9 @@ pub enum Error {
     BindFail(String),
     /// The ring index is not one of the rings bound to this port.
     InvalidRingIndex(usize),
-    /// The packet (of this many bytes) does not fit in one netmap buffer.
+    /// The packet (of this many bytes) is longer than the call takes: one netmap buffer for
+    /// slot-level calls (reservations), [`TxRing::max_packet_size`](crate::TxRing::max_packet_size)
+    /// for [`TxRing::send`](crate::TxRing::send), which splits longer packets over slots.
     PacketTooLarge(usize),
     /// Not enough free slots in the ring for the requested operation.
     InsufficientSpace,
@@ -126,6 +128,25 @@ pub enum Error {
         /// Largest frame (Ethernet header included) the port receives whole.
         max_frame: usize,
     },
+    /// A received packet spread over slots (`NS_MOREFRAG`) ends without its last slot in
+    /// view: only a broken or hostile peer publishes one (every backend of this crate, and
+    /// netmap's pipes, publish whole packets). Its slots are consumed, so the ring goes on.
+    TruncatedPacket {
+        /// Ring index.
+        ring: usize,
+        /// Slot of the packet's first fragment.
+        slot: u32,
+        /// Bytes in the fragments that were there.
+        len: usize,
+    },
+    /// A packet spread over more slots (`NS_MOREFRAG` chain) than the backend hands to the
+    /// kernel as one packet: it was not sent (the other packets of the batch were).
+    TooManyFragments {
+        /// Slots in the chain.
+        slots: usize,
+        /// Most slots one packet may take here.
+        max: usize,
+    },
     /// The process holding the other end of an emulated pipe was killed while it had the end
     /// open. A sender gets this at once; a receiver after it has taken every packet that was
     /// delivered before. The message says which end.
@@ -165,7 +186,8 @@ impl fmt::Display for Error {
             ),
             Error::PacketTooLarge(n) => write!(
                 f,
-                "packet of {n} bytes does not fit in one netmap buffer (see max_payload_size())"
+                "packet of {n} bytes is too long: one netmap buffer holds max_payload_size() \
+                 bytes, TxRing::send splits packets up to max_packet_size() over slots"
             ),
             Error::InsufficientSpace => {
                 f.write_str("not enough free slots in the ring: sync() and retry, or wait")
@@ -276,6 +298,18 @@ impl fmt::Display for Error {
                 *mtu as usize + 14,
                 max_frame.saturating_sub(14)
             ),
+            Error::TruncatedPacket { ring, slot, len } => write!(
+                f,
+                "ring {ring}: the packet starting at slot {slot} is cut short ({len} bytes in \
+                 NS_MOREFRAG slots, no last slot in view); a broken or hostile peer published \
+                 it. Its slots were consumed; the next packet follows"
+            ),
+            Error::TooManyFragments { slots, max } => write!(
+                f,
+                "a packet spread over {slots} slots (NS_MOREFRAG) exceeds the {max} slot(s) \
+                 this port sends as one packet; it was not sent. Send it with \
+                 TxRing::send (which uses the fewest slots) or as a shorter packet"
+            ),
             Error::PeerGone(m) => write!(
                 f,
                 "peer gone: {m}. Restart the peer and reopen the pipe end (closing this end \
@@ -341,6 +375,7 @@ impl Error {
             | Error::MemoryMismatch
             | Error::QueueOutOfRange { .. }
             | Error::FrameOverMtu { .. }
+            | Error::TooManyFragments { .. }
             | Error::MtuTooLarge { .. } => K::InvalidInput,
             Error::ModuleNotLoaded | Error::NoSuchInterface { .. } => K::NotFound,
             Error::InterfaceDown(_) => K::NotConnected,
@@ -354,6 +389,7 @@ impl Error {
             | Error::FallbackUnsupported(_)
             | Error::KernelUnsupported(_) => K::Unsupported,
             Error::CorruptSlot { .. }
+            | Error::TruncatedPacket { .. }
             | Error::BadLayout(_)
             | Error::ApiMismatch { .. }
             | Error::RingState(_) => K::InvalidData,

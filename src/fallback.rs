@@ -28,7 +28,8 @@ pub struct FallbackRxRing {
 
 /// Creates a channel over a new emulated pipe whose rings have `max_size` slots (at least
 /// 4). One slot of the ring always stays empty, as in netmap, so `max_size - 1` packets can be
-/// in flight. Packets are up to 2048 bytes.
+/// in flight. A packet longer than a slot's 2048-byte buffer takes several slots (up to
+/// [`FallbackTxRing::max_payload_size`]) and arrives whole.
 ///
 /// ```
 /// use netmap_rs::fallback::create_fallback_channel;
@@ -90,12 +91,12 @@ impl FallbackTxRing {
         ring.sync()
     }
 
-    /// Largest packet accepted.
+    /// Largest packet accepted ([`TxRing::max_packet_size`](crate::TxRing::max_packet_size)).
     pub fn max_payload_size(&self) -> usize {
         self.ring
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .max_payload_size()
+            .max_packet_size()
     }
 }
 
@@ -103,11 +104,11 @@ impl FallbackRxRing {
     /// Receives one packet (owned), or `None` when nothing is waiting.
     pub fn recv(&self) -> Option<Frame<'static>> {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = ring.recv() {
+        if let Some(f) = ring.recv_packet() {
             return Some(f.into_owned());
         }
         ring.sync().ok()?;
-        ring.recv().map(Frame::into_owned)
+        ring.recv_packet().map(Frame::into_owned)
     }
 }
 
@@ -130,9 +131,14 @@ mod tests {
         // After the receiver released its slots, the sender has room again.
         tx.send(b"again").unwrap();
         assert_eq!(rx.recv().unwrap().payload(), b"again");
+        // Longer than a buffer: several slots, one packet.
+        let long: Vec<u8> = (0..5000).map(|i| i as u8).collect();
+        tx.send(&long).unwrap();
+        assert_eq!(rx.recv().unwrap().payload(), &long[..]);
+        let max = tx.max_payload_size();
         assert!(matches!(
-            tx.send(&vec![0u8; 5000]),
-            Err(Error::PacketTooLarge(5000))
+            tx.send(&vec![0u8; max + 1]),
+            Err(Error::PacketTooLarge(n)) if n == max + 1
         ));
     }
 }

@@ -484,7 +484,7 @@ fn bad_requests_give_the_documented_errors() {
     // clamps (never a ring larger than it can map).
     let p = open("big{0");
     let mut tx = p.tx_ring(0).unwrap();
-    let too_big = vec![0u8; tx.max_payload_size() + 1];
+    let too_big = vec![0u8; tx.max_packet_size() + 1];
     assert!(matches!(tx.send(&too_big), Err(Error::PacketTooLarge(_))));
     drop((tx, p));
     match NetmapBuilder::new("huge{0")

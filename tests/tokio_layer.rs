@@ -458,13 +458,13 @@ async fn open_by_name_and_errors_convert_to_io() {
     let _rx = nm.rx_ring(0).unwrap();
     assert!(nm.rx_ring(0).is_err(), "one live handle per ring");
     let mut tx = nm.tx_ring(0).unwrap();
-    let too_big = vec![0u8; tx.max_payload_size() + 1];
+    let too_big = vec![0u8; tx.max_packet_size() + 1];
     let e = tx.send(Bytes::from(too_big)).await.unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-    // A write longer than one packet is a short write of one packet.
-    let long = vec![1u8; 3000];
+    // A write longer than one packet is a short write of one packet (a chain of slots).
+    let long = vec![1u8; tx.max_packet_size() + 100];
     let n = tx.write(&long).await.unwrap();
-    assert_eq!(n, tx.max_payload_size());
+    assert_eq!(n, tx.max_packet_size());
 }
 
 /// Many short waits in both directions between two tasks on two worker threads: every wait

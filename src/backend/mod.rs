@@ -97,6 +97,11 @@ pub(crate) trait Driver {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+    /// Most bytes one TX slot carries when that is less than its buffer (AF_XDP: a UMEM
+    /// frame after the kernel's headroom); longer packets are split over slots there.
+    fn slot_payload(&self) -> Option<usize> {
+        None
+    }
     /// The user busy-polls this port, spinning up to `spin` in each wait: a driver whose
     /// kernel side can be polled from the socket asks for it. Default: nothing to do.
     fn prefer_busy_poll(&self, spin: Duration) {
@@ -354,6 +359,11 @@ impl Backend {
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         dispatch!(self, p => p.retry_after())
+    }
+
+    /// See [`Driver::slot_payload`].
+    pub(crate) fn slot_payload(&self) -> Option<usize> {
+        dispatch!(self, p => p.slot_payload())
     }
 
     /// See [`Driver::stats`].

@@ -118,6 +118,14 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// A whole packet gathered from several slots: owned, with `first`'s metadata (ring,
+    /// receive time) and its flags without `NS_MOREFRAG`.
+    pub(crate) fn gathered(bytes: Bytes, first: &Frame<'_>) -> Frame<'static> {
+        let mut meta = first.meta();
+        meta.flags &= !NS_MOREFRAG;
+        Self::owned(bytes, meta)
+    }
+
     /// This frame with receive time `stamp_ns` (nanoseconds since the Unix epoch; 0: none).
     #[inline(always)]
     pub(crate) fn stamped(mut self, stamp_ns: u64) -> Self {
@@ -194,7 +202,10 @@ impl<'a> Frame<'a> {
         self.meta().flags
     }
 
-    /// Whether more fragments of the same packet follow in the next slots (`NS_MOREFRAG`).
+    /// Whether more fragments of the same packet follow in the next slots (`NS_MOREFRAG`):
+    /// only for frames lent one slot at a time (`recv`, batches); frames of
+    /// [`RxRing::recv_packet`](crate::RxRing::recv_packet) and the Tokio `Stream` are whole
+    /// packets.
     pub fn more_fragments(&self) -> bool {
         self.flags() & NS_MOREFRAG != 0
     }

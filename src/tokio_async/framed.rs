@@ -168,7 +168,7 @@ impl<C: Decoder + Clone + Unpin> Stream for NetmapFramed<C> {
             if let Err(e) = ready!(rx.poll_recv_ready(cx)) {
                 return Poll::Ready(Some(Err(e.into())));
             }
-            match rx.get_mut().try_recv() {
+            match rx.get_mut().try_recv_packet() {
                 Ok(Some(frame)) => {
                     if this.pristine.is_none() {
                         this.pristine = Some(this.codec.clone());

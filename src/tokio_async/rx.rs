@@ -20,12 +20,15 @@ const ARENA: usize = 64 * 1024;
 ///
 /// - [`AsyncRead`]: one read returns bytes of one packet only; a buffer smaller than the
 ///   packet gets its first part and the next read continues the same packet, so no byte is
-///   dropped (zero-length packets carry no bytes and are skipped).
-/// - [`Stream`] of owned [`Frame`]s (copied out into shared chunks).
+///   dropped (zero-length packets carry no bytes and are skipped). A packet spread over
+///   slots (`NS_MOREFRAG`) reads as one packet.
+/// - [`Stream`] of owned [`Frame`]s (copied out into shared chunks), whole packets: a packet
+///   spread over slots is gathered into one frame.
 /// - [`recv`](AsyncNetmapRxRing::recv): waits, then lends the next frame borrowed from the
-///   ring (zero copy).
+///   ring (zero copy): one slot, so [`Frame::more_fragments`] tells when a packet goes on
+///   in the next frame.
 /// - [`recv_batch`](AsyncNetmapRxRing::recv_batch): waits, then lends frames borrowed from the
-///   ring (zero copy), released at the next sync.
+///   ring (zero copy), released at the next sync; one slot each, as `recv`.
 ///
 /// A slot whose buffer index or length is out of range (only a broken or hostile peer writes
 /// one) is consumed and reported once as [`Error::CorruptSlot`](crate::Error::CorruptSlot) by
@@ -195,28 +198,39 @@ impl AsyncRead for AsyncNetmapRxRing {
         }
         loop {
             ready!(this.poll_recv_ready(cx))?;
-            let skip = this.partial_here();
-            let slot = this.ring.cursor();
-            let (n, done) = match this.ring.peek() {
-                None => continue,
-                Some(Err(e)) => {
-                    this.partial = None;
-                    return Poll::Ready(Err(e.into()));
+            let mut wrote = 0;
+            // The fragments of one packet (`NS_MOREFRAG`) continue in the same read.
+            loop {
+                let skip = this.partial_here();
+                let slot = this.ring.cursor();
+                let (n, done, more) = match this.ring.peek() {
+                    None => break,
+                    Some(Err(e)) => {
+                        this.partial = None;
+                        if wrote > 0 {
+                            break;
+                        }
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    Some(Ok(f)) => {
+                        let data = &f.payload()[skip.min(f.len())..];
+                        let n = data.len().min(buf.remaining());
+                        buf.put_slice(&data[..n]);
+                        (n, n == data.len(), f.more_fragments())
+                    }
+                };
+                wrote += n;
+                if !done {
+                    this.partial = Some((slot, skip + n));
+                    break;
                 }
-                Some(Ok(f)) => {
-                    let data = &f.payload()[skip.min(f.len())..];
-                    let n = data.len().min(buf.remaining());
-                    buf.put_slice(&data[..n]);
-                    (n, n == data.len())
-                }
-            };
-            if done {
                 this.ring.consume();
                 this.partial = None;
-            } else {
-                this.partial = Some((slot, skip + n));
+                if !more || buf.remaining() == 0 {
+                    break;
+                }
             }
-            if n > 0 {
+            if wrote > 0 {
                 return Poll::Ready(Ok(()));
             }
             // A zero-length packet: nothing to return (0 bytes would read as EOF); go on.

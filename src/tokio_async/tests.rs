@@ -99,3 +99,82 @@ async fn the_port_receiver_serves_every_ring_in_turn() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// Packets longer than a buffer through the Tokio layer: the `Sink` holds an item whose
+/// chain does not fit yet and sends it once the receiver frees slots, the `Stream` yields
+/// whole packets, `AsyncWrite`/`AsyncRead` move a chain as one packet (a small read buffer
+/// continues the same packet, never the next one).
+#[tokio::test]
+async fn chains_travel_whole_through_sink_stream_write_and_read() {
+    use bytes::Bytes;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = TokioNetmap::new(open("tchain{0", 1, 8)).unwrap();
+    let b = TokioNetmap::new(open("tchain}0", 1, 8)).unwrap();
+    let mut tx = a.tx_ring(0).unwrap();
+    let mut rx = b.rx_ring(0).unwrap();
+    let per = tx.max_payload_size();
+    assert_eq!(tx.max_packet_size(), 7 * per);
+    let item = |n: usize, seed: u8| -> Bytes {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(seed))
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    // 3 + 1 + 4 slots: the last chain finds 3 free and is held until the receiver reads.
+    let items = vec![
+        item(2 * per + 9, 3),
+        item(5, 5),
+        item(4 * per - 1, 7),
+        item(60, 11),
+    ];
+    let want = items.clone();
+    let sender = tokio::spawn(async move {
+        for it in items {
+            tx.send(it).await.unwrap();
+        }
+        SinkExt::<Bytes>::flush(&mut tx).await.unwrap();
+        tx
+    });
+    for w in &want {
+        let f = tokio::time::timeout(Duration::from_secs(5), rx.next())
+            .await
+            .expect("a packet arrives")
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.payload(), &w[..]);
+        assert!(!f.more_fragments());
+    }
+    let mut tx = sender.await.unwrap();
+
+    let long = item(3 * per + 100, 13);
+    assert_eq!(
+        tx.write(&long).await.unwrap(),
+        long.len(),
+        "one write, one chain"
+    );
+    tx.write_all(b"tail").await.unwrap();
+    AsyncWriteExt::flush(&mut tx).await.unwrap();
+    let mut got = vec![0u8; 2 * long.len()];
+    let n = rx.read(&mut got).await.unwrap();
+    assert_eq!(&got[..n], &long[..], "a whole chain in one read");
+    let n = rx.read(&mut got).await.unwrap();
+    assert_eq!(&got[..n], b"tail");
+
+    tx.write_all(&long).await.unwrap();
+    tx.write_all(b"next").await.unwrap();
+    AsyncWriteExt::flush(&mut tx).await.unwrap();
+    let mut small = [0u8; 1000];
+    let mut back = Vec::new();
+    while back.len() < long.len() {
+        let n = rx.read(&mut small).await.unwrap();
+        assert!(
+            n > 0 && back.len() + n <= long.len(),
+            "never past the packet's end"
+        );
+        back.extend_from_slice(&small[..n]);
+    }
+    assert_eq!(back, &long[..]);
+    let n = rx.read(&mut small).await.unwrap();
+    assert_eq!(&small[..n], b"next");
+}

@@ -16,11 +16,16 @@ use crate::sync::{BatchReservation, TxRing};
 /// A TX ring driven by Tokio.
 ///
 /// - [`AsyncWrite`]: one write sends one packet of at most
-///   [`max_payload_size`](TxRing::max_payload_size) bytes (a longer buffer is a short write of
+///   [`max_packet_size`](TxRing::max_packet_size) bytes (a longer buffer is a short write of
 ///   that many bytes); `flush` is a txsync.
 /// - [`Sink<Bytes>`](Sink): `poll_ready` is pending while the ring is full and wakes when the
 ///   kernel frees slots; nothing is dropped. `poll_flush` hands every queued packet to the
 ///   kernel; `poll_close` flushes.
+///
+/// Packets longer than one buffer go out as a chain of slots (`NS_MOREFRAG`, see
+/// [`TxRing::send`]), whole or not at all: a write or `send_packet` waits for all the slots
+/// it needs; a `Sink` item that finds too few free slots is held (one at most) and sent by
+/// the next `poll_ready` or `poll_flush`, which are pending until it is.
 /// - [`reserve`](AsyncNetmapTxRing::reserve) and
 ///   [`reserve_up_to`](AsyncNetmapTxRing::reserve_up_to): wait for slots and lend them to fill
 ///   in place.
@@ -36,11 +41,18 @@ use crate::sync::{BatchReservation, TxRing};
 pub struct AsyncNetmapTxRing {
     ring: TxRing,
     waiter: Waiter,
+    /// A `Sink` item longer than a buffer that found too few free slots: sent before any
+    /// other item, by `poll_ready` or `poll_flush`.
+    held: Option<Bytes>,
 }
 
 impl AsyncNetmapTxRing {
     pub(crate) fn new(ring: TxRing, waiter: Waiter) -> Self {
-        AsyncNetmapTxRing { ring, waiter }
+        AsyncNetmapTxRing {
+            ring,
+            waiter,
+            held: None,
+        }
     }
 
     /// The synchronous ring.
@@ -53,9 +65,27 @@ impl AsyncNetmapTxRing {
         &mut self.ring
     }
 
-    /// Largest packet one write or item can carry.
+    /// Largest packet one slot carries (longer ones take several, see
+    /// [`max_packet_size`](Self::max_packet_size)).
     pub fn max_payload_size(&self) -> usize {
         self.ring.max_payload_size()
+    }
+
+    /// Largest packet one write or item can carry ([`TxRing::max_packet_size`]).
+    pub fn max_packet_size(&self) -> usize {
+        self.ring.max_packet_size()
+    }
+
+    /// Sends the held `Sink` item once its slots are free. Cancel-safe.
+    #[cold]
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(item) = &self.held {
+            let slots = self.ring.slots_for(item.len());
+            ready!(self.poll_send_ready_n(cx, slots))?;
+            let item = self.held.take().expect("checked above");
+            self.queue(&item)?;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Polls until at least `n` slots are free (`n` at most `num_slots - 1`). Cancel-safe.
@@ -128,10 +158,11 @@ impl AsyncNetmapTxRing {
     /// dropped before it completes has queued nothing, and one that completed has queued the
     /// whole packet. Call it again with the same packet after a cancellation.
     pub async fn send_packet(&mut self, packet: &[u8]) -> io::Result<()> {
-        if packet.len() > self.ring.max_payload_size() {
+        if packet.len() > self.ring.max_packet_size() {
             return Err(Error::PacketTooLarge(packet.len()).into());
         }
-        self.writable().await?;
+        let slots = self.ring.slots_for(packet.len());
+        poll_fn(|cx| self.poll_send_ready_n(cx, slots)).await?;
         self.ring.send(packet)?;
         self.after_queue()
     }
@@ -213,8 +244,8 @@ impl AsyncWrite for AsyncNetmapTxRing {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        ready!(this.poll_send_ready(cx))?;
-        let n = buf.len().min(this.ring.max_payload_size());
+        let n = buf.len().min(this.ring.max_packet_size());
+        ready!(this.poll_send_ready_n(cx, this.ring.slots_for(n)))?;
         this.queue(&buf[..n])?;
         Poll::Ready(Ok(n))
     }
@@ -233,16 +264,38 @@ impl Sink<Bytes> for AsyncNetmapTxRing {
 
     #[inline]
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_send_ready(cx)
+        let this = self.get_mut();
+        if this.held.is_some() {
+            ready!(this.poll_send_held(cx))?;
+        }
+        this.poll_send_ready(cx)
     }
 
     #[inline]
     fn start_send(self: Pin<&mut Self>, item: Bytes) -> io::Result<()> {
-        self.get_mut().queue(&item)
+        let this = self.get_mut();
+        match this.queue(&item) {
+            // A chain needs more slots than `poll_ready` waited for: hold it.
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && item.len() > this.ring.max_payload_size()
+                    && this.held.is_none() =>
+            {
+                this.held = Some(item);
+                Ok(())
+            }
+            r => r,
+        }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.get_mut().flush_queued())
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.held.is_some() {
+            // Hand over what is queued first: the held item may wait for those slots.
+            this.flush_queued()?;
+            ready!(this.poll_send_held(cx))?;
+        }
+        Poll::Ready(this.flush_queued())
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

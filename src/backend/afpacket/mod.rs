@@ -37,10 +37,10 @@ mod blocks;
 pub(crate) mod filter;
 pub(crate) mod tpacket;
 
-use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED};
+use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED, NS_MOREFRAG};
 use crate::backend::linux::iface::Interface;
 use crate::backend::linux::ringmem::{
-    slots, with_slot_data, write_slot, MemPlan, RingMem, BUF_SIZE,
+    slots, whole_packets_end, with_slot_data, write_slot, MemPlan, RingMem, BUF_SIZE,
 };
 use crate::backend::linux::sockets::SocketSet;
 use crate::backend::linux::sys::TPACKET2_RX_DATA_OFFSET;
@@ -50,7 +50,7 @@ use crate::backend::{
 };
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
-use crate::ring::{distance, in_cyclic_range, next, prev, Dir, RawRing};
+use crate::ring::{advance, distance, in_cyclic_range, next, prev, Dir, RawRing};
 use tpacket::{PacketConfig, PacketSocket};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -286,21 +286,29 @@ impl Port {
         st.tx_hwcur = head;
         let mut refused: Option<Error> = None;
         let mut queued = 0usize;
-        while st.tx_copied != head {
+        // A packet over several slots (`NS_MOREFRAG`) is gathered into one frame; one the
+        // user has not ended waits for its last slot (see `whole_packets_end`).
+        // SAFETY: slots [copied, head) were released by the user; the lock is held.
+        let end = unsafe { whole_packets_end(ring, st.tx_copied, head) };
+        while st.tx_copied != end {
             let k = st.tx_copied;
-            // SAFETY: slots [copied, head) were released by the user (Acquire
-            // load of head) and stay the driver's until the tail passes them; lock held.
-            let (_, len, flags) = unsafe { ring.slot_meta(k) };
-            if flags & NS_BUF_CHANGED != 0 {
-                // SAFETY: as above.
-                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+            // SAFETY: as above (for every slot of the packet, all in [copied, end)).
+            let (slots, total, ended) = unsafe { packet_extent(ring, k, end) };
+            let after = advance(k, slots as u32, n);
+            if !ended {
+                refused.get_or_insert(Error::TooManyFragments {
+                    slots,
+                    max: slots - 1,
+                });
+                st.tx_copied = after;
+                continue;
             }
-            if usize::from(len) > self.max_frame {
+            if total > self.max_frame {
                 refused.get_or_insert(Error::FrameOverMtu {
-                    len: len.into(),
+                    len: total,
                     max: self.max_frame,
                 });
-                st.tx_copied = next(k, n);
+                st.tx_copied = after;
                 continue;
             }
             let mut slot = match st.sock.tx_slot() {
@@ -312,28 +320,51 @@ impl Port {
                     continue;
                 }
             };
-            // SAFETY: as above.
-            let copied = unsafe {
-                with_slot_data(ring, k, |data, _| {
-                    slot.buf()[..data.len()].copy_from_slice(data);
-                    data.len()
-                })
-            };
-            match copied {
-                Ok(l) => {
-                    slot.send(l)?;
+            let cap = slot.buf().len();
+            if total > cap {
+                refused.get_or_insert(Error::FrameOverMtu {
+                    len: total,
+                    max: cap.min(self.max_frame),
+                });
+                st.tx_copied = after;
+                continue;
+            }
+            let mut at = 0usize;
+            let mut bad = None;
+            let mut j = k;
+            while j != after {
+                // SAFETY: as above.
+                let copied = unsafe {
+                    with_slot_data(ring, j, |data, _| {
+                        // Fits: the slot lengths add up to `total` <= `cap`.
+                        slot.buf()[at..at + data.len()].copy_from_slice(data);
+                        data.len()
+                    })
+                };
+                match copied {
+                    Ok(l) => at += l,
+                    Err(buf_idx) => {
+                        bad.get_or_insert(Error::CorruptSlot {
+                            ring: i,
+                            slot: j,
+                            buf_idx,
+                            // SAFETY: as above.
+                            len: unsafe { ring.slot_len_flags(j) }.0,
+                        });
+                    }
+                }
+                j = next(j, n);
+            }
+            match bad {
+                None => {
+                    slot.send(at)?;
                     queued += 1;
                 }
-                Err(buf_idx) => {
-                    refused.get_or_insert(Error::CorruptSlot {
-                        ring: i,
-                        slot: k,
-                        buf_idx,
-                        len,
-                    });
+                Some(e) => {
+                    refused.get_or_insert(e);
                 }
             }
-            st.tx_copied = next(k, n);
+            st.tx_copied = after;
         }
         if queued > 0 || st.tx_copied != head {
             st.sock.kick()?;
@@ -506,4 +537,30 @@ impl Drop for Port {
             }
         }
     }
+}
+
+/// The TX packet starting at slot `k` within `[k, end)`: its slot count, total length, and
+/// whether its last slot ends it (no `NS_MOREFRAG`; only a chain that fills the ring does
+/// not). Clears `NS_BUF_CHANGED` on the way (the buffer is read at every sync anyway).
+///
+/// # Safety
+/// The slots `[k, end)` are the driver's (released by the user, the lock held).
+unsafe fn packet_extent(ring: &RawRing, k: u32, end: u32) -> (usize, usize, bool) {
+    let n = ring.num_slots();
+    let (mut j, mut slots, mut total) = (k, 0usize, 0usize);
+    while j != end {
+        // SAFETY: j lies in [k, end), the driver's per the caller's contract.
+        let (_, len, flags) = unsafe { ring.slot_meta(j) };
+        if flags & NS_BUF_CHANGED != 0 {
+            // SAFETY: as above.
+            unsafe { ring.set_len_flags(j, len, flags & !NS_BUF_CHANGED) };
+        }
+        slots += 1;
+        total += usize::from(len);
+        j = next(j, n);
+        if flags & NS_MOREFRAG == 0 {
+            return (slots, total, true);
+        }
+    }
+    (slots, total, false)
 }

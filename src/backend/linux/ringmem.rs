@@ -231,6 +231,32 @@ pub(crate) unsafe fn with_slot_data<T>(
     Ok(f(data, flags))
 }
 
+/// The end of the last whole packet in the TX slots `[from, head)`: a chain the user has not
+/// ended yet (`NS_MOREFRAG` on the slot before `head`) waits for its last slot, unless it
+/// fills the ring (`n - 1` slots: it can never end), which is handed on (up to `head`) for
+/// the caller to refuse. One flag read when the slot before `head` ends a packet.
+///
+/// # Safety
+/// The slots `[from, head)` are the driver's (released by the user, the ring's lock held).
+pub(crate) unsafe fn whole_packets_end(ring: &RawRing, from: u32, head: u32) -> u32 {
+    let n = ring.num_slots();
+    let mut k = head;
+    while k != from {
+        let p = crate::ring::prev(k, n);
+        // SAFETY: p lies in [from, head), the driver's per the caller's contract.
+        let (_, flags) = unsafe { ring.slot_len_flags(p) };
+        if flags & crate::abi::NS_MOREFRAG == 0 {
+            return k;
+        }
+        k = p;
+    }
+    if crate::ring::distance(from, head, n) == n - 1 {
+        head
+    } else {
+        from
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

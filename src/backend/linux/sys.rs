@@ -19,6 +19,8 @@ pub(crate) const BPF_MAP_CREATE: u32 = 0;
 pub(crate) const BPF_MAP_UPDATE_ELEM: u32 = 2;
 pub(crate) const BPF_MAP_DELETE_ELEM: u32 = 3;
 pub(crate) const BPF_PROG_LOAD: u32 = 5;
+/// `prog_flags` bit of `BPF_PROG_LOAD`: the XDP program handles multi-buffer packets (5.18+).
+pub(crate) const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 pub(crate) const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 pub(crate) const BPF_LINK_CREATE: u32 = 28;
 
@@ -268,6 +270,10 @@ pub(crate) const XDP_SHARED_UMEM: u16 = 1 << 0;
 pub(crate) const XDP_COPY: u16 = 1 << 1;
 pub(crate) const XDP_ZEROCOPY: u16 = 1 << 2;
 pub(crate) const XDP_USE_NEED_WAKEUP: u16 = 1 << 3;
+/// Multi-buffer packets (kernel 6.6+): a packet may span descriptors (`XDP_PKT_CONTD`).
+pub(crate) const XDP_USE_SG: u16 = 1 << 4;
+/// `xdp_desc.options` bit: the packet continues in the next descriptor.
+pub(crate) const XDP_PKT_CONTD: u32 = 1 << 0;
 /// Ring `flags` bit: the kernel wants a syscall to make progress.
 pub(crate) const XDP_RING_NEED_WAKEUP: u32 = 1 << 0;
 /// Socket options.
@@ -301,7 +307,7 @@ pub(crate) struct XdpDesc {
     pub addr: u64,
     /// Packet length in bytes.
     pub len: u32,
-    /// Option bits (`XDP_PKT_CONTD` for multi-buffer; 0 here).
+    /// Option bits (`XDP_PKT_CONTD`: the packet goes on in the next descriptor).
     pub options: u32,
 }
 

@@ -174,6 +174,13 @@ pub(crate) fn load_xdp(insns: &[BpfInsn], name: &str) -> Result<OwnedFd, LoadErr
                 license: license.as_ptr() as u64,
                 prog_name: name16(name),
                 expected_attach_type: sys::BPF_XDP,
+                // Multi-buffer aware (for XDP_USE_SG sockets); the retry goes without it, as
+                // kernels before 5.18 refuse the flag.
+                prog_flags: if log.is_none() {
+                    sys::BPF_F_XDP_HAS_FRAGS
+                } else {
+                    0
+                },
                 ..Default::default()
             };
             if let Some(buf) = log.as_deref() {

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 mod asm;
 pub(crate) mod bpf;
+mod chain;
 pub(crate) mod filter;
 pub(crate) mod ids;
 pub(crate) mod prog;
@@ -115,7 +116,8 @@ struct TxState {
 #[derive(Debug)]
 struct RxState {
     hwcur: u32,
-    hwtail: u32,
+    /// The tail shown to the user, and the slots of a packet still arriving past it.
+    asm: chain::RxAssembly,
     descs: Vec<XdpDesc>,
     /// Frames waiting for room on the fill ring (UMEM addresses).
     refill: Vec<u64>,
@@ -153,6 +155,11 @@ struct XdpQueue {
 pub(crate) struct Port {
     ifname: String,
     max_frame: usize,
+    /// Longest one-slot TX packet: `max_frame`, at most a UMEM frame after the headroom.
+    max_slot: usize,
+    /// Most slots one TX packet may take: [`chain::MAX_TX_FRAGS`] with multi-buffer sockets,
+    /// else 1.
+    max_frags: usize,
     nbufs: u32,
     socks: SocketSet,
     queues: Vec<XdpQueue>,
@@ -197,8 +204,6 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
         huge_pages: opts.huge_pages,
     })?;
-    // A frame longer than a buffer (after the XDP headroom) would be dropped by the kernel.
-    iface.check_rx_limit((BUF_SIZE as u64 - HEADROOM) as usize)?;
     let umem = Umem::new(mem.region.clone(), mem.pool_off, mem.pool_len, BUF_SIZE)?;
     // A foreign program fails the open here, before any socket exists.
     let prog = ProgShare::get(&iface)?;
@@ -209,7 +214,6 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         tx_size: ntx.next_power_of_two(),
         ..XskConfig::default()
     };
-    let max_frame = iface.max_frame().min((BUF_SIZE as u64 - HEADROOM) as usize);
     let mut queues: Vec<XdpQueue> = Vec::with_capacity(bound.len());
     for (i, &q) in bound.iter().enumerate() {
         let base = i as u32 * per_queue;
@@ -243,6 +247,21 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
             }
         }
     }
+    // Without multi-buffer sockets (kernels before 6.6, or a zero-copy driver without it) a
+    // frame longer than a buffer (after the XDP headroom) would be dropped by the kernel.
+    let sg = queues.iter().all(|q| lock(&q.txs).xsk.multi_buffer());
+    let one_buf = (BUF_SIZE as u64 - HEADROOM) as usize;
+    let limit = if sg {
+        Ok(())
+    } else {
+        iface.check_rx_limit(one_buf)
+    };
+    if let Err(e) = limit {
+        for q in &queues {
+            let _ = prog.prog().unregister(q.id);
+        }
+        return Err(e);
+    }
     let socks = {
         let guards: Vec<_> = queues.iter().map(|q| lock(&q.txs)).collect();
         let fds: Vec<BorrowedFd<'_>> = guards.iter().map(|g| g.xsk.fd()).collect();
@@ -262,14 +281,21 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         interface = %iface.name,
         queues = ?bound,
         socket_mode = ?mode,
+        multi_buffer = sg,
         xdp_mode = ?prog.prog().mode(),
         attach = ?prog.prog().method(),
         "AF_XDP port open ({} copy)",
         if mode == XskBindMode::ZeroCopy { "zero" } else { "kernel" }
     );
+    let (max_frame, max_frags) = match sg {
+        true => (iface.max_frame(), chain::MAX_TX_FRAGS),
+        false => (iface.max_frame().min(one_buf), 1),
+    };
     let port = Port {
         ifname: iface.name,
         max_frame,
+        max_slot: max_frame.min(one_buf),
+        max_frags,
         nbufs,
         socks,
         queues,
@@ -352,7 +378,7 @@ fn open_queue(
         xsk: xrx,
         st: RxState {
             hwcur: 0,
-            hwtail: 0,
+            asm: chain::RxAssembly::default(),
             descs: vec![XdpDesc::default(); nrx as usize],
             refill: Vec::with_capacity(2 * nrx as usize),
         },
@@ -390,6 +416,10 @@ impl Driver for Port {
         self.tx_busy
             .store(busy, std::sync::atomic::Ordering::Relaxed);
         first
+    }
+
+    fn slot_payload(&self) -> Option<usize> {
+        Some((BUF_SIZE as u64 - HEADROOM) as usize)
     }
 
     fn prefer_busy_poll(&self, spin: Duration) {

@@ -2,7 +2,14 @@
 //! (`txsync`), RX descriptors to netmap RX slots and released buffers to the fill ring
 //! (`rxsync`). See the module above for the protocol.
 
+use super::chain::Step;
 use super::*;
+use crate::abi::NS_MOREFRAG;
+use crate::backend::linux::ringmem::whole_packets_end;
+use crate::backend::linux::sys::XDP_PKT_CONTD;
+
+/// Most bytes one descriptor (one slot) carries: a UMEM frame after the XDP headroom.
+const ONE_FRAME: usize = (BUF_SIZE as u64 - HEADROOM) as usize;
 
 /// UMEM address where buffer `idx` starts.
 pub(super) fn buf_addr(idx: u32) -> u64 {
@@ -37,13 +44,21 @@ impl Port {
         reap(side, ring, n)?;
         let mut refused = None;
         side.st.descs.clear();
+        // SAFETY: slots [hwcur, head) were released by the user; the queue lock is held.
+        let end = unsafe { whole_packets_end(ring, side.st.hwcur, head) };
         let mut k = side.st.hwcur;
-        while k != head {
+        while k != end {
             // SAFETY: slots [hwcur, head) were released by the user
             // (Acquire load of head) and are the driver's until the tail passes them again;
             // the queue lock is held.
             let (idx, len, flags) = unsafe { ring.slot_meta(k) };
-            if flags & NS_BUF_CHANGED != 0 {
+            if flags & (NS_MOREFRAG | NS_BUF_CHANGED) != 0 {
+                if flags & NS_MOREFRAG != 0 {
+                    // A packet over several slots (out of line: the one-slot path stays as
+                    // it was).
+                    k = self.tx_chain(pos, ring, &mut side.st, k, end, &mut refused);
+                    continue;
+                }
                 // SAFETY: as above.
                 unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
             }
@@ -54,10 +69,10 @@ impl Port {
                     buf_idx: idx,
                     len,
                 })
-            } else if usize::from(len) > self.max_frame {
+            } else if usize::from(len) > self.max_slot {
                 Some(Error::FrameOverMtu {
                     len: len.into(),
-                    max: self.max_frame,
+                    max: self.max_slot,
                 })
             } else {
                 None
@@ -76,7 +91,7 @@ impl Port {
             }
             k = next(k, n);
         }
-        side.st.hwcur = head;
+        side.st.hwcur = end;
         if !side.st.descs.is_empty() {
             // In flight never exceeds n - 1 < the TX ring size, so every descriptor fits.
             let put = side.xsk.tx.produce(&side.st.descs)?;
@@ -100,6 +115,81 @@ impl Port {
         }
     }
 
+    /// The TX packet whose first slot `k` carries `NS_MOREFRAG`: its slots up to the one that
+    /// ends it (or `end`, for a chain filling the ring, which never ends) become descriptors
+    /// with `XDP_PKT_CONTD` on all but the last, or are refused together (a slot outside the
+    /// pool or over a frame, the whole over the MTU, more slots than `max_frags`, no end).
+    /// Returns the slot after the packet.
+    #[cold]
+    #[inline(never)]
+    fn tx_chain(
+        &self,
+        pos: usize,
+        ring: &RawRing,
+        st: &mut TxState,
+        mut k: u32,
+        end: u32,
+        refused: &mut Option<Error>,
+    ) -> u32 {
+        let n = ring.num_slots();
+        let first = st.descs.len();
+        let (mut total, mut slots, mut why, mut more) = (0usize, 0usize, None, true);
+        while k != end && more {
+            // SAFETY: slots [hwcur, head) are the driver's; the queue lock is held.
+            let (idx, len, flags) = unsafe { ring.slot_meta(k) };
+            if flags & NS_BUF_CHANGED != 0 {
+                // SAFETY: as above.
+                unsafe { ring.set_len_flags(k, len, flags & !NS_BUF_CHANGED) };
+            }
+            more = flags & NS_MOREFRAG != 0;
+            if idx >= self.nbufs && why.is_none() {
+                why = Some(Error::CorruptSlot {
+                    ring: pos,
+                    slot: k,
+                    buf_idx: idx,
+                    len,
+                });
+            }
+            if usize::from(len) > ONE_FRAME && why.is_none() {
+                // One descriptor takes at most a UMEM frame after the headroom.
+                why = Some(Error::FrameOverMtu {
+                    len: len.into(),
+                    max: ONE_FRAME,
+                });
+            }
+            st.descs.push(XdpDesc {
+                addr: buf_addr(idx),
+                len: len.into(),
+                options: if more { XDP_PKT_CONTD } else { 0 },
+            });
+            total += usize::from(len);
+            slots += 1;
+            k = next(k, n);
+        }
+        if why.is_none() && total > self.max_frame {
+            why = Some(Error::FrameOverMtu {
+                len: total,
+                max: self.max_frame,
+            });
+        }
+        if why.is_none() && (slots > self.max_frags || more) {
+            why = Some(Error::TooManyFragments {
+                slots,
+                max: self.max_frags,
+            });
+        }
+        let sent = why.is_none();
+        for _ in 0..slots {
+            st.inflight.push_back(sent);
+        }
+        if let Some(e) = why {
+            tracing::warn!(interface = %self.ifname, slot = k, slots, error = %e, "TX packet not sent");
+            st.descs.truncate(first);
+            refused.get_or_insert(e);
+        }
+        k
+    }
+
     pub(super) fn rxsync_queue(&self, q: &XdpQueue) -> Result<(), Error> {
         let ring = &q.rx;
         let n = ring.num_slots();
@@ -107,7 +197,7 @@ impl Port {
         let side = &mut *guard;
         let head = ring.load_head();
         let cur = ring.load_cur();
-        let hwtail = side.st.hwtail;
+        let hwtail = side.st.asm.hwtail;
         if !in_cyclic_range(side.st.hwcur, head, hwtail, n)
             || !in_cyclic_range(head, cur, hwtail, n)
         {
@@ -138,38 +228,91 @@ impl Port {
         }
         side.st.hwcur = head;
         refill(side)?;
-        let room = (n - 1 - distance(head, hwtail, n)) as usize;
+        let room = (n - 1 - distance(head, side.st.asm.written, n)) as usize;
         let room = room.min(side.st.descs.len());
         if room > 0 {
             let got = side.xsk.rx.consume(&mut side.st.descs[..room])?;
-            let mut tail = hwtail;
-            for i in 0..got {
+            let mut i = 0;
+            while i < got {
+                if side.st.asm.idle() {
+                    // The common case, as before multi-buffer: whole one-frame packets.
+                    let mut tail = side.st.asm.hwtail;
+                    while i < got {
+                        let d = side.st.descs[i];
+                        if d.options != 0 || d.addr % u64::from(BUF_SIZE) != HEADROOM {
+                            break;
+                        }
+                        let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
+                        // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not yet shown to
+                        // the user; the queue lock is held. The descriptor was checked to
+                        // lie in one frame.
+                        unsafe {
+                            ring.set_buf_idx(tail, idx);
+                            ring.set_len_flags(tail, d.len as u16, 0);
+                        }
+                        tail = next(tail, n);
+                        i += 1;
+                    }
+                    side.st.asm.show_to(tail);
+                    if i == got {
+                        break;
+                    }
+                }
+                // A fragment, a packet being dropped, or one the ring cannot show.
                 let d = side.st.descs[i];
+                i += 1;
                 let within = d.addr % u64::from(BUF_SIZE);
-                if within != HEADROOM {
-                    // Not where netmap buffer idx starts: cannot be shown without a copy.
+                // Not where netmap buffer idx starts: cannot be shown without a copy.
+                let ok = within == HEADROOM;
+                if !ok {
                     tracing::warn!(
                         interface = %self.ifname, addr = d.addr,
                         "AF_XDP RX packet not at the XDP headroom; dropped"
                     );
-                    side.st.refill.push(d.addr - within);
-                    continue;
                 }
-                let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
-                // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not yet shown to the user;
-                // the queue lock is held. The descriptor was checked to lie in one frame.
-                unsafe {
-                    ring.set_buf_idx(tail, idx);
-                    ring.set_len_flags(tail, d.len as u16, 0);
+                let contd = d.options & XDP_PKT_CONTD != 0;
+                let (step, back) = side.st.asm.step(contd, ok, n);
+                if let Some((from, to)) = back {
+                    give_back(ring, from, to, n, &mut side.st.refill);
                 }
-                tail = next(tail, n);
+                match step {
+                    Step::Refill => side.st.refill.push(d.addr - within),
+                    Step::Slot { k, flags } => {
+                        let idx = (d.addr / u64::from(BUF_SIZE)) as u32;
+                        // SAFETY: slot k lies in [hwtail, hwcur - 1): not yet shown to the
+                        // user (room was counted from the last slot written); the queue
+                        // lock is held. The descriptor was checked to lie in one frame.
+                        unsafe {
+                            ring.set_buf_idx(k, idx);
+                            ring.set_len_flags(k, d.len as u16, flags);
+                        }
+                    }
+                }
             }
-            side.st.hwtail = tail;
+            if let Some((from, to)) = side.st.asm.stuck(n) {
+                tracing::warn!(
+                    interface = %self.ifname, slots = distance(from, to, n),
+                    "AF_XDP RX packet longer than the ring can show; dropped"
+                );
+                give_back(ring, from, to, n, &mut side.st.refill);
+            }
             refill(side)?;
         }
         side.xsk.wake_rx()?;
-        ring.store_tail(side.st.hwtail);
+        ring.store_tail(side.st.asm.hwtail);
         Ok(())
+    }
+}
+
+/// Puts the frames of RX slots `[from, to)` (written, never shown) back on the fill list.
+fn give_back(ring: &RawRing, from: u32, to: u32, n: u32, refill: &mut Vec<u64>) {
+    let mut k = from;
+    while k != to {
+        // SAFETY: the slots lie past the tail shown to the user (the driver wrote them and
+        // has not published them); the queue lock is held.
+        let idx = unsafe { ring.slot_buf_idx(k) };
+        refill.push(frame_addr(idx));
+        k = next(k, n);
     }
 }
 

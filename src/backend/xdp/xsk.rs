@@ -94,6 +94,9 @@ struct Link {
     need_wakeup: bool,
     #[cfg_attr(not(test), allow(dead_code))] // held; read by the tests
     umem: Umem,
+    /// Bound with `XDP_USE_SG`: packets may span descriptors (`XDP_PKT_CONTD`). A socket
+    /// sharing another's UMEM is counted without (it cannot ask; chains are then not sent).
+    sg: bool,
 }
 
 impl Link {
@@ -205,6 +208,11 @@ impl XskTx {
     /// Zero copy or copy.
     pub(crate) fn mode(&self) -> XskBindMode {
         self.link.mode
+    }
+
+    /// Whether the socket takes packets over several descriptors (`XDP_USE_SG`).
+    pub(crate) fn multi_buffer(&self) -> bool {
+        self.link.sg
     }
 }
 
@@ -327,7 +335,10 @@ impl XskSocket {
                     v.push(sys::XDP_COPY);
                 }
             }
-            v
+            // Multi-buffer first where the kernel (6.6+) and, in zero copy, the driver have it.
+            v.into_iter()
+                .flat_map(|f| [f | sys::XDP_USE_SG, f])
+                .collect()
         };
         let mut bound = None;
         let mut last = None;
@@ -383,10 +394,12 @@ impl XskSocket {
             *owner = Some((Arc::downgrade(&fd), iface.index, queue));
         }
         drop(owner);
+        let sg = flags & sys::XDP_USE_SG != 0;
         tracing::debug!(
             interface = ifname,
             queue,
             ?mode,
+            multi_buffer = sg,
             shared = shared.is_some(),
             "AF_XDP socket bound"
         );
@@ -403,6 +416,7 @@ impl XskSocket {
                 // whenever the flag is set (or always in copy mode) is right either way.
                 need_wakeup: flags & sys::XDP_USE_NEED_WAKEUP != 0 || shared.is_some(),
                 umem: umem.clone(),
+                sg,
             },
             shared: shared.is_some(),
         })

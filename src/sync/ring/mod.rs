@@ -1,5 +1,5 @@
 //! Ring handles: [`TxRing`] and [`RxRing`], one packet at a time (the batch forms are in
-//! `batch.rs`, forwarding in `forward.rs`).
+//! `batch.rs`, forwarding in `forward.rs`, packets over several slots in `chain.rs`).
 //!
 //! Each handle keeps a local cursor (`head`) and a cached `tail`. Per packet it touches only
 //! slot memory and the buffer; the shared `head`/`cur` are published (Release) and the `tail`
@@ -23,6 +23,7 @@ use crate::ring::{distance, next, Dir, RawRing};
 use crate::sync::frame::{Frame, INLINE_CAPACITY};
 use crate::sync::port_inner::PortInner;
 
+mod chain;
 mod handle;
 
 pub(super) use handle::Handle;
@@ -66,6 +67,8 @@ macro_rules! common_ring_methods {
 #[derive(Debug)]
 pub struct TxRing {
     pub(super) h: Handle,
+    /// Most bytes one slot carries: the buffer, or less where the driver says so.
+    payload: usize,
     /// Packets committed through reservations since the handle was taken (from its first
     /// cursor on, in ring order): once this reaches `num_slots`, every slot's buffer holds
     /// something this handle wrote.
@@ -74,18 +77,23 @@ pub struct TxRing {
 
 impl TxRing {
     pub(crate) fn new(port: Arc<PortInner>, index: usize) -> Result<TxRing, Error> {
+        let h = Handle::new(port, index, Dir::Tx)?;
+        let buf = (h.raw.buf_size() as usize).min(u16::MAX as usize);
+        let payload = h.port.backend.slot_payload().map_or(buf, |p| p.min(buf));
         Ok(TxRing {
-            h: Handle::new(port, index, Dir::Tx)?,
+            h,
+            payload,
             written: 0,
         })
     }
 
     common_ring_methods!();
 
-    /// Largest packet one slot can carry.
+    /// Largest packet one slot can carry: the buffer size, or less where the backend sends
+    /// less from one buffer (AF_XDP: 1792 bytes, a UMEM frame after the kernel's headroom).
     #[inline]
     pub fn max_payload_size(&self) -> usize {
-        (self.h.raw.buf_size() as usize).min(u16::MAX as usize)
+        self.payload
     }
 
     /// Free slots the user may fill now (refreshes the kernel's tail).
@@ -114,12 +122,16 @@ impl TxRing {
     }
 
     /// Copies `buf` into the next free slot. The packet reaches the kernel at the next
-    /// [`sync`](TxRing::sync). A full ring is an error ([`Error::InsufficientSpace`]), never an
-    /// overwrite; an oversize packet is [`Error::PacketTooLarge`]. Nothing is written on error.
+    /// [`sync`](TxRing::sync). A packet longer than one buffer
+    /// ([`max_payload_size`](TxRing::max_payload_size)) takes
+    /// [`slots_for`](TxRing::slots_for)`(len)` slots, chained with `NS_MOREFRAG` as netmap
+    /// describes such packets, up to [`max_packet_size`](TxRing::max_packet_size). A ring
+    /// without room for the whole packet is an error ([`Error::InsufficientSpace`]), never an
+    /// overwrite; a longer packet is [`Error::PacketTooLarge`]. Nothing is written on error.
     #[inline(always)]
     pub fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
         if buf.len() > self.max_payload_size() {
-            return Err(Error::PacketTooLarge(buf.len()));
+            return self.send_chain(buf);
         }
         let h = &mut self.h;
         if h.head == h.tail && h.refresh() == 0 {
@@ -290,7 +302,7 @@ impl RxRing {
         // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh).
         let (len, flags) = unsafe { h.raw.slot_len_flags(k) };
         let buf_idx = h.buf_of(k);
-        if usize::from(len) > INLINE_CAPACITY {
+        if usize::from(len) > INLINE_CAPACITY || flags & crate::abi::NS_MOREFRAG != 0 {
             return None;
         }
         let ptr = h.raw.buf_ptr(buf_idx)?;
@@ -307,7 +319,8 @@ impl RxRing {
     }
 
     /// Takes the next packet as an owned frame: `payload()[skip..]` copied inline into the
-    /// frame when it fits, else by `spill`. A corrupt slot is consumed and reported.
+    /// frame when it fits, else by `spill`; a packet over several slots (`NS_MOREFRAG`) is
+    /// gathered whole (`chain.rs`). A corrupt slot or a cut chain is consumed and reported.
     #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
     #[inline(always)]
     pub(crate) fn take_owned(
@@ -319,7 +332,16 @@ impl RxRing {
             Ok(r) => r,
             Err(c) => return Some(Err(self.h.corrupt(c.slot, c.buf_idx, c.len))),
         };
-        Some(Ok(self.frame(r).copied(skip, spill)))
+        let more = r.flags & crate::abi::NS_MOREFRAG != 0;
+        let mut f = self.frame(r).copied(skip, spill);
+        if more {
+            // The rest of the chain, appended out of line (the one-slot path stays as it was).
+            f = match self.finish_chain(f) {
+                Ok(f) => f,
+                Err(e) => return Some(Err(e)),
+            };
+        }
+        Some(Ok(f))
     }
 
     /// The next received packet, or `None` when the ring is empty (call

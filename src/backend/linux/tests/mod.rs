@@ -8,6 +8,8 @@
 //! - `fanout`: many rings on one `afpacket:` port (a `PACKET_FANOUT` group).
 //! - `faults`: live-interface faults (MTU, down, deleted) under open ports.
 //! - `huge`: the buffer pool on huge pages, and the fallback without them.
+//! - `chains`: slot chains: 9000-byte frames on `xdp:` as multi-buffer descriptors, chains a
+//!   user publishes badly, `afpacket:` gathering a chain.
 //! - `jumbo`: 9000-byte MTU frames on `afpacket:`.
 //! - `multiqueue`: every queue of a 4-queue `xdp:` port from one Tokio task.
 //! - `ports`: both drivers behind netmap rings through the public API.
@@ -22,6 +24,7 @@
 //! - `xdp_share`: one interface, several ports and processes, a SIGKILL among them.
 
 mod blocks;
+mod chains;
 mod fanout;
 mod faults;
 mod huge;
