@@ -99,6 +99,19 @@ fn next_mem_id() -> u16 {
     id.max(0x8000)
 }
 
+impl MemPlan<'_> {
+    /// Bytes of this plan's `netmap_if` and rings, laid out from a 128-byte aligned start
+    /// (a multiple of 128).
+    pub(crate) fn meta_bytes(&self) -> usize {
+        let mut off = if_bytes(2 * self.queues as usize).next_multiple_of(128);
+        for _ in self.bound {
+            off = (off + ring_bytes(self.tx_slots)).next_multiple_of(128);
+            off = (off + ring_bytes(self.rx_slots)).next_multiple_of(128);
+        }
+        off
+    }
+}
+
 impl RingMem {
     /// Lays out the region of `plan` with [`BUF_SIZE`] buffers. TX rings start with
     /// `tail = n - 1` (all slots free), RX rings with `tail = 0`; every slot's buffer index is
@@ -110,20 +123,20 @@ impl RingMem {
     /// [`RingMem::build`] with buffers of `buf_size` bytes (a multiple of 64; AF_PACKET sizes
     /// them for jumbo frames).
     pub(crate) fn build_sized(plan: &MemPlan<'_>, buf_size: u32) -> Result<RingMem, Error> {
+        Self::build_with_arena(plan, plan.meta_bytes(), buf_size)
+    }
+
+    /// As [`build_sized`](Self::build_sized), with `arena` bytes (at least
+    /// `plan.meta_bytes()`) before the pool for the interfaces and rings of this port and of
+    /// ports opened later on the same memory ([`lay_out`]); `plan`'s own are at offset 0.
+    pub(crate) fn build_with_arena(
+        plan: &MemPlan<'_>,
+        arena: usize,
+        buf_size: u32,
+    ) -> Result<RingMem, Error> {
         debug_assert!(buf_size >= 64 && buf_size % 64 == 0);
         let page = super::os::page_size();
-        let nq = plan.queues as usize;
-        let if_size = if_bytes(2 * nq);
-        let mut off = if_size.next_multiple_of(128);
-        let mut ring_offs = Vec::with_capacity(plan.bound.len());
-        for _ in plan.bound {
-            let tx = off;
-            off = (off + ring_bytes(plan.tx_slots)).next_multiple_of(128);
-            let rx = off;
-            off = (off + ring_bytes(plan.rx_slots)).next_multiple_of(128);
-            ring_offs.push((tx, rx));
-        }
-        let pool_off = off.next_multiple_of(page);
+        let pool_off = arena.max(plan.meta_bytes()).next_multiple_of(page);
         let pool_len = plan.nbufs as usize * buf_size as usize;
         // The last buffer ends buf_shift bytes past the pool.
         let region = super::huge::region(
@@ -131,49 +144,8 @@ impl RingMem {
             pool_off + pool_len + plan.buf_shift,
             plan.huge_pages,
         )?;
-        let buf_base = pool_off + plan.buf_shift;
-        let mut ofs = vec![0isize; 2 * nq];
-        for (&q, &(tx, rx)) in plan.bound.iter().zip(&ring_offs) {
-            for (off, dir, n, tail) in [
-                (tx, 0, plan.tx_slots, plan.tx_slots - 1),
-                (rx, 1, plan.rx_slots, 0),
-            ] {
-                let g = RingInit {
-                    num_slots: n,
-                    buf_size,
-                    buf_ofs: buf_base as i64 - off as i64,
-                    ringid: q as u16,
-                    dir,
-                    tail,
-                };
-                // SAFETY: the ring area lies inside the fresh region, is 128-byte aligned and
-                // nobody else can reach the region yet.
-                unsafe { init_ring(&region, off, g) };
-            }
-            if plan.expose_tx {
-                ofs[q as usize] = tx as isize;
-            }
-            if plan.expose_rx {
-                ofs[nq + q as usize] = rx as isize;
-            }
-        }
-        // SAFETY: the interface area (offset 0, if_size bytes) is in the fresh region, which
-        // nobody else can reach yet.
-        unsafe {
-            write_if(
-                &region,
-                0,
-                plan.name,
-                [plan.queues, plan.queues, 0, 0],
-                &ofs,
-            )
-        };
-        let mut tx = Vec::new();
-        let mut rx = Vec::new();
-        for &(t, r) in &ring_offs {
-            tx.push(RawRing::new(&region, t, pool_off)?);
-            rx.push(RawRing::new(&region, r, pool_off)?);
-        }
+        // SAFETY: the region is fresh: nobody else can reach any of it yet.
+        let (tx, rx) = unsafe { lay_out(&region, 0, plan, pool_off, buf_size) }?;
         let identity = MemIdentity::Linux {
             mem_id: next_mem_id(),
             base: region.base().as_ptr() as usize,
@@ -188,6 +160,83 @@ impl RingMem {
             identity,
         })
     }
+}
+
+/// Writes `plan`'s `netmap_if` at `at` and its rings after it (`plan.meta_bytes()` bytes in
+/// all), the rings' buffers being the `buf_size`-byte buffers of the pool at `pool_off`
+/// (shifted by `plan.buf_shift`), and returns checked views of the rings (`tx[i]`/`rx[i]`
+/// belong to `plan.bound[i]`).
+///
+/// # Safety
+/// `at..at + plan.meta_bytes()` must be the caller's alone: no ring handle, driver or other
+/// thread reads or writes it until this returns.
+pub(crate) unsafe fn lay_out(
+    region: &Region,
+    at: usize,
+    plan: &MemPlan<'_>,
+    pool_off: usize,
+    buf_size: u32,
+) -> Result<(Vec<RawRing>, Vec<RawRing>), Error> {
+    let nq = plan.queues as usize;
+    let end = at + plan.meta_bytes();
+    if at % 128 != 0 || end > pool_off || pool_off > region.len() {
+        return Err(Error::BadLayout(format!(
+            "ring area {at}..{end} is misaligned or overlaps the pool at {pool_off}"
+        )));
+    }
+    let mut off = at + if_bytes(2 * nq).next_multiple_of(128);
+    let mut ring_offs = Vec::with_capacity(plan.bound.len());
+    for _ in plan.bound {
+        let tx = off;
+        off = (off + ring_bytes(plan.tx_slots)).next_multiple_of(128);
+        let rx = off;
+        off = (off + ring_bytes(plan.rx_slots)).next_multiple_of(128);
+        ring_offs.push((tx, rx));
+    }
+    let buf_base = pool_off + plan.buf_shift;
+    // `ring_ofs[]` of a netmap_if are relative to the interface.
+    let mut ofs = vec![0isize; 2 * nq];
+    for (&q, &(tx, rx)) in plan.bound.iter().zip(&ring_offs) {
+        for (off, dir, n, tail) in [
+            (tx, 0, plan.tx_slots, plan.tx_slots - 1),
+            (rx, 1, plan.rx_slots, 0),
+        ] {
+            let g = RingInit {
+                num_slots: n,
+                buf_size,
+                buf_ofs: buf_base as i64 - off as i64,
+                ringid: q as u16,
+                dir,
+                tail,
+            };
+            // SAFETY: the ring area lies inside the caller's area (checked above against
+            // the pool start), is 128-byte aligned and is the caller's alone.
+            unsafe { init_ring(region, off, g) };
+        }
+        if plan.expose_tx {
+            ofs[q as usize] = (tx - at) as isize;
+        }
+        if plan.expose_rx {
+            ofs[nq + q as usize] = (rx - at) as isize;
+        }
+    }
+    // SAFETY: the interface area (at, if_bytes bytes) is in the caller's area.
+    unsafe {
+        write_if(
+            region,
+            at,
+            plan.name,
+            [plan.queues, plan.queues, 0, 0],
+            &ofs,
+        )
+    };
+    let mut tx = Vec::new();
+    let mut rx = Vec::new();
+    for &(t, r) in &ring_offs {
+        tx.push(RawRing::new(region, t, pool_off)?);
+        rx.push(RawRing::new(region, r, pool_off)?);
+    }
+    Ok((tx, rx))
 }
 
 /// Copies `data` into the buffer of slot `k` and sets the slot's length (flags cleared).
