@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 #[cfg(test)]
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::xsk_ring::UmemGeometry;
 use crate::backend::linux::os;
@@ -29,8 +29,36 @@ pub(super) struct UmemInner {
     offset: usize,
     len: usize,
     frame_size: u32,
-    /// The socket that registered the UMEM, while it is open: (fd, ifindex, queue).
-    pub(super) owner: Mutex<Option<(Weak<OwnedFd>, u32, u32)>>,
+    /// The sockets bound on the UMEM (the one that registered it and those sharing it):
+    /// (fd, ifindex, queue). Its lock is held while a socket is set up, so two sockets
+    /// never both register the memory.
+    sockets: Mutex<Vec<(Weak<OwnedFd>, u32, u32)>>,
+}
+
+/// The sockets bound on a [`Umem`], locked (see [`Umem::sockets`]).
+pub(super) struct UmemSockets<'a>(MutexGuard<'a, Vec<(Weak<OwnedFd>, u32, u32)>>);
+
+impl UmemSockets<'_> {
+    /// A live socket on the UMEM that a new socket for queue `queue` of interface `ifindex`
+    /// binds to with `XDP_SHARED_UMEM` (any of them: the kernel's UMEM lives while one
+    /// does), or `None` when none is open (the new socket registers the memory). `Err(())`
+    /// when that queue already has a socket on this UMEM.
+    pub(super) fn share_fd(
+        &mut self,
+        ifindex: u32,
+        queue: u32,
+    ) -> Result<Option<Arc<OwnedFd>>, ()> {
+        self.0.retain(|(w, _, _)| w.strong_count() > 0);
+        if self.0.iter().any(|&(_, i, q)| (i, q) == (ifindex, queue)) {
+            return Err(());
+        }
+        Ok(self.0.iter().find_map(|(w, _, _)| w.upgrade()))
+    }
+
+    /// Records a socket bound on the UMEM.
+    pub(super) fn add(&mut self, fd: &Arc<OwnedFd>, ifindex: u32, queue: u32) {
+        self.0.push((Arc::downgrade(fd), ifindex, queue));
+    }
 }
 
 pub(super) fn invalid(msg: String) -> Error {
@@ -71,9 +99,14 @@ impl Umem {
                 offset,
                 len,
                 frame_size,
-                owner: Mutex::new(None),
+                sockets: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// The sockets bound on it, locked until the guard drops.
+    pub(super) fn sockets(&self) -> UmemSockets<'_> {
+        UmemSockets(self.inner.sockets.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Frame size in bytes.

@@ -257,20 +257,13 @@ impl XskSocket {
             })?;
         let fd = Arc::new(fd);
 
-        // Share the UMEM with its registering socket while that one is open.
-        let mut owner = umem.inner.owner.lock().unwrap_or_else(|p| p.into_inner());
-        let shared = match owner
-            .as_ref()
-            .and_then(|(w, i, q)| w.upgrade().map(|f| (f, *i, *q)))
-        {
-            Some((_, i, q)) if i == iface.index && q == queue => {
-                return Err(Error::PortBusy(format!(
-                    "queue {queue} of {ifname} already has an AF_XDP socket on this UMEM"
-                )))
-            }
-            Some((f, _, _)) => Some(f),
-            None => None,
-        };
+        // Share the UMEM with a socket bound on it while one is open.
+        let mut owner = umem.sockets();
+        let shared = owner.share_fd(iface.index, queue).map_err(|()| {
+            Error::PortBusy(format!(
+                "queue {queue} of {ifname} already has an AF_XDP socket on this UMEM"
+            ))
+        })?;
         if shared.is_none() {
             umem_reg(fd.as_fd(), umem)?;
         }
@@ -369,6 +362,12 @@ impl XskSocket {
                 Some(libc::EBUSY) => Error::PortBusy(format!(
                     "queue {queue} of {ifname} already has an AF_XDP socket bound"
                 )),
+                // Sharing across queues and interfaces came with Linux 5.10.
+                Some(libc::EINVAL) if shared.is_some() => Error::KernelUnsupported(format!(
+                    "AF_XDP sockets on several queues or interfaces over one UMEM \
+                     (XDP_SHARED_UMEM, Linux 5.10+), asked for queue {queue} of {ifname}; \
+                     open one queue per port (xdp:{ifname}-N) without shared memory"
+                )),
                 Some(libc::EOPNOTSUPP) if cfg.mode == XskModeRequest::ZeroCopy => {
                     Error::KernelUnsupported(format!(
                         "zero-copy AF_XDP on {ifname}: its driver has none; use copy mode"
@@ -390,9 +389,7 @@ impl XskSocket {
         } else {
             XskBindMode::Copy
         };
-        if shared.is_none() {
-            *owner = Some((Arc::downgrade(&fd), iface.index, queue));
-        }
+        owner.add(&fd, iface.index, queue);
         drop(owner);
         let sg = flags & sys::XDP_USE_SG != 0;
         tracing::debug!(
