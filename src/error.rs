@@ -169,6 +169,21 @@ pub enum Error {
         /// Why, and what to do.
         reason: String,
     },
+    /// [`NetmapBuilder::share_memory_with`](crate::NetmapBuilder::share_memory_with) named a
+    /// port whose memory this port cannot open on (another backend, or a backend whose
+    /// buffers cannot be shared).
+    CannotShareMemory {
+        /// The port being opened.
+        port: String,
+        /// The port whose memory was asked for.
+        with: String,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
+    /// The memory named by
+    /// [`NetmapBuilder::share_memory_with`](crate::NetmapBuilder::share_memory_with) has no
+    /// room left for this port's rings or buffers; the message gives both sizes.
+    MemoryExhausted(String),
 }
 
 /// Result type of this crate.
@@ -330,6 +345,14 @@ impl fmt::Display for Error {
                 f,
                 "cannot send to {dst} from this port: {reason} (see `ip route get {dst}`)"
             ),
+            Error::CannotShareMemory { port, with, reason } => {
+                write!(f, "{port} cannot open on the memory of {with}: {reason}")
+            }
+            Error::MemoryExhausted(m) => write!(
+                f,
+                "shared memory exhausted: {m}. Open the first port with room for more \
+                 (NetmapBuilder::memory_for_ports(n)), or give this port fewer slots"
+            ),
         }
     }
 }
@@ -387,7 +410,9 @@ impl Error {
             }
             Error::UnsupportedPlatform(_)
             | Error::FallbackUnsupported(_)
-            | Error::KernelUnsupported(_) => K::Unsupported,
+            | Error::KernelUnsupported(_)
+            | Error::CannotShareMemory { .. } => K::Unsupported,
+            Error::MemoryExhausted(_) => K::OutOfMemory,
             Error::CorruptSlot { .. }
             | Error::TruncatedPacket { .. }
             | Error::BadLayout(_)

@@ -155,6 +155,58 @@ pub(crate) struct OpenOptions {
     /// `afpacket:` RX block retire timeout (`None`: the default; zero: `TPACKET_V2` frames).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub block_timeout: Option<Duration>,
+    /// The memory to open on (`NetmapBuilder::share_memory_with`); `None`: a memory of
+    /// the port's own.
+    pub share: Option<ShareWith>,
+    /// Ports of this one's size its own memory has room for (`memory_for_ports`; 0 or 1:
+    /// itself alone). AF_XDP only.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub mem_ports: u32,
+}
+
+/// The memory of an open port, for opening another port on it
+/// (`NetmapBuilder::share_memory_with`).
+#[derive(Debug, Clone)]
+pub(crate) struct ShareWith {
+    /// The port's name.
+    pub name: String,
+    /// Its backend.
+    pub kind: BackendKind,
+    /// Its memory, where it can take more ports (AF_XDP).
+    #[cfg(target_os = "linux")]
+    pub xdp: Option<Arc<xdp::mem::XdpMem>>,
+}
+
+/// Why a port on `kind` cannot open on the memory of `with`, if it cannot.
+fn share_refusal(kind: BackendKind, with: &ShareWith) -> Option<String> {
+    #[cfg(target_os = "linux")]
+    let other_has_mem = with.xdp.is_some();
+    #[cfg(not(target_os = "linux"))]
+    let other_has_mem = false;
+    match kind {
+        BackendKind::Xdp if other_has_mem => None,
+        BackendKind::Xdp => Some(format!(
+            "it is on the {} backend, and an xdp: port shares only the UMEM of another xdp: \
+             port; open both on xdp:, or copy between them",
+            with.kind
+        )),
+        BackendKind::AfPacket => Some(
+            "AF_PACKET frames live in the kernel's TPACKET ring of each socket, which no other \
+             port can use, and every frame is copied between that ring and a slot; buffers \
+             are shared only between xdp: ports: open both on xdp:, or copy between them"
+                .into(),
+        ),
+        BackendKind::Kernel => Some(
+            "on the netmap module, ports choose their memory by allocator id: add @N to both \
+             names (netmap:eth0@2, netmap:eth1@2)"
+                .into(),
+        ),
+        BackendKind::Emulated => Some(
+            "emulated pipes share the memory of their parent name (x{1, x}1, x{2 ...): name \
+             the pipes after one parent"
+                .into(),
+        ),
+    }
 }
 
 /// Identity of a memory allocator, for zero-copy buffer swaps between ports and for
@@ -264,6 +316,15 @@ pub(crate) fn open(
             )));
         }
     }
+    if let Some(with) = &opts.share {
+        if let Some(reason) = share_refusal(kind, with) {
+            return Err(Error::CannotShareMemory {
+                port: spec.to_string(),
+                with: with.name.clone(),
+                reason,
+            });
+        }
+    }
     tracing::info!(port = %spec, ?choice, backend = %kind, "backend chosen");
     match kind {
         BackendKind::Kernel => open_kernel(spec, opts),
@@ -294,7 +355,7 @@ fn open_linux(kind: BackendKind, spec: &PortSpec, opts: &OpenOptions) -> Result<
     match xdp::open(spec, opts) {
         // A bare name falls back to AF_PACKET where AF_XDP cannot work here.
         Err(e @ (Error::KernelUnsupported(_) | Error::MissingPrivilege { .. }))
-            if spec.prefix == NamePrefix::Bare =>
+            if spec.prefix == NamePrefix::Bare && opts.share.is_none() =>
         {
             tracing::info!(port = %spec, reason = %e, "AF_XDP unavailable; using AF_PACKET");
             afpacket::open(spec, opts)
@@ -323,6 +384,19 @@ impl Backend {
             Backend::Xdp(_) => BackendKind::Xdp,
             #[cfg(target_os = "linux")]
             Backend::AfPacket(_) => BackendKind::AfPacket,
+        }
+    }
+
+    /// This port's memory, for opening another port on it.
+    pub(crate) fn share_with(&self, name: &str) -> ShareWith {
+        ShareWith {
+            name: name.to_string(),
+            kind: self.kind(),
+            #[cfg(target_os = "linux")]
+            xdp: match self {
+                Backend::Xdp(p) => Some(p.memory()),
+                _ => None,
+            },
         }
     }
 

@@ -18,6 +18,11 @@
 //! of, or may lend; slots leave at a sync (every view has ended: a sync needs `&mut` of the
 //! handle the views borrow) or when the handle is dropped.
 //!
+//! One table per memory, not per port: every port of this process on a memory shares it
+//! ([`Held::of`] by [`MemIdentity`]), so the defence covers buffers moving between ports as
+//! well as between rings: two `xdp:` ports opened on one UMEM
+//! (`NetmapBuilder::share_memory_with`), a pipe's two ends, ports of one netmap allocator.
+//!
 //! The memory's [`Held`] table records, per buffer, which handle (and slot) claimed it last.
 //! It is sticky: releasing slots only moves the handle's published `lo` mark, so a ring
 //! whose buffers stay in their slots lap after lap pays per packet a few loads and compares,

@@ -47,6 +47,8 @@ pub struct NetmapBuilder {
     block_timeout: Option<Duration>,
     filter: Option<XdpFilter>,
     busy_poll: Option<Duration>,
+    share: Option<backend::ShareWith>,
+    mem_ports: u32,
 }
 
 impl NetmapBuilder {
@@ -67,6 +69,8 @@ impl NetmapBuilder {
             block_timeout: None,
             filter: None,
             busy_poll: None,
+            share: None,
+            mem_ports: 0,
         }
     }
 
@@ -237,6 +241,45 @@ impl NetmapBuilder {
         self
     }
 
+    /// Opens the port on the memory of `other`, as netmap opens ports on one allocator
+    /// (`@mem`): buffer `i` is then the same buffer on both ports,
+    /// [`Netmap::shares_memory_with`] is true and
+    /// [`zero_copy_forward`](crate::zero_copy_forward) swaps buffers between their rings
+    /// instead of copying (a bridge between two interfaces without a copy by this process).
+    ///
+    /// AF_XDP only: two `xdp:` ports, on the same or different interfaces, share one UMEM
+    /// (`XDP_SHARED_UMEM`; Linux 5.10+ across queues and interfaces), each queue socket
+    /// with fill and completion rings of its own. `other` must have been opened with room
+    /// for more ports ([`memory_for_ports`](Self::memory_for_ports)); this port takes its
+    /// rings and buffers from that room ([`Error::MemoryExhausted`] when they do not fit)
+    /// and gives back at close the buffers it holds then. The memory lives while any port
+    /// on it (or a builder naming it) does: the ports close in any order. Other backends
+    /// fail with [`Error::CannotShareMemory`], saying why and what to do instead
+    /// (AF_PACKET's frames are per socket; the netmap module and emulated pipes choose
+    /// their memory by name).
+    ///
+    /// ```no_run
+    /// use netmap_rs::NetmapBuilder;
+    /// let a = NetmapBuilder::new("xdp:eth0").memory_for_ports(2).build()?;
+    /// let b = NetmapBuilder::new("xdp:eth1").share_memory_with(&a).build()?;
+    /// assert!(a.shares_memory_with(&b));
+    /// # Ok::<(), netmap_rs::Error>(())
+    /// ```
+    pub fn share_memory_with(mut self, other: &Netmap) -> Self {
+        self.share = Some(other.inner.backend.share_with(other.name()));
+        self
+    }
+
+    /// Gives the port's memory room for `ports` ports of its size (queues and slots), itself
+    /// included, so that others can open on it with
+    /// [`share_memory_with`](Self::share_memory_with). Default 1: the port alone. AF_XDP
+    /// only (the UMEM is registered, and its pages pinned, whole at the first open: it
+    /// cannot grow later); the other backends ignore it.
+    pub fn memory_for_ports(mut self, ports: usize) -> Self {
+        self.mem_ports = u32::try_from(ports).unwrap_or(u32::MAX);
+        self
+    }
+
     /// Which backend to use; without this call `NETMAP_RS_BACKEND` decides, else `Auto`.
     pub fn backend(mut self, choice: BackendChoice) -> Self {
         self.backend = Some(choice);
@@ -268,6 +311,8 @@ impl NetmapBuilder {
             fanout: self.fanout,
             fanout_group: None,
             block_timeout: self.block_timeout,
+            share: self.share.clone(),
+            mem_ports: self.mem_ports,
         })
     }
 
@@ -421,7 +466,9 @@ impl Netmap {
         self.inner.mem.mem_id()
     }
 
-    /// Whether buffers can be swapped between this port and `other` (zero-copy forwarding).
+    /// Whether buffers can be swapped between this port and `other` (zero-copy forwarding):
+    /// ports of one netmap allocator, pipes of one parent, or `xdp:` ports opened on one
+    /// memory with [`NetmapBuilder::share_memory_with`].
     pub fn shares_memory_with(&self, other: &Netmap) -> bool {
         self.inner.mem == other.inner.mem
     }

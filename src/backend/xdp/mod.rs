@@ -20,6 +20,13 @@
 //! equivalent of the module's kring lock: a kick that transmits a batch never holds up a
 //! receiver.
 //!
+//! The memory ([`mem`]): a port opens a memory of its own (with room for more ports when
+//! asked, `memory_for_ports`) or joins another `xdp:` port's (`share_memory_with`): then the
+//! sockets of both bind to one UMEM and buffer indices mean the same buffer on both. A port
+//! takes its buffers from the memory at open and gives back at close those it then holds
+//! (see `XdpQueue::held_buffers`); to know which buffers the kernel has, each RX queue keeps
+//! the set it put on the fill ring and has not had back (`RxState::lent`, one bit each).
+//!
 //! The XDP program is attached once per interface and shared by the ports of this process
 //! and of other processes ([`prog`]); the kernel detaches it when the last of them closes (or
 //! dies: the BPF link closes with it). Each queue redirects what its port's filter takes
@@ -35,6 +42,7 @@ pub(crate) mod bpf;
 mod chain;
 pub(crate) mod filter;
 pub(crate) mod ids;
+pub(crate) mod mem;
 pub(crate) mod prog;
 mod queue;
 pub(crate) mod umem;
@@ -43,13 +51,14 @@ pub(crate) mod xsk_ring;
 
 use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED};
 use crate::backend::linux::iface::Interface;
-use crate::backend::linux::ringmem::{slots, MemPlan, RingMem, BUF_SIZE};
+use crate::backend::linux::ringmem::{slots, MemPlan, BUF_SIZE};
 use crate::backend::linux::sockets::SocketSet;
 use crate::backend::linux::sys::XdpDesc;
 use crate::backend::{Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker};
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
 use crate::ring::{distance, in_cyclic_range, next, prev, Dir, RawRing};
+use mem::{BufSet, Carved, Share, XdpMem};
 use prog::{XdpAttachOptions, XdpProgram};
 use xsk::{Umem, XskBindMode, XskConfig, XskCounters, XskRx, XskSocket, XskTx};
 
@@ -121,6 +130,9 @@ struct RxState {
     descs: Vec<XdpDesc>,
     /// Frames waiting for room on the fill ring (UMEM addresses).
     refill: Vec<u64>,
+    /// Buffers with the kernel: put on the fill ring and not yet back on the RX ring (what
+    /// the port gives back to its memory at close, with its slots' buffers).
+    lent: BufSet,
 }
 
 /// The sending half of a queue: its socket's TX and completion rings and the state of the
@@ -168,6 +180,9 @@ pub(crate) struct Port {
     tx_busy: std::sync::atomic::AtomicBool,
     // After the queues: their sockets leave the XSKMAP (in Drop) and close first.
     prog: ProgShare,
+    // Last: gives the port's buffers and ring area back to the memory once the sockets
+    // closed.
+    share: Share,
 }
 
 /// How soon a wait syncs again while the kernel leaves frames unsent (`Port::tx_busy`).
@@ -190,9 +205,9 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     let ntx = slots(opts.tx_slots, "tx")?;
     let nrx = slots(opts.rx_slots, "rx")?;
     let per_queue = ntx + 2 * nrx;
-    let nbufs = (per_queue as usize * bound.len()).next_multiple_of(2);
-    let nbufs = u32::try_from(nbufs).map_err(|_| Error::BindFail("too many buffers".into()))?;
-    let mem = RingMem::build(&MemPlan {
+    let nbufs = u32::try_from(per_queue as usize * bound.len())
+        .map_err(|_| Error::BindFail("too many buffers".into()))?;
+    let plan = MemPlan {
         name: &spec.ifname,
         queues: iface.queues,
         bound: &bound,
@@ -203,8 +218,22 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         expose_tx: opts.flags & NR_RX_RINGS_ONLY == 0,
         expose_rx: opts.flags & NR_TX_RINGS_ONLY == 0,
         huge_pages: opts.huge_pages,
-    })?;
-    let umem = Umem::new(mem.region.clone(), mem.pool_off, mem.pool_len, BUF_SIZE)?;
+    };
+    // A memory of its own (with room for `mem_ports` ports), or the memory of the port named
+    // by `share_memory_with`.
+    let Carved {
+        mut share,
+        tx: tx_rings,
+        rx: rx_rings,
+        bufs,
+    } = match opts.share.as_ref().and_then(|s| s.xdp.as_ref()) {
+        Some(mem) => mem.join(&plan, &format!("xdp:{spec}"))?,
+        None => XdpMem::create(&plan, opts.mem_ports, &format!("xdp:{}", spec.ifname))?,
+    };
+    // Until the port holds them: if the open fails, they go back as they were given.
+    share.give_back(bufs.clone());
+    let mem = share.mem.clone();
+    let umem = mem.umem.clone();
     // A foreign program fails the open here, before any socket exists.
     let prog = ProgShare::get(&iface)?;
     let cfg = XskConfig {
@@ -216,20 +245,21 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     };
     let mut queues: Vec<XdpQueue> = Vec::with_capacity(bound.len());
     for (i, &q) in bound.iter().enumerate() {
-        let base = i as u32 * per_queue;
-        let (tx, rx) = (mem.tx[i].clone(), mem.rx[i].clone());
+        let bufs = &bufs[(i * per_queue as usize)..((i + 1) * per_queue as usize)];
+        let (tx, rx) = (tx_rings[i].clone(), rx_rings[i].clone());
         match open_queue(
             &iface,
             q,
             &umem,
             &cfg,
-            base,
+            bufs,
             ntx,
             nrx,
             &tx,
             &rx,
             prog.prog(),
             spec.filter.as_ref(),
+            mem.nbufs,
         ) {
             Ok((txs, rxs, counters)) => queues.push(XdpQueue {
                 id: q,
@@ -291,23 +321,25 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         true => (iface.max_frame(), chain::MAX_TX_FRAGS),
         false => (iface.max_frame().min(one_buf), 1),
     };
+    let if_off = share.area.start;
     let port = Port {
         ifname: iface.name,
         max_frame,
         max_slot: max_frame.min(one_buf),
         max_frags,
-        nbufs,
+        nbufs: mem.nbufs,
         socks,
         queues,
         tx_busy: Default::default(),
         prog,
+        share,
     };
     Ok(Opened {
         slot_groups: Vec::new(),
         backend: Backend::Xdp(port),
-        pool: mem.buffers(),
-        region: mem.region,
-        if_off: 0,
+        pool: mem.pool.clone(),
+        region: mem.region.clone(),
+        if_off,
         mem: mem.identity,
         extra_bufs: 0,
     })
@@ -321,13 +353,14 @@ fn open_queue(
     q: u32,
     umem: &Umem,
     cfg: &XskConfig,
-    base: u32,
+    bufs: &[u32],
     ntx: u32,
     nrx: u32,
     tx: &RawRing,
     rx: &RawRing,
     prog: &XdpProgram,
     filter: Option<&crate::port_name::XdpFilter>,
+    nbufs: u32,
 ) -> Result<(TxSide, RxSide, XskCounters), Error> {
     // A queue whose previous socket just closed stays taken until the kernel's deferred
     // release of that socket's buffer pool has run (a workqueue item): retry briefly before
@@ -341,18 +374,22 @@ fn open_queue(
             r => break r?,
         }
     };
-    for k in 0..ntx {
+    // This queue's buffers: `ntx` for the TX slots, `2 * nrx` for the fill ring.
+    let (tx_bufs, rx_bufs) = bufs.split_at(ntx as usize);
+    for (k, &b) in (0..ntx).zip(tx_bufs) {
         // SAFETY: the rings were just built and no user can reach them yet.
-        unsafe { tx.set_buf_idx(k, base + k) };
+        unsafe { tx.set_buf_idx(k, b) };
     }
-    for k in 0..nrx {
+    for (k, &b) in (0..nrx).zip(rx_bufs) {
         // SAFETY: as above. (RX slots get their buffers when packets arrive; these are
         // placeholders inside the pool.)
-        unsafe { rx.set_buf_idx(k, base + ntx + k) };
+        unsafe { rx.set_buf_idx(k, b) };
     }
-    let fill: Vec<u64> = (base + ntx..base + ntx + 2 * nrx)
-        .map(queue::frame_addr)
-        .collect();
+    let fill: Vec<u64> = rx_bufs.iter().map(|&b| queue::frame_addr(b)).collect();
+    let mut lent = BufSet::new(nbufs);
+    for &b in rx_bufs {
+        lent.insert(b);
+    }
     let n = xsk.fill.produce(&fill)?;
     if n != fill.len() {
         return Err(Error::BadLayout(format!(
@@ -381,6 +418,7 @@ fn open_queue(
             asm: chain::RxAssembly::default(),
             descs: vec![XdpDesc::default(); nrx as usize],
             refill: Vec::with_capacity(2 * nrx as usize),
+            lent,
         },
     };
     Ok((tx, rx, counters))
@@ -487,5 +525,70 @@ impl Drop for Port {
                 tracing::warn!(interface = %self.ifname, queue = q.id, "XSKMAP removal failed: {e}");
             }
         }
+        // Frames still in flight may be read by the kernel until they complete: wait for
+        // them (as long as for the flush), so that their buffers can be given back.
+        for q in &mut self.queues {
+            let XdpQueue { tx, txs, .. } = q;
+            let side = txs.get_mut().unwrap_or_else(|e| e.into_inner());
+            while queue::reap(side, tx, tx.num_slots()).is_ok()
+                && side.st.inflight.iter().any(|&sent| sent)
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        // The buffers this port holds go back to its memory when `share` drops, after the
+        // sockets (in `socks` and `queues`, dropped before it) closed.
+        let mut held = Vec::new();
+        for q in &mut self.queues {
+            q.held_buffers(&mut held);
+        }
+        self.share.give_back(held);
+    }
+}
+
+impl Port {
+    /// The memory this port is on.
+    pub(crate) fn memory(&self) -> Arc<XdpMem> {
+        self.share.mem.clone()
+    }
+}
+
+impl XdpQueue {
+    /// Appends the buffers this queue holds: those of its TX slots (every slot has one;
+    /// completions return exactly the frames sent, each to a slot; a slot still in flight is
+    /// left out: its frame may still be read by the kernel), those of the RX slots from the
+    /// driver's `hwcur` to the last slot written (received, shown or part of a packet still
+    /// arriving, not yet given back), those waiting for the
+    /// fill ring, and those with the kernel (`lent`).
+    fn held_buffers(&mut self, out: &mut Vec<u32>) {
+        let (tx, n) = (&self.tx, self.tx.num_slots());
+        // Frames sent and never completed stay out of use: the kernel may still read them.
+        let txs = self.txs.get_mut().unwrap_or_else(|e| e.into_inner());
+        let oldest = distance(txs.st.inflight.len() as u32, txs.st.hwcur, n);
+        let mut in_flight = vec![false; n as usize];
+        for (i, &sent) in txs.st.inflight.iter().enumerate() {
+            in_flight[((oldest as usize) + i) % n as usize] = sent;
+        }
+        for k in (0..n).filter(|&k| !in_flight[k as usize]) {
+            // SAFETY: the port is being dropped: no ring handle of it is alive (each holds
+            // the port), so nobody else reads or writes its slots.
+            out.push(unsafe { tx.slot_meta(k) }.0);
+        }
+        let rxs = self.rxs.get_mut().unwrap_or_else(|e| e.into_inner());
+        let (rx, n) = (&self.rx, self.rx.num_slots());
+        let mut k = rxs.st.hwcur;
+        while k != rxs.st.asm.written && k < n {
+            // SAFETY: as above.
+            out.push(unsafe { rx.slot_meta(k) }.0);
+            k = next(k, n);
+        }
+        out.extend(
+            rxs.st
+                .refill
+                .iter()
+                .map(|&a| (a / u64::from(BUF_SIZE)) as u32),
+        );
+        out.extend(rxs.st.lent.iter());
     }
 }

@@ -232,6 +232,10 @@ impl Port {
         let room = room.min(side.st.descs.len());
         if room > 0 {
             let got = side.xsk.rx.consume(&mut side.st.descs[..room])?;
+            // Back from the kernel (the memory's record of who holds which buffer).
+            for d in &side.st.descs[..got] {
+                side.st.lent.remove((d.addr / u64::from(BUF_SIZE)) as u32);
+            }
             let mut i = 0;
             while i < got {
                 if side.st.asm.idle() {
@@ -323,7 +327,7 @@ fn tx_tail(tx: &TxState, n: u32) -> u32 {
 }
 
 /// Takes completed frames and gives them to the oldest in-flight slots, in order.
-fn reap(side: &mut TxSide, ring: &RawRing, n: u32) -> Result<(), Error> {
+pub(super) fn reap(side: &mut TxSide, ring: &RawRing, n: u32) -> Result<(), Error> {
     loop {
         let got = side.xsk.comp.consume(&mut side.st.comp)?;
         side.st.done.extend(
@@ -363,6 +367,9 @@ fn refill(side: &mut RxSide) -> Result<(), Error> {
         return Ok(());
     }
     let put = side.xsk.fill.produce(&side.st.refill)?;
+    for &a in &side.st.refill[..put] {
+        side.st.lent.insert((a / u64::from(BUF_SIZE)) as u32);
+    }
     side.st.refill.drain(..put);
     Ok(())
 }
