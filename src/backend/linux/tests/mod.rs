@@ -15,6 +15,7 @@
 //! - `ports`: both drivers behind netmap rings through the public API.
 //! - `port_errors`: failure paths and lifetime of `xdp:` / `afpacket:` ports.
 //! - `rate`: a quick TX-rate comparison of the two sockets.
+//! - `shared_mem`: two `xdp:` ports on one memory (one UMEM), buffers swapped between them.
 //! - `stamps`: receive timestamps (`Frame::timestamp`) and the tap's pcap file.
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
@@ -34,6 +35,7 @@ mod multiqueue;
 mod port_errors;
 mod ports;
 mod rate;
+mod shared_mem;
 mod sockets;
 mod stamps;
 mod stats;
