@@ -3,9 +3,12 @@
 //!
 //! Real netmap (as root):
 //!     cargo run --release --example bridge -- -i netmap:eth0 -i netmap:eth1
-//! Stock Linux without the module: `-i xdp:eth0 -i xdp:eth1` (or `afpacket:`); these ports
-//! have memories of their own, so the bridge copies. Every RX ring of a port is forwarded
-//! (one per queue on `xdp:`), as C `bridge` does, from one task per direction.
+//! Stock Linux without the module: `-i xdp:eth0 -i xdp:eth1` opens the second port on the
+//! memory of the first (one UMEM for both, `NetmapBuilder::share_memory_with`), so the bridge
+//! swaps buffers; `--copy` gives each port a memory of its own and copies (for comparison).
+//! Other pairs (`afpacket:`, or `xdp:` with `afpacket:`) cannot share: the bridge copies and
+//! says why. Every RX ring of a port is forwarded (one per queue on `xdp:`), as C `bridge`
+//! does, from one task per direction.
 //! Self-contained demo on pipes (emulated when no module is loaded): a generator feeds
 //! `br{1`, the bridge forwards `br}1` <-> `br{2`, a sink counts on `br}2` (and back):
 //!     cargo run --release --example bridge -- --demo 2000000
@@ -160,6 +163,32 @@ fn endpoint(port: Netmap, n: u64) -> std::thread::JoinHandle<Result<(), Error>> 
     })
 }
 
+/// Opens `a`, then `b` on the memory of `a` where both backends can share one (two `xdp:`
+/// ports: one UMEM), else on a memory of its own (`copy`: always). Says which.
+fn open_pair(a: &str, b: &str, copy: bool) -> Result<(Netmap, Netmap), Error> {
+    if copy {
+        println!("--copy: each port on a memory of its own");
+        return Ok((
+            NetmapBuilder::new(a).build()?,
+            NetmapBuilder::new(b).build()?,
+        ));
+    }
+    // Room for the second port in the first one's memory (AF_XDP; other backends ignore it).
+    let a = NetmapBuilder::new(a).memory_for_ports(2).build()?;
+    if a.backend() != BackendKind::Xdp {
+        // The netmap module and emulated pipes share by name (`@N`, one pipe parent).
+        return Ok((a, NetmapBuilder::new(b).build()?));
+    }
+    match NetmapBuilder::new(b).share_memory_with(&a).build() {
+        Ok(b) => Ok((a, b)),
+        Err(e @ Error::CannotShareMemory { .. }) => {
+            println!("not sharing memory: {e}");
+            Ok((a, NetmapBuilder::new(b).build()?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -183,15 +212,19 @@ async fn main() -> Result<(), Error> {
             );
             Ok(())
         }
-        [i1, a, i2, b] if i1 == "-i" && i2 == "-i" => {
-            let a = NetmapBuilder::new(a).build()?;
-            let b = NetmapBuilder::new(b).build()?;
+        [i1, a, i2, b] | [_, i1, a, i2, b] if i1 == "-i" && i2 == "-i" => {
+            let copy = args[0] == "--copy";
+            if args.len() == 5 && !copy {
+                eprintln!("usage: bridge [--copy] -i PORT_A -i PORT_B | bridge --demo COUNT");
+                std::process::exit(2)
+            }
+            let (a, b) = open_pair(a, b, copy)?;
             let (ab, ba) = bridge(a, b, 0).await?;
             println!("bridge: forwarded {ab} packets a->b and {ba} b->a");
             Ok(())
         }
         _ => {
-            eprintln!("usage: bridge -i PORT_A -i PORT_B | bridge --demo COUNT");
+            eprintln!("usage: bridge [--copy] -i PORT_A -i PORT_B | bridge --demo COUNT");
             std::process::exit(2)
         }
     }

@@ -168,16 +168,38 @@ fn pkt_gen_one_thread_reads_every_queue_of_a_four_queue_xdp_port() {
 
 /// `bridge -i xdp:A1 -i xdp:A2` between two veth pairs: `pkt_gen -f tx` on `afpacket:B1`
 /// (namespace 1) reaches `pkt_gen -f rx` on `afpacket:B2` (namespace 2) through the bridge,
-/// every packet in order. (The two `xdp:` ports have memories of their own: the bridge
-/// copies.)
+/// every packet in order. The two `xdp:` ports share one memory (one UMEM): the bridge swaps
+/// buffers and says so.
 #[test]
 fn bridge_between_two_veth_pairs_over_xdp() {
+    bridge_over_xdp(&[], "zero copy (shared memory)");
+}
+
+/// The same with `--copy`: each port on a memory of its own, the bridge copies.
+#[test]
+fn bridge_between_two_veth_pairs_over_xdp_copying() {
+    bridge_over_xdp(&["--copy"], "copying (separate memory)");
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bridge_over_xdp(flags: &[&str], mode: &str) {
     if let Some(why) = veth::unavailable() {
         println!("skipped: {why}");
         return;
     }
-    let (v1, v2) = (veth::Veth::new(10), veth::Veth::new(11));
+    let base = if flags.is_empty() { 10 } else { 12 };
+    let (v1, v2) = (veth::Veth::new(base), veth::Veth::new(base + 1));
     let bridge = Command::new(example("bridge"))
+        .args(flags)
         .args([
             "-i",
             &format!("xdp:{}", v1.a),
@@ -188,12 +210,16 @@ fn bridge_between_two_veth_pairs_over_xdp() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut bridge = bridge;
-    let mut out = BufReader::new(bridge.stdout.take().unwrap());
+    // Killed also when an assertion below fails.
+    let mut bridge = KillOnDrop(bridge);
+    let mut out = BufReader::new(bridge.0.stdout.take().unwrap());
     let mut banner = String::new();
-    out.read_line(&mut banner).unwrap();
+    while !banner.starts_with("bridge ") {
+        banner.clear();
+        assert!(out.read_line(&mut banner).unwrap() > 0, "bridge exited");
+    }
     assert!(
-        banner.contains("AF_XDP") && banner.contains("copying"),
+        banner.contains("AF_XDP") && banner.contains(mode),
         "{banner}"
     );
     // Fewer packets than the bridge's AF_XDP port has receive buffers (2048), so a bridge
@@ -222,8 +248,7 @@ fn bridge_between_two_veth_pairs_over_xdp() {
     let tx = spawn_pkt_gen(Some(&v1.ns), &tx_args);
     let (ok_tx, tx_text) = finish(tx, 30);
     let (ok_rx, rx_text) = finish(rx, 30);
-    let _ = bridge.kill();
-    let _ = bridge.wait();
+    drop(bridge);
     let mut bridge_text = String::new();
     let _ = out.read_to_string(&mut bridge_text);
     assert!(ok_tx, "tx failed:\n{tx_text}");
