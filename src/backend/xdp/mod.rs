@@ -508,7 +508,9 @@ impl Driver for Port {
 
 impl Drop for Port {
     /// Sends what is still on the AF_XDP TX rings (copy mode transmits only when kicked),
-    /// waiting at most `FLUSH_AT_CLOSE`, then takes the sockets out of the XSKMAP.
+    /// waiting at most `FLUSH_AT_CLOSE`, then takes the sockets out of the XSKMAP, waits
+    /// (within the same bound) for the frames in flight to complete, and records the buffers
+    /// the port holds for its memory (given back once the sockets closed).
     fn drop(&mut self) {
         let deadline = Instant::now() + crate::backend::linux::FLUSH_AT_CLOSE;
         for q in &mut self.queues {
