@@ -113,15 +113,10 @@ impl MemPlan<'_> {
 }
 
 impl RingMem {
-    /// Lays out the region of `plan` with [`BUF_SIZE`] buffers. TX rings start with
+    /// Lays out the region of `plan` with buffers of `buf_size` bytes (a multiple of 64;
+    /// [`BUF_SIZE`] on AF_XDP, AF_PACKET sizes them for jumbo frames). TX rings start with
     /// `tail = n - 1` (all slots free), RX rings with `tail = 0`; every slot's buffer index is
     /// 0 until the driver assigns buffers.
-    pub(crate) fn build(plan: &MemPlan<'_>) -> Result<RingMem, Error> {
-        Self::build_sized(plan, BUF_SIZE)
-    }
-
-    /// [`RingMem::build`] with buffers of `buf_size` bytes (a multiple of 64; AF_PACKET sizes
-    /// them for jumbo frames).
     pub(crate) fn build_sized(plan: &MemPlan<'_>, buf_size: u32) -> Result<RingMem, Error> {
         Self::build_with_arena(plan, plan.meta_bytes(), buf_size)
     }
@@ -325,7 +320,7 @@ mod tests {
             expose_rx: true,
             huge_pages: false,
         };
-        let m = RingMem::build(&plan).unwrap();
+        let m = RingMem::build_sized(&plan, BUF_SIZE).unwrap();
         assert_eq!(m.pool_off % super::super::os::page_size(), 0);
         let b = bind_rings(&m.region, 0, m.buffers(), &"t0").unwrap();
         assert_eq!((b.tx.len(), b.rx.len()), (1, 1));
