@@ -2,7 +2,8 @@
 //! layer (the memory layout) and reaches the drivers only through the
 //! [`backend`](crate::backend) seam.
 //!
-//! - [`NetmapBuilder`] / [`Netmap`]: open a port (one registration, one mapping).
+//! - [`NetmapBuilder`] / [`Netmap`]: open a port (one registration, one mapping); `share.rs`:
+//!   open it on another port's memory.
 //! - [`TxRing`] / [`RxRing`]: per-ring handles with a local cursor, published at `sync()`.
 //! - [`BatchReservation`], [`RxBatch`]: batch paths, one sync per batch.
 //! - [`Frame`]: a received packet, borrowed from its slot or owned.
@@ -20,6 +21,7 @@ pub(crate) mod port;
 mod port_inner;
 #[allow(unsafe_code)]
 mod ring;
+mod share;
 
 pub use batch::{BatchReservation, RxBatch};
 pub use forward::{forward_filtered, zero_copy_forward};
