@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn the_emulated_backend_counts_nothing() {
         use crate::backend::BackendChoice;
-        use crate::sync::port::NetmapBuilder;
+        use crate::sync::NetmapBuilder;
         let open = |n: &str| {
             NetmapBuilder::new(n)
                 .backend(BackendChoice::Emulated)

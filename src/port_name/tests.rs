@@ -195,7 +195,7 @@ fn filter_suffix_errors() {
 
 #[test]
 fn builder_filter_meets_the_name_and_the_backend() {
-    use crate::sync::port::NetmapBuilder;
+    use crate::sync::NetmapBuilder;
     // Two different filters: refused before anything opens.
     let e = NetmapBuilder::new("xdp:eth0#udp=53")
         .filter(XdpFilter::udp_port(54))

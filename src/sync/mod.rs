@@ -11,6 +11,7 @@
 
 #[allow(unsafe_code)]
 mod batch;
+mod builder;
 mod claim;
 #[allow(unsafe_code)]
 mod forward;
@@ -24,11 +25,12 @@ mod ring;
 mod share;
 
 pub use batch::{BatchReservation, RxBatch};
+pub use builder::NetmapBuilder;
 pub use forward::{forward_filtered, zero_copy_forward};
 pub use frame::Frame;
 #[cfg(netmap_kernel)]
 pub use port::{pools_info, port_info, PoolsInfo, PortInfo};
-pub use port::{Netmap, NetmapBuilder, RingPointers};
+pub use port::{Netmap, RingPointers};
 pub use ring::{RxRing, TxRing};
 
 /// What the Tokio layer needs from below, handed on by this layer (it imports nothing else

@@ -1,7 +1,8 @@
 //! Opening ports on one memory: [`NetmapBuilder::share_memory_with`] and
 //! [`NetmapBuilder::memory_for_ports`].
 
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::builder::NetmapBuilder;
+use crate::sync::port::Netmap;
 
 impl NetmapBuilder {
     /// Opens the port on the memory of `other`, as netmap opens ports on one allocator

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::ports::{ends_a_to_b, ns_udp};
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 
 /// Receives UDP payloads to port 7000 on ring 0 until `n` arrived or `PATIENCE` passed.
 fn receive(nm: &Netmap, n: usize) -> Vec<Vec<u8>> {

@@ -14,7 +14,7 @@ use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
 use crate::abi::NS_MOREFRAG;
 use crate::error::Error;
 use crate::ring::next;
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 
 /// UDP payload of the test datagrams: 8900 + 28 bytes of headers fit an MTU of 9000.
 const BIG: usize = 8900;

@@ -11,7 +11,7 @@ use super::ports::{bulk_lock, ns_udp};
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, VethPair};
 use crate::backend::FanoutMode;
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 
 const RINGS: usize = 4;
 const PORTS: u16 = 64;

@@ -11,7 +11,7 @@ use super::sockets::{detached_soon, PATIENCE};
 use super::testnet::{parse_udp, require_net, VethPair};
 use crate::backend::linux::iface::Interface;
 use crate::error::Error;
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 
 fn open(prefix: &str, ifname: &str) -> Result<Netmap, Error> {
     NetmapBuilder::new(&format!("{prefix}:{ifname}")).build()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::ports::{ends_a_to_b, ns_udp, PREFIXES};
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 
 const NR: &str = "/proc/sys/vm/nr_hugepages";
 

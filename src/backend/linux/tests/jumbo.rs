@@ -9,7 +9,7 @@ use super::ports::{ends_a_to_b, ns_udp};
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
 use crate::backend::afpacket::frame_size_for;
-use crate::sync::port::NetmapBuilder;
+use crate::sync::NetmapBuilder;
 
 #[test]
 fn afpacket_carries_a_9000_byte_mtu_frame_both_ways() {

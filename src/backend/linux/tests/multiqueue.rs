@@ -12,7 +12,7 @@ use futures::StreamExt;
 use super::ports::{bulk_lock, ns_udp};
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, VethPair};
-use crate::sync::port::NetmapBuilder;
+use crate::sync::NetmapBuilder;
 use crate::tokio_async::TokioNetmap;
 
 const QUEUES: u32 = 4;

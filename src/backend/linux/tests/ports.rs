@@ -10,7 +10,7 @@ use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, UdpEnds, VethPair};
 use crate::backend::{BackendChoice, BackendKind};
 use crate::error::Error;
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 
 /// Frames per direction in the bulk tests.
 const BULK: usize = 100_000;

@@ -15,7 +15,7 @@ use crate::backend::afpacket::tpacket::{PacketConfig, PacketSocket};
 use crate::backend::linux::iface::Interface;
 use crate::backend::Backend;
 use crate::error::Error;
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 use crate::sync::{RxRing, TxRing};
 
 /// Frames per direction.

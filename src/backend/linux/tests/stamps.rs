@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use super::ports::ns_udp;
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, VethPair};
-use crate::sync::port::{Netmap, NetmapBuilder};
 use crate::sync::Frame;
+use crate::sync::{Netmap, NetmapBuilder};
 
 /// Sends `n` datagrams to port 7000 of `a` from the namespace, 200 µs apart (so that each
 /// gets a later kernel stamp than the one before), and returns the frames that carry them,

@@ -8,7 +8,7 @@ use super::ports::{bulk_lock, ns_udp, PREFIXES};
 use super::sockets::PATIENCE;
 use super::testnet::{require_net, VethPair};
 use crate::backend::BackendKind;
-use crate::sync::port::NetmapBuilder;
+use crate::sync::NetmapBuilder;
 
 /// Datagrams the namespace sends at a port whose rings hold 2 × 64 frames.
 const FLOOD: usize = 3000;

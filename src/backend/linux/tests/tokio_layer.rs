@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::ports::{bulk_lock, ends_a_to_b, ns_udp, payload, PREFIXES};
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
-use crate::sync::port::NetmapBuilder;
+use crate::sync::NetmapBuilder;
 use crate::tokio_async::TokioNetmap;
 
 const N: usize = 5_000;

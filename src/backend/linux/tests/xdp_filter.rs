@@ -11,7 +11,7 @@ use super::ports::ns_udp;
 use super::sockets::PATIENCE;
 use super::testnet::{require_net, VethPair};
 use crate::backend::afpacket::tpacket::{PacketConfig, PacketSocket};
-use crate::sync::port::{Netmap, NetmapBuilder};
+use crate::sync::{Netmap, NetmapBuilder};
 use crate::XdpFilter;
 
 /// The ethertype of an Ethernet frame after its VLAN tags, and where its header starts.
