@@ -44,7 +44,7 @@ impl PortInner {
         &self,
         want: Readiness,
         budget: std::time::Duration,
-    ) -> Result<Option<Readiness>, Error> {
+    ) -> Result<Option<Readiness>, crate::error::Error> {
         let start = std::time::Instant::now();
         loop {
             if want.writable {

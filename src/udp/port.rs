@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::endpoint::{Datagram, Endpoint, UdpBatch, UdpStats};
 use super::local::Local;
 use crate::error::Error;
+#[cfg(target_os = "linux")]
 use crate::port_name::PortKind;
 use crate::sync::{Netmap, RxRing, TxRing};
 use crate::wire::Addressing;
