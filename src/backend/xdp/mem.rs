@@ -198,9 +198,10 @@ impl XdpMem {
         };
         if (a.free.len() as u64) < u64::from(plan.nbufs) {
             return Err(short(format!(
-                "{} buffers ({} TX slots and twice the RX slots per queue), {} are free",
+                "{} buffers ({} TX slots and {} per RX slot per queue), {} are free",
                 plan.nbufs,
                 plan.tx_slots,
+                super::RX_DEPTH,
                 a.free.len()
             )));
         }

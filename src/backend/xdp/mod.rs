@@ -13,8 +13,8 @@
 //! - Buffer swaps (`NS_BUF_CHANGED`) need nothing: a slot's buffer is read at every sync.
 //!
 //! Per queue, `tx_slots` frames circulate between the TX ring and the kernel, and
-//! `2 * rx_slots` between the RX ring, the fill ring and the kernel (the fill and RX rings hold
-//! them all, so a release never finds the fill ring full). Every index read from a kernel ring
+//! [`RX_DEPTH`]` * rx_slots` between the RX ring, the fill ring and the kernel (the fill and RX
+//! rings hold them all, so a release never finds the fill ring full). Every index read from a kernel ring
 //! is checked before use ([`xsk_ring`]). Each direction of a queue (the netmap
 //! ring's state and the socket's rings for that direction) is behind a mutex of its own, the
 //! equivalent of the module's kring lock: a kick that transmits a batch never holds up a
@@ -188,6 +188,16 @@ pub(crate) struct Port {
 /// How soon a wait syncs again while the kernel leaves frames unsent (`Port::tx_busy`).
 const BUSY_RETRY: Duration = Duration::from_millis(1);
 
+/// Frames per RX slot that circulate between a queue's netmap RX ring, its fill ring and the
+/// kernel. The kernel can take a packet only while the fill ring has a frame, and the frames
+/// of slots the user holds (up to the ring) are not there: with 2 per slot a receiver that
+/// lost its CPU for a few hundred microseconds under a flood saw the fill ring run dry
+/// (`rx_fill_empty` drops, `ci/peer-bench.sh`, `ci/dns-bench.sh`). 4 per slot gives the kernel
+/// a ring's worth of frames beyond what the user holds and what wait in the RX ring, as
+/// netring's default (4096 frames for its 4096-entry rings) does: 8 MiB per queue at the
+/// default 1024 slots.
+pub(crate) const RX_DEPTH: u32 = 4;
+
 /// Opens `spec` (an `xdp:` name, or a bare one routed here) on AF_XDP.
 pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error> {
     let iface = Interface::lookup_up(&spec.ifname)?;
@@ -204,7 +214,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     }
     let ntx = slots(opts.tx_slots, "tx")?;
     let nrx = slots(opts.rx_slots, "rx")?;
-    let per_queue = ntx + 2 * nrx;
+    let per_queue = ntx + RX_DEPTH * nrx;
     let nbufs = u32::try_from(per_queue as usize * bound.len())
         .map_err(|_| Error::BindFail("too many buffers".into()))?;
     let plan = MemPlan {
@@ -237,8 +247,8 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
     // A foreign program fails the open here, before any socket exists.
     let prog = ProgShare::get(&iface)?;
     let cfg = XskConfig {
-        fill_size: (2 * nrx).next_power_of_two(),
-        rx_size: (2 * nrx).next_power_of_two(),
+        fill_size: (RX_DEPTH * nrx).next_power_of_two(),
+        rx_size: (RX_DEPTH * nrx).next_power_of_two(),
         comp_size: ntx.next_power_of_two(),
         tx_size: ntx.next_power_of_two(),
         ..XskConfig::default()
@@ -374,7 +384,7 @@ fn open_queue(
             r => break r?,
         }
     };
-    // This queue's buffers: `ntx` for the TX slots, `2 * nrx` for the fill ring.
+    // This queue's buffers: `ntx` for the TX slots, `RX_DEPTH * nrx` for the fill ring.
     let (tx_bufs, rx_bufs) = bufs.split_at(ntx as usize);
     for (k, &b) in (0..ntx).zip(tx_bufs) {
         // SAFETY: the rings were just built and no user can reach them yet.
@@ -417,7 +427,7 @@ fn open_queue(
             hwcur: 0,
             asm: chain::RxAssembly::default(),
             descs: vec![XdpDesc::default(); nrx as usize],
-            refill: Vec::with_capacity(2 * nrx as usize),
+            refill: Vec::with_capacity((RX_DEPTH * nrx) as usize),
             lent,
         },
     };
