@@ -11,7 +11,7 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -58,6 +58,7 @@ fn run(args: &[&str]) -> Result<(), String> {
 /// (no neighbour discovery noise), no static neighbours. Removed on drop.
 struct Pair {
     a: String,
+    b: String,
     ns: String,
     ip_a: String,
 }
@@ -67,10 +68,11 @@ impl Pair {
         let pid = std::process::id() % 10_000;
         let p = Pair {
             a: format!("nmhA{pid}x{n}"),
+            b: format!("nmhB{pid}x{n}"),
             ns: format!("nmhs{pid}_{n}"),
             ip_a: format!("10.{}.{n}.1", 200 + pid % 50),
         };
-        let b = format!("nmhB{pid}x{n}");
+        let b = p.b.clone();
         let ip_b = format!("10.{}.{n}.2", 200 + pid % 50);
         let v6off = |dev: &str| format!("echo 1 > /proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
         let setup = || -> Result<(), String> {
@@ -115,20 +117,51 @@ impl Pair {
         })
     }
 
-    /// Pings `ip_a` from the namespace: whether a reply came back, and ping's output.
-    fn ping(&self) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "ping", "-c", "3", "-w", "20"])
+    /// Starts `ping -c COUNT -w SECS ip_a` in the namespace.
+    fn ping(&self, count: u32, secs: u32) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, "ping", "-c"])
+            .arg(count.to_string())
+            .arg("-w")
+            .arg(secs.to_string())
             .arg(&self.ip_a)
-            .output()
-            .expect("ping");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ping")
     }
+
+    /// Gives the peer a static neighbour entry for `a` (no ARP needed to reach it).
+    fn static_neighbour(&self) {
+        let mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", self.a))
+            .expect("MAC address of the veth end");
+        run(&[
+            "ip",
+            "-n",
+            &self.ns,
+            "neigh",
+            "replace",
+            &self.ip_a,
+            "lladdr",
+            mac.trim(),
+            "dev",
+            &self.b,
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    }
+}
+
+/// Whether ping got a reply, and what it printed.
+fn finish(ping: Child) -> (bool, String) {
+    let out = ping.wait_with_output().expect("ping");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 impl Drop for Pair {
@@ -138,14 +171,14 @@ impl Drop for Pair {
     }
 }
 
-/// `netmap:IF*` on the kernel backend.
-fn open_with_host_rings(ifname: &str) -> Netmap {
-    let name = format!("netmap:{ifname}*");
+/// `netmap:IF*` (NIC and host rings) or `netmap:IF` on the kernel backend.
+fn open(ifname: &str, host_rings: bool) -> Netmap {
+    let name = format!("netmap:{ifname}{}", if host_rings { "*" } else { "" });
     let port = NetmapBuilder::new(&name)
         .backend(BackendChoice::Kernel)
         .build()
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(port.is_host_if(), "{name} has no host rings");
+    assert_eq!(port.is_host_if(), host_rings, "{name}");
     port
 }
 
@@ -157,94 +190,156 @@ fn answer(request: &[u8], buf: &mut [u8]) -> usize {
     n
 }
 
-/// With a service running on the pair (started by `serve`, stopped through the flag it is
-/// given, returning its counters): a datagram to the service's port gets its answer from
-/// the service, and a ping to the interface's address gets its replies from the host stack.
-fn check(n: u32, serve: impl FnOnce(&Pair, Arc<AtomicBool>) -> JoinHandle<UdpStats>) {
-    let pair = Pair::new(n);
-    let stop = Arc::new(AtomicBool::new(false));
-    let service = serve(&pair, stop.clone());
+/// A service on the pair's port (opened by `serve` with or without host rings, stopped
+/// through the flag it is given, returning its counters).
+type Serve = fn(Netmap, Arc<AtomicBool>) -> JoinHandle<UdpStats>;
 
+/// Sends `n` datagrams to the service from the namespace, each after the answer to the one
+/// before; returns the answers. The first may wait for ARP: a few tries cover a link still
+/// coming up.
+fn exchange(pair: &Pair, n: usize) -> Vec<Vec<u8>> {
     let to: SocketAddr = format!("{}:{PORT}", pair.ip_a).parse().unwrap();
-    let client = pair.in_ns(move || {
+    pair.in_ns(move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.connect(to).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut buf = [0u8; 64];
-        // The first datagram waits for ARP, answered by the host stack through the host
-        // rings; a few tries cover a link still coming up.
-        for _ in 0..5 {
-            s.send(b"hello").unwrap();
-            if let Ok(n) = s.recv(&mut buf) {
-                return Some(buf[..n].to_vec());
+        let mut answers = Vec::new();
+        for i in 0..n {
+            let request = format!("hello {i}");
+            for _ in 0..5 {
+                s.send(request.as_bytes()).unwrap();
+                if let Ok(k) = s.recv(&mut buf) {
+                    answers.push(buf[..k].to_vec());
+                    break;
+                }
             }
         }
-        None
-    });
-    let reply = client.join().unwrap();
-    let (pinged, ping_out) = pair.ping();
+        answers
+    })
+    .join()
+    .unwrap()
+}
+
+/// The answers `exchange(_, n)` expects.
+fn answers(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("echo:hello {i}").into_bytes())
+        .collect()
+}
+
+/// With the service on `netmap:IF*`: datagrams to its port get their answers from it while,
+/// at the same time, a ping to the interface's address (ARP, then ICMP) gets its replies
+/// from the host stack through the host rings.
+fn shares_the_nic(n: u32, serve: Serve) {
+    let pair = Pair::new(n);
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = serve(open(&pair.a, true), stop.clone());
+    let ping = pair.ping(3, 20);
+    let got = exchange(&pair, 10);
+    let (pinged, ping_out) = finish(ping);
     stop.store(true, Ordering::Relaxed);
     let stats = service.join().unwrap();
-    println!("service counters: {stats:?}");
-    assert_eq!(
-        reply.as_deref(),
-        Some(&b"echo:hello"[..]),
-        "no answer from the service"
-    );
+    println!("service counters: {stats:?}\n{ping_out}");
+    assert_eq!(got, answers(10), "answers from the service");
     assert!(
         pinged,
         "the host stack did not answer the ping through the host rings:\n{ping_out}"
     );
-    assert!(stats.delivered >= 1 && stats.sent >= 1, "{stats:?}");
+    assert!(stats.delivered >= 10 && stats.sent >= 10, "{stats:?}");
     // ARP and ICMP both ways went through the host rings.
     assert!(stats.to_host >= 2, "{stats:?}");
     assert!(stats.from_host >= 2, "{stats:?}");
     assert_eq!(stats.bridge_dropped, 0, "{stats:?}");
 }
 
-#[test]
-fn sync_service_and_host_stack_share_a_netmap_nic() {
-    if let Some(why) = unavailable() {
-        println!("SKIPPED sync_service_and_host_stack_share_a_netmap_nic: {why}");
-        return;
-    }
-    check(0, |pair, stop| {
-        let mut port = UdpPort::bind(open_with_host_rings(&pair.a), PORT).unwrap();
-        std::thread::spawn(move || {
+/// With the service on `netmap:IF` (no host rings), as before: it answers (the peer knows
+/// its MAC statically), and the host stack, cut off from the interface, answers no ping.
+fn without_host_rings_nothing_is_passed(n: u32, serve: Serve) {
+    let pair = Pair::new(n);
+    pair.static_neighbour();
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = serve(open(&pair.a, false), stop.clone());
+    let got = exchange(&pair, 3);
+    let (pinged, ping_out) = finish(pair.ping(1, 3));
+    stop.store(true, Ordering::Relaxed);
+    let stats = service.join().unwrap();
+    println!("service counters: {stats:?}");
+    assert_eq!(got, answers(3), "answers from the service");
+    assert!(
+        !pinged,
+        "the host answered a ping without host rings:\n{ping_out}"
+    );
+    assert!(stats.not_ours >= 1, "the ping reached the port: {stats:?}");
+    assert_eq!((stats.to_host, stats.from_host), (0, 0), "{stats:?}");
+}
+
+fn serve_sync(netmap: Netmap, stop: Arc<AtomicBool>) -> JoinHandle<UdpStats> {
+    let mut port = UdpPort::bind(netmap, PORT).unwrap();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            port.serve(64, Some(Duration::from_millis(50)), |d, buf| {
+                Some(answer(d.payload(), buf))
+            })
+            .unwrap();
+        }
+        port.stats()
+    })
+}
+
+fn serve_async(netmap: Netmap, stop: Arc<AtomicBool>) -> JoinHandle<UdpStats> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let tn = TokioNetmap::new(netmap).unwrap();
+            let mut port = AsyncUdpPort::bind(&tn, PORT).unwrap();
             while !stop.load(Ordering::Relaxed) {
-                port.serve(64, Some(Duration::from_millis(50)), |d, buf| {
-                    Some(answer(d.payload(), buf))
-                })
-                .unwrap();
+                let served = port.serve(64, |d, buf| Some(answer(d.payload(), buf)));
+                // Wakes up now and then to look at the flag.
+                let _ = tokio::time::timeout(Duration::from_millis(50), served).await;
             }
             port.stats()
         })
-    });
+    })
 }
 
-#[test]
-fn async_service_and_host_stack_share_a_netmap_nic() {
-    if let Some(why) = unavailable() {
-        println!("SKIPPED async_service_and_host_stack_share_a_netmap_nic: {why}");
-        return;
-    }
-    check(1, |pair, stop| {
-        let netmap = open_with_host_rings(&pair.a);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let tn = TokioNetmap::new(netmap).unwrap();
-                let mut port = AsyncUdpPort::bind(&tn, PORT).unwrap();
-                while !stop.load(Ordering::Relaxed) {
-                    let served = port.serve(64, |d, buf| Some(answer(d.payload(), buf)));
-                    // Wakes up now and then to look at the flag.
-                    let _ = tokio::time::timeout(Duration::from_millis(50), served).await;
-                }
-                port.stats()
-            })
-        })
-    });
+macro_rules! guest_test {
+    ($name:ident, $check:ident, $n:expr, $serve:ident) => {
+        #[test]
+        fn $name() {
+            if let Some(why) = unavailable() {
+                println!("SKIPPED {}: {why}", stringify!($name));
+                return;
+            }
+            $check($n, $serve);
+        }
+    };
 }
+
+guest_test!(
+    sync_service_and_host_stack_share_a_netmap_nic,
+    shares_the_nic,
+    0,
+    serve_sync
+);
+guest_test!(
+    async_service_and_host_stack_share_a_netmap_nic,
+    shares_the_nic,
+    1,
+    serve_async
+);
+guest_test!(
+    sync_without_host_rings_the_host_stack_stays_cut_off,
+    without_host_rings_nothing_is_passed,
+    2,
+    serve_sync
+);
+guest_test!(
+    async_without_host_rings_the_host_stack_stays_cut_off,
+    without_host_rings_nothing_is_passed,
+    3,
+    serve_async
+);

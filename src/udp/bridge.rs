@@ -10,8 +10,9 @@
 //!   are moved to the host TX ring by swapping buffers (zero copy: one registration, one
 //!   memory), before the endpoint's own datagrams are taken; frames that are not ours
 //!   between the endpoint's datagrams of one batch are copied there (a batch cannot leave a
-//!   hole behind it). The host stack gets them at the host ring's next sync, done before the
-//!   endpoint waits again.
+//!   hole behind it). The host stack gets the moved frames at once (the host ring is synced
+//!   before the endpoint's datagrams are lent), the copied ones at the endpoint's next
+//!   receiving call (or at the end of `serve`).
 //! - host RX → NIC TX ring 0: everything, zero copy.
 //!
 //! A full destination ring is synced once; what still does not fit is dropped and counted
