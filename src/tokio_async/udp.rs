@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use super::{AsyncNetmapRxPort, AsyncNetmapTxRing, TokioNetmap};
 use crate::error::Error;
-use crate::udp::{Datagram, Endpoint, Local, UdpBatch, UdpStats};
+use crate::udp::{foreign_to_host, host_to_nic, Datagram, Endpoint, Local, UdpBatch, UdpStats};
 use crate::wire::Addressing;
 
 /// A UDP endpoint over a Tokio-registered port: every RX ring in one task
@@ -23,10 +23,22 @@ use crate::wire::Addressing;
 ///   `UdpFramed`.
 ///
 /// All are cancel-safe: they consume nothing until they complete.
+///
+/// On a netmap NIC port opened with its host rings (`netmap:eth0*`), the frames that are
+/// not the endpoint's go to the host stack and what the host stack sends goes out on the
+/// NIC, while the endpoint is awaited, as [`UdpPort`](crate::udp::UdpPort) does (so a
+/// service keeps the host's ARP, ICMP and SSH working only while one of its calls is
+/// pending: serve in a loop).
 #[derive(Debug)]
 pub struct AsyncUdpPort {
+    /// Every RX ring of the port (host rings too: one wait covers them all).
     rx: AsyncNetmapRxPort,
+    /// The NIC TX rings (every TX ring of a port without host rings).
     tx: Vec<AsyncNetmapTxRing>,
+    /// On a NIC port registered with its host rings (`netmap:eth0*`): the indices of the
+    /// host RX rings in `rx`, and the host TX ring (see `crate::udp::bridge`).
+    host_rx: Vec<usize>,
+    host_tx: Option<AsyncNetmapTxRing>,
     endpoint: Endpoint,
     #[cfg(target_os = "linux")]
     _guard: Option<crate::udp::HostGuard>,
@@ -51,14 +63,32 @@ impl AsyncUdpPort {
                 netmap.netmap().name()
             )));
         }
-        let tx = (0..n)
+        let mut tx = (0..n)
             .map(|i| netmap.tx_ring(i))
             .collect::<Result<Vec<_>, _>>()?;
+        // Bridged when the port has NIC and host rings both ways (as `udp::bridge::split`).
+        let host_rx: Vec<usize> = (0..rx.rings().len())
+            .filter(|&i| rx.rings()[i].get_ref().is_host())
+            .collect();
+        let nic_tx = tx.iter().filter(|t| !t.get_ref().is_host()).count();
+        let bridged = !host_rx.is_empty()
+            && host_rx.len() < rx.rings().len()
+            && nic_tx > 0
+            && nic_tx < tx.len();
+        let (host_rx, host_tx) = if bridged {
+            // NIC rings come first, then the host rings; one host TX ring is used.
+            let host_tx = tx.split_off(nic_tx).into_iter().next();
+            (host_rx, host_tx)
+        } else {
+            (Vec::new(), None)
+        };
         #[cfg(target_os = "linux")]
         let _guard = crate::udp::host_guard(netmap.netmap(), &local)?;
         Ok(AsyncUdpPort {
             rx,
             tx,
+            host_rx,
+            host_tx,
             endpoint: Endpoint::new(local),
             #[cfg(target_os = "linux")]
             _guard,
@@ -89,11 +119,40 @@ impl AsyncUdpPort {
     ///
     /// Cancel-safe: until it completes it only waits.
     pub async fn recv_batch(&mut self, max: usize) -> io::Result<UdpBatch<'_>> {
-        let i = self.rx.readable().await?;
+        let i = std::future::poll_fn(|cx| self.poll_ready_ring(cx)).await?;
         Ok(UdpBatch {
             frames: self.rx.rings_mut()[i].get_mut().batch(max),
             endpoint: &mut self.endpoint,
+            host: self.host_tx.as_mut().map(|h| h.get_mut()),
         })
+    }
+
+    /// Polls until a NIC ring holds frames; returns its index. On a bridged port it passes
+    /// what the host stack sent to the NIC, and the frames at the front of a ring that are
+    /// not ours to the host stack, first (`crate::udp::bridge`): the ring returned has one
+    /// of ours at its cursor. Consumes no datagram of ours.
+    fn poll_ready_ring(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(host_tx) = self.host_tx.as_mut() else {
+            return self.rx.poll_recv_ready(cx);
+        };
+        // Frames copied to the host stack by the last batch.
+        if host_tx.get_ref().pending() > 0 {
+            host_tx.get_mut().sync()?;
+        }
+        // Host traffic that never stops must not keep this task from yielding.
+        for _ in 0..64 {
+            let i = ready!(self.rx.poll_recv_ready(cx))?;
+            let ring = self.rx.rings_mut()[i].get_mut();
+            if self.host_rx.contains(&i) {
+                host_to_nic(ring, self.tx[0].get_mut(), &mut self.endpoint.stats)?;
+                continue;
+            }
+            if foreign_to_host(ring, host_tx.get_mut(), &mut self.endpoint)? {
+                return Poll::Ready(Ok(i));
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Polls for one datagram, copying its payload into `buf` (cut to its length); returns
@@ -115,10 +174,11 @@ impl AsyncUdpPort {
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, Addressing)>> {
         loop {
-            let i = ready!(self.rx.poll_recv_ready(cx))?;
+            let i = ready!(self.poll_ready_ring(cx))?;
             let mut batch = UdpBatch {
                 frames: self.rx.rings_mut()[i].get_mut().batch(usize::MAX),
                 endpoint: &mut self.endpoint,
+                host: self.host_tx.as_mut().map(|h| h.get_mut()),
             };
             if let Some(d) = batch.next() {
                 let p = d.payload();
@@ -227,7 +287,7 @@ impl AsyncUdpPort {
         max: usize,
         mut f: impl FnMut(&Datagram<'_>, &mut [u8]) -> Option<usize>,
     ) -> io::Result<usize> {
-        let i = self.rx.readable().await?;
+        let i = std::future::poll_fn(|cx| self.poll_ready_ring(cx)).await?;
         let t = i.min(self.tx.len() - 1);
         let tx = &mut self.tx[t];
         let max_len = tx.max_payload_size();
@@ -235,10 +295,18 @@ impl AsyncUdpPort {
         // fewer are free.
         let mut res = tx.reserve_up_to(max).await?;
         let ring = self.rx.rings_mut()[i].get_mut();
-        let n = self
-            .endpoint
-            .serve(ring.batch(max), &mut res, max_len, &mut f)?;
+        let mut host = self.host_tx.as_mut().map(|h| h.get_mut());
+        let n = self.endpoint.serve(
+            ring.batch(max),
+            host.as_deref_mut(),
+            &mut res,
+            max_len,
+            &mut f,
+        )?;
         res.commit();
+        if let Some(h) = host.filter(|h| h.pending() > 0) {
+            h.sync()?;
+        }
         if n > 0 {
             tx.flush_ring().await?;
         }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use super::local::Local;
 use super::resolve::Resolver;
 use crate::error::Error;
-use crate::sync::{BatchReservation, Frame, RxBatch};
+use crate::sync::{BatchReservation, Frame, RxBatch, TxRing};
 use crate::wire::{Addressing, Malformed, UdpFrame};
 
 /// Counters of one endpoint (since it was created).
@@ -22,6 +22,15 @@ pub struct UdpStats {
     pub malformed: u64,
     /// Datagrams sent.
     pub sent: u64,
+    /// Frames not delivered (not ours or malformed) handed to the host stack through the
+    /// port's host rings (a netmap NIC port with host rings, `netmap:eth0*`; see
+    /// [`UdpPort`](super::UdpPort)). Also counted as `not_ours` or `malformed`.
+    pub to_host: u64,
+    /// Frames the host stack sent, put on the NIC (same ports).
+    pub from_host: u64,
+    /// Frames of either direction between the NIC and the host stack dropped because the
+    /// ring they were going to stayed full after a sync (as a full ring drops in the kernel).
+    pub bridge_dropped: u64,
 }
 
 /// The state both endpoint forms share.
@@ -41,42 +50,41 @@ impl Endpoint {
         }
     }
 
-    /// The datagram in `frame`, if it is one for this endpoint (counted either way).
+    /// Whether `frame` holds a datagram for this endpoint: its addressing and the payload's
+    /// place in the frame, or `None`; counted either way (delivered, not ours, malformed).
     #[inline]
-    pub(crate) fn accept<'a>(&mut self, frame: Frame<'a>) -> Option<Datagram<'a>> {
-        let parsed = match UdpFrame::parse(frame.payload()) {
-            Ok(p) => p,
-            Err(Malformed::NotUdp) => {
+    pub(crate) fn classify(&mut self, frame: &Frame<'_>) -> Option<(Addressing, Range<usize>)> {
+        match judge(&self.local, frame.payload()) {
+            Ok(p) => {
+                self.stats.delivered += 1;
+                Some((*p.addressing(), p.payload_range()))
+            }
+            Err(Skip::NotOurs) => {
                 self.stats.not_ours += 1;
-                return None;
+                None
             }
-            Err(_) => {
+            Err(Skip::Malformed) => {
                 self.stats.malformed += 1;
-                return None;
+                None
             }
-        };
-        let a = parsed.addressing();
-        let l = &self.local;
-        if (l.port != 0 && a.dst.port() != l.port)
-            || !l.accepts_ip(&a.dst.ip())
-            || l.vlan
-                .is_some_and(|v| a.vlan.map(|t| t.id()) != Some(v.id()))
-        {
-            self.stats.not_ours += 1;
-            return None;
         }
-        if l.verify_udp_checksum && !parsed.udp_checksum_ok() {
-            self.stats.malformed += 1;
-            return None;
+    }
+
+    /// Whether `frame` is not for this endpoint (counted as not ours or malformed); a
+    /// datagram for it is not counted (a look ahead: it is counted when it is taken).
+    #[inline]
+    pub(crate) fn is_foreign(&mut self, frame: &Frame<'_>) -> bool {
+        match judge(&self.local, frame.payload()) {
+            Ok(_) => false,
+            Err(Skip::NotOurs) => {
+                self.stats.not_ours += 1;
+                true
+            }
+            Err(Skip::Malformed) => {
+                self.stats.malformed += 1;
+                true
+            }
         }
-        self.stats.delivered += 1;
-        let addressing = *a;
-        let payload = parsed.payload_range();
-        Some(Datagram {
-            frame,
-            addressing,
-            payload,
-        })
     }
 
     /// The addressing of a datagram to `dst` (a cached lookup, or the kernel's tables).
@@ -100,9 +108,12 @@ impl Endpoint {
     /// (`None`: no reply); the headers are the request's turned around. Returns how many
     /// replies were filled (commit the reservation to send them). Datagrams after the last
     /// slot stay in the RX ring for the next call.
+    /// With `host` (a bridged port), frames that are not ours are copied to that host TX
+    /// ring.
     pub(crate) fn serve<'a>(
         &mut self,
         batch: RxBatch<'a>,
+        mut host: Option<&mut TxRing>,
         res: &mut BatchReservation<'_>,
         max_len: usize,
         f: &mut impl FnMut(&Datagram<'a>, &mut [u8]) -> Option<usize>,
@@ -115,8 +126,16 @@ impl Endpoint {
         let mut batch = batch;
         while filled < room {
             let Some(frame) = batch.next() else { break };
-            let Some(d) = self.accept(frame) else {
+            let Some((addressing, payload)) = self.classify(&frame) else {
+                if let Some(h) = host.as_deref_mut() {
+                    super::bridge::copy_to_host(h, &frame, &mut self.stats);
+                }
                 continue;
+            };
+            let d = Datagram {
+                frame,
+                addressing,
+                payload,
             };
             let reply = d.addressing.reply();
             let h = reply.header_len();
@@ -137,6 +156,36 @@ impl Endpoint {
         self.stats.sent += filled as u64;
         Ok(filled)
     }
+}
+
+/// Why a frame is not delivered.
+enum Skip {
+    /// Not UDP, or not to this endpoint's port, addresses or VLAN.
+    NotOurs,
+    /// Cut short, inconsistent, a bad checksum, a fragment.
+    Malformed,
+}
+
+/// The parsed datagram in `bytes` if it is one for `l`.
+#[inline]
+fn judge<'f>(l: &Local, bytes: &'f [u8]) -> Result<UdpFrame<'f>, Skip> {
+    let parsed = match UdpFrame::parse(bytes) {
+        Ok(p) => p,
+        Err(Malformed::NotUdp) => return Err(Skip::NotOurs),
+        Err(_) => return Err(Skip::Malformed),
+    };
+    let a = parsed.addressing();
+    if (l.port != 0 && a.dst.port() != l.port)
+        || !l.accepts_ip(&a.dst.ip())
+        || l.vlan
+            .is_some_and(|v| a.vlan.map(|t| t.id()) != Some(v.id()))
+    {
+        return Err(Skip::NotOurs);
+    }
+    if l.verify_udp_checksum && !parsed.udp_checksum_ok() {
+        return Err(Skip::Malformed);
+    }
+    Ok(parsed)
 }
 
 /// A received datagram, borrowed from its ring slot (zero copy): payload, source,
@@ -184,11 +233,14 @@ impl<'a> Datagram<'a> {
 }
 
 /// Datagrams for this endpoint from one RX ring, borrowed (zero copy); other frames are
-/// skipped as they are passed. Frames taken are consumed when the batch is dropped.
+/// skipped as they are passed (on a port with host rings, copied to the host stack's ring).
+/// Frames taken are consumed when the batch is dropped.
 #[derive(Debug)]
 pub struct UdpBatch<'a> {
     pub(crate) frames: RxBatch<'a>,
     pub(crate) endpoint: &'a mut Endpoint,
+    /// The host TX ring frames that are not ours go to (a bridged NIC port).
+    pub(crate) host: Option<&'a mut TxRing>,
 }
 
 impl<'a> Iterator for UdpBatch<'a> {
@@ -197,9 +249,20 @@ impl<'a> Iterator for UdpBatch<'a> {
     #[inline]
     fn next(&mut self) -> Option<Datagram<'a>> {
         loop {
-            let f = self.frames.next()?;
-            if let Some(d) = self.endpoint.accept(f) {
-                return Some(d);
+            let frame = self.frames.next()?;
+            match self.endpoint.classify(&frame) {
+                Some((addressing, payload)) => {
+                    return Some(Datagram {
+                        frame,
+                        addressing,
+                        payload,
+                    })
+                }
+                None => {
+                    if let Some(h) = self.host.as_deref_mut() {
+                        super::bridge::copy_to_host(h, &frame, &mut self.endpoint.stats);
+                    }
+                }
             }
         }
     }

@@ -16,10 +16,21 @@
 //! Which traffic the kernel keeps: on `xdp:` with a port filter, everything that is not
 //! the service's UDP port goes to the host stack (ARP, ICMP, SSH keep working); on
 //! `afpacket:` the kernel sees every frame too, and a guard socket keeps it from answering
-//! the service's datagrams (see [`UdpPort::bind`]); on a netmap NIC port, frames that are
-//! not ours can be forwarded to the host rings (`eth0*`) by the application, as netmap's
-//! own applications do (not done by this layer).
+//! the service's datagrams (see [`UdpPort::bind`]); on a netmap NIC port opened with its
+//! host rings (`netmap:eth0*`), the endpoint hands every frame that is not its own to the
+//! host TX ring and puts what the host stack sends (host RX ring) on the NIC, zero copy,
+//! as netmap's `bridge` application does between `eth0` and `eth0^` (counted in
+//! [`UdpStats`]: `to_host`, `from_host`, `bridge_dropped`). A netmap NIC port without host
+//! rings (`netmap:eth0`) keeps the interface from the host stack while it is open.
+//!
+//! Why the host rings of the same registration, not a second port `eth0^`: one file
+//! descriptor, so one wait (`poll`) covers the NIC and the host stack, and one memory, so
+//! buffers are swapped, never copied (except frames not ours found between the endpoint's
+//! datagrams of one batch, copied to the host ring; `bridge.rs`).
 
+mod bridge;
+#[cfg(test)]
+mod bridge_tests;
 mod endpoint;
 #[cfg(target_os = "linux")]
 mod host_guard;
@@ -27,6 +38,8 @@ mod local;
 mod port;
 mod resolve;
 
+#[cfg(feature = "tokio-async")]
+pub(crate) use bridge::{foreign_to_host, host_to_nic};
 #[cfg(feature = "tokio-async")]
 pub(crate) use endpoint::Endpoint;
 pub use endpoint::{Datagram, UdpBatch, UdpStats};

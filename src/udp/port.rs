@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::bridge::{foreign_to_host, host_to_nic, Bridge};
 use super::endpoint::{Datagram, Endpoint, UdpBatch, UdpStats};
 use super::local::Local;
 use crate::error::Error;
@@ -25,10 +26,22 @@ use crate::wire::Addressing;
 /// On an interface the kernel sees the same traffic as an `afpacket:` port (not on
 /// `xdp:`, which takes it away from the kernel): see [`UdpPort::bind`] for what is done
 /// about it.
+///
+/// On a netmap NIC port opened with its host rings (`netmap:eth0*`), the endpoint shares
+/// the interface with the host stack, as netmap's `bridge` does between `eth0` and `eth0^`:
+/// frames that are not its datagrams go to the host TX ring, and what the host stack sends
+/// (host RX ring) goes out on NIC TX ring 0, zero copy (ARP, ICMP, SSH keep working). This
+/// happens inside the receiving calls, so the host stack is served while the endpoint is
+/// waited on; see [`UdpStats::to_host`]. Without host rings (`netmap:eth0`) the host stack
+/// is cut off from the interface while the port is open, as with any netmap NIC port.
 #[derive(Debug)]
 pub struct UdpPort {
+    /// The NIC RX rings (every RX ring of a port without host rings).
     rx: Vec<RxRing>,
+    /// The NIC TX rings.
     tx: Vec<TxRing>,
+    /// The host rings of a NIC port registered with them (`netmap:eth0*`).
+    bridge: Option<Bridge>,
     endpoint: Endpoint,
     next: usize,
     #[cfg(target_os = "linux")]
@@ -45,6 +58,9 @@ impl UdpPort {
     /// On `afpacket:` the kernel also receives every datagram: a guard socket of ours on
     /// the port, filtered to drop everything, keeps it from answering them (ICMP port
     /// unreachable). It fails with [`Error::PortBusy`] if another socket has the port.
+    ///
+    /// On `netmap:eth0*` (NIC and host rings) the rest of the traffic is passed between the
+    /// NIC and the host stack (see [`UdpPort`]).
     pub fn bind(netmap: Netmap, port: u16) -> Result<UdpPort, Error> {
         let local = local_for(&netmap, port)?;
         UdpPort::with_local(netmap, local)
@@ -65,11 +81,13 @@ impl UdpPort {
         let tx = (0..netmap.num_tx_rings())
             .map(|i| netmap.tx_ring(i))
             .collect::<Result<Vec<_>, _>>()?;
+        let (rx, tx, bridge) = super::bridge::split(rx, tx);
         #[cfg(target_os = "linux")]
         let _guard = host_guard(&netmap, &local)?;
         Ok(UdpPort {
             rx,
             tx,
+            bridge,
             endpoint: Endpoint::new(local),
             next: 0,
             #[cfg(target_os = "linux")]
@@ -94,21 +112,42 @@ impl UdpPort {
     }
 
     /// Waits until a ring holds frames (`timeout` `None`: forever); returns the ring's
-    /// index, starting after the ring served last, or `None` at the timeout.
+    /// index, starting after the ring served last, or `None` at the timeout. On a bridged
+    /// port, it passes what the host stack sent to the NIC, and the frames at the front of a
+    /// ring that are not ours to the host stack, first: the ring returned has one of ours
+    /// at its cursor.
     fn ready_ring(&mut self, timeout: Option<Duration>) -> Result<Option<usize>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
+            if let Some(b) = &mut self.bridge {
+                // Frames copied to the host stack by the last batch.
+                if b.host_tx.pending() > 0 {
+                    b.host_tx.sync()?;
+                }
+                for h in &mut b.host_rx {
+                    host_to_nic(h, &mut self.tx[0], &mut self.endpoint.stats)?;
+                }
+            }
             let n = self.rx.len();
             for step in 0..n {
                 let i = (self.next + step) % n;
-                if self.rx[i].available() > 0 {
-                    self.next = (i + 1) % n;
-                    return Ok(Some(i));
+                if self.rx[i].available() == 0 {
+                    continue;
                 }
+                if let Some(b) = &mut self.bridge {
+                    if !foreign_to_host(&mut self.rx[i], &mut b.host_tx, &mut self.endpoint)? {
+                        continue;
+                    }
+                }
+                self.next = (i + 1) % n;
+                return Ok(Some(i));
             }
             for r in &mut self.rx {
                 r.sync()?;
             }
+            // What the host stack sent since makes the wait below return at once (its ring
+            // is in the registration): it is passed on at the top of the loop, and the
+            // timeout still holds under host traffic that never stops.
             if (0..n).any(|i| self.rx[i].available() > 0) {
                 continue;
             }
@@ -138,6 +177,7 @@ impl UdpPort {
         Ok(UdpBatch {
             frames: self.rx[i].batch(max),
             endpoint: &mut self.endpoint,
+            host: self.bridge.as_mut().map(|b| &mut b.host_tx),
         })
     }
 
@@ -159,6 +199,7 @@ impl UdpPort {
             let mut batch = UdpBatch {
                 frames: self.rx[i].batch(usize::MAX),
                 endpoint: &mut self.endpoint,
+                host: self.bridge.as_mut().map(|b| &mut b.host_tx),
             };
             if let Some(d) = batch.next() {
                 let p = d.payload();
@@ -221,12 +262,18 @@ impl UdpPort {
         }
         let max_len = tx.max_payload_size();
         let mut res = tx.reserve_batch(space.min(max))?;
+        let host = self.bridge.as_mut().map(|b| &mut b.host_tx);
         let n = self
             .endpoint
-            .serve(self.rx[i].batch(max), &mut res, max_len, &mut f)?;
+            .serve(self.rx[i].batch(max), host, &mut res, max_len, &mut f)?;
         res.commit();
         if n > 0 {
             tx.sync()?;
+        }
+        if let Some(b) = &mut self.bridge {
+            if b.host_tx.pending() > 0 {
+                b.host_tx.sync()?;
+            }
         }
         // The requests' buffers back to the kernel at once (see AsyncUdpPort::serve).
         self.rx[i].sync()?;
