@@ -2,7 +2,7 @@
 //! `lib.rs` docs state the same rules). Reads the sources: a `use` that climbs the wrong way
 //! fails here, naming the file and the path.
 //!
-//! Test code is exempt (files under a `tests/` folder, `tests.rs`, and inline
+//! Test code is exempt (files under a `tests/` folder, `tests.rs`, `*_tests.rs`, and inline
 //! `#[cfg(test)] mod` blocks): tests may drive a driver through the public API.
 
 use std::fs;
@@ -21,7 +21,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn is_test_file(rel: &str) -> bool {
-    rel.contains("/tests/") || rel.ends_with("/tests.rs")
+    rel.contains("/tests/") || rel.ends_with("/tests.rs") || rel.ends_with("_tests.rs")
 }
 
 /// The text of `src` without its `#[cfg(test)]` / `#[cfg(all(test, ...))]` modules.
