@@ -15,8 +15,8 @@
 #   - RX CPU per packet at one offered load: trafgen on A sends LOAD pps for SECS seconds; the
 #     receiver on B counts what it gets; CPU = the growth of the receiver's run time over all
 #     its threads (/proc/PID/task/*/schedstat, nanoseconds) / packets received.
-#   - RX rate at full load: trafgen on A sends as fast as it can for SECS seconds; packets the
-#     receiver counted / SECS.
+#   - RX rate at full load: trafgen on A sends FULL * SECS frames as fast as it can; packets
+#     the receiver counted / trafgen's run time (a fixed count, so nothing arrives after it).
 # Ours is pkt_gen (examples/pkt_gen: reserve_batch + fill_reused + sync; batch + sync +
 # wait_readable), the same paths users call; "busy" is pkt_gen --busy (NetmapBuilder::busy_poll:
 # waits spin, a core given to the queue, as testpmd's poll-mode drivers run); "blocks" is
@@ -27,6 +27,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-3}
 LOAD=${LOAD:-150000}
+FULL=${FULL:-2000000}    # pps trafgen manages on this machine: full load sends FULL * SECS frames
 ONLY=${ONLY:-}          # a regular expression: run only the contenders it matches
 export CARGO_TERM_COLOR=never
 target=${CARGO_TARGET_DIR:-target}
@@ -143,14 +144,15 @@ received() { # OUTPUT-FILE -> packets the receiver counted
   { sed -n 's/^Received \([0-9]*\) packets.*/\1/p' "$1"
     sed -n 's/.*RX-packets: *\([0-9]*\).*/\1/p' "$1"; } | sort -n | tail -1
 }
-rx_run() { # NAME RATE-ARG -> "packets cpu_ns secs"
+rx_run() { # NAME RATE-ARG COUNT -> "packets cpu_ns secs"
   settle
   local p; p=$(launch "$(rx_cmd "$1")" "$work/rx.out")
   for _ in $(seq 100); do grep -q -E "^pkt_gen|^ready|Press enter|Start automatic" "$work/rx.out" && break; sleep 0.05; done
   sleep 1
   local c0 c1 t0 t1
   c0=$(cpu_ns "$p"); t0=$(now); local a0; a0=$(rxp)
-  timeout -s INT "$SECS" trafgen -o $A -i "$work/udp.cfg" -P 1 -C -Q $2 -n 0 >/dev/null 2>&1 || true
+  # A fixed count (trafgen exits once all are out), so nothing is sent after the window.
+  timeout -s INT $((SECS * 4)) trafgen -o $A -i "$work/udp.cfg" -P 1 -C -Q $2 -n "$3" >/dev/null 2>&1 || true
   local te; te=$(now)
   sleep 0.3
   c1=$(cpu_ns "$p"); t1=$(now); local a1; a1=$(rxp)
@@ -161,11 +163,11 @@ rx_run() { # NAME RATE-ARG -> "packets cpu_ns secs"
   echo "${got:-0} $((c1 - c0)) $(awk -v s="$t0" -v e="$te" 'BEGIN { print e - s }')"
 }
 rx_cpu() { # NAME -> ns of CPU per packet received at LOAD pps
-  local r; r=$(rx_run "$1" "-b ${LOAD}pps")
+  local r; r=$(rx_run "$1" "-b ${LOAD}pps" $((LOAD * SECS)))
   awk -v p="${r%% *}" -v c="$(echo "$r" | awk '{ print $2 }')" 'BEGIN { if (p > 0) printf "%.1f", c / p; else print "nan" }'
 }
 rx_rate() { # NAME -> Mpps the receiver counted at full load
-  local r; r=$(rx_run "$1" "")
+  local r; r=$(rx_run "$1" "" $((FULL * SECS)))
   awk -v p="${r%% *}" -v s="${r##* }" 'BEGIN { printf "%.4f", p / s / 1e6 }'
 }
 
