@@ -188,14 +188,9 @@ pub(crate) struct Port {
 /// How soon a wait syncs again while the kernel leaves frames unsent (`Port::tx_busy`).
 const BUSY_RETRY: Duration = Duration::from_millis(1);
 
-/// Frames per RX slot that circulate between a queue's netmap RX ring, its fill ring and the
-/// kernel. The kernel can take a packet only while the fill ring has a frame, and the frames
-/// of slots the user holds (up to the ring) are not there: with 2 per slot a receiver that
-/// lost its CPU for a few hundred microseconds under a flood saw the fill ring run dry
-/// (`rx_fill_empty` drops, `ci/peer-bench.sh`, `ci/dns-bench.sh`). 4 per slot gives the kernel
-/// a ring's worth of frames beyond what the user holds and what wait in the RX ring, as
-/// netring's default (4096 frames for its 4096-entry rings) does: 8 MiB per queue at the
-/// default 1024 slots.
+/// Frames per RX slot circulating between a queue's netmap RX ring, fill ring and the kernel:
+/// a ring's worth beyond what the user holds and what waits in the RX ring, so a receiver that
+/// loses its CPU under a flood does not run the fill ring dry (`rx_fill_empty`); as netring.
 pub(crate) const RX_DEPTH: u32 = 4;
 
 /// Opens `spec` (an `xdp:` name, or a bare one routed here) on AF_XDP.
