@@ -21,6 +21,11 @@ use netmap_rs::tokio_async::{AsyncUdpPort, TokioNetmap};
 use netmap_rs::udp::{UdpPort, UdpStats};
 use netmap_rs::{BackendChoice, Netmap, NetmapBuilder};
 
+#[path = "common/veth.rs"]
+#[allow(dead_code)] // only its command runner
+mod veth;
+use veth::run;
+
 const PORT: u16 = 7301;
 
 /// Why these tests cannot run here, if they cannot.
@@ -39,22 +44,6 @@ fn unavailable() -> Option<String> {
         return Some("`ip` not found (apt-get install iproute2)".into());
     }
     None
-}
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// A veth pair: `a` here with `ip_a`, `b` in namespace `ns` with `ip_b`; IPv6 off on both

@@ -5,8 +5,8 @@
 //! the namespace on a thread of its own ([`Net::in_ns`]).
 
 use std::os::fd::AsRawFd;
-use std::process::Command;
 
+use super::veth::run;
 pub use super::veth::unavailable;
 
 /// The pair.
@@ -21,22 +21,6 @@ pub struct Net {
     pub ip6_b: String,
     pub mac_a: String,
     pub mac_b: String,
-}
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 impl Net {

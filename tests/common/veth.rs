@@ -42,7 +42,8 @@ pub struct Veth {
     pub queues: u32,
 }
 
-fn run(args: &[&str]) -> Result<(), String> {
+/// Runs a command, its stderr in the error when it fails (shared with `netns.rs`).
+pub fn run(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
