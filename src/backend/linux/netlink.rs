@@ -137,35 +137,50 @@ pub(super) fn u32_of(p: &[u8]) -> u32 {
         .unwrap_or(0)
 }
 
+/// Iterates `(type, flags, payload)` over the whole messages in `buf` (stops at a truncated
+/// or malformed one).
+pub(super) fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u16, &[u8])> {
+    let hdr = size_of::<libc::nlmsghdr>();
+    std::iter::from_fn(move || {
+        if buf.len() < hdr {
+            return None;
+        }
+        let len = u32_of(&buf[0..4]) as usize;
+        let ty = u16::from_ne_bytes([buf[4], buf[5]]);
+        let flags = u16::from_ne_bytes([buf[6], buf[7]]);
+        if len < hdr || len > buf.len() {
+            return None;
+        }
+        let payload = &buf[hdr..len];
+        buf = &buf[align4(len).min(buf.len())..];
+        Some((ty, flags, payload))
+    })
+}
+
+/// The outcome an `NLMSG_ERROR` message's payload reports: `Ok` for an ACK (code 0).
+pub(super) fn ack(payload: &[u8], flags: u16) -> Result<(), NlError> {
+    let code = i32::from_ne_bytes(
+        payload
+            .get(..4)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or([0; 4]),
+    );
+    match code {
+        0 => Ok(()),
+        _ => Err(error_ack(payload, flags, code)),
+    }
+}
+
 /// Parses one reply: `Ok(Some(payload))` for a data message of `want_type`, `Ok(None)` for a
 /// successful ACK, `Err` for an error ACK.
 fn parse_reply(buf: &[u8], want_type: u16) -> Result<Option<Vec<u8>>, NlError> {
-    let hdr = size_of::<libc::nlmsghdr>();
-    let mut rest = buf;
-    while rest.len() >= hdr {
-        let len = u32_of(&rest[0..4]) as usize;
-        let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-        let flags = u16::from_ne_bytes([rest[6], rest[7]]);
-        if len < hdr || len > rest.len() {
-            break;
-        }
-        let payload = &rest[hdr..len];
+    for (ty, flags, payload) in messages(buf) {
         if ty == libc::NLMSG_ERROR as u16 {
-            let code = i32::from_ne_bytes(
-                payload
-                    .get(..4)
-                    .and_then(|s| s.try_into().ok())
-                    .unwrap_or([0; 4]),
-            );
-            if code == 0 {
-                return Ok(None);
-            }
-            return Err(error_ack(payload, flags, code));
+            return ack(payload, flags).map(|()| None);
         }
         if ty == want_type {
             return Ok(Some(payload.to_vec()));
         }
-        rest = &rest[align4(len).min(rest.len())..];
     }
     Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected rtnetlink reply").into())
 }

@@ -15,8 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 
 use super::netlink::{
-    align4, attrs, error_ack, finish, link_request, open, put_u16, put_u32, roundtrip, u32_of,
-    NlError,
+    ack, attrs, finish, link_request, messages, open, put_u16, put_u32, roundtrip, u32_of, NlError,
 };
 use super::os;
 
@@ -126,41 +125,22 @@ pub(crate) fn route_get(dst: IpAddr) -> Result<RouteInfo, NlError> {
 fn dump(req: &[u8], want: u16, mut each: impl FnMut(&[u8])) -> Result<(), NlError> {
     let fd = open()?;
     os::send(fd.as_fd(), req)?;
-    let hdr = size_of::<libc::nlmsghdr>();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = os::recv(fd.as_fd(), &mut buf)?;
         if n == 0 {
             return Ok(());
         }
-        let mut rest = &buf[..n];
-        while rest.len() >= hdr {
-            let len = u32_of(&rest[0..4]) as usize;
-            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-            let flags = u16::from_ne_bytes([rest[6], rest[7]]);
-            if len < hdr || len > rest.len() {
-                break;
-            }
-            let payload = &rest[hdr..len];
+        for (ty, flags, payload) in messages(&buf[..n]) {
             if ty == libc::NLMSG_DONE as u16 {
                 return Ok(());
             }
             if ty == libc::NLMSG_ERROR as u16 {
-                let code = i32::from_ne_bytes(
-                    payload
-                        .get(..4)
-                        .and_then(|s| s.try_into().ok())
-                        .unwrap_or([0; 4]),
-                );
-                if code != 0 {
-                    return Err(error_ack(payload, flags, code));
-                }
-                return Ok(());
+                return ack(payload, flags);
             }
             if ty == want {
                 each(payload);
             }
-            rest = &rest[align4(len).min(rest.len())..];
         }
     }
 }
