@@ -317,11 +317,40 @@ impl RawRing {
     ///
     /// # Safety
     /// As for [`RawRing::slot`]: the caller owns slot `k`.
+    /// (A slot out of range reads 0 rather than panicking, so a loop that drops the value
+    /// keeps no check for it.)
     #[inline(always)]
     pub(crate) unsafe fn slot_stamp(&self, k: u32) -> u64 {
+        if k >= self.num_slots {
+            return 0;
+        }
         let s = self.slot_ptr(k);
         // SAFETY: in bounds (slot_ptr); ownership per the caller's contract.
         unsafe { addr_of!((*s).ptr).read() }
+    }
+
+    /// The buffer indices of slots `start..start + count`, with one bounds check for the run
+    /// (a run past the ring yields nothing).
+    ///
+    /// # Safety
+    /// As for [`RawRing::slot`]: the caller owns these slots.
+    #[inline(always)]
+    pub(crate) unsafe fn buf_idx_run(&self, start: u32, count: u32) -> impl Iterator<Item = u32> {
+        let ok = start <= self.num_slots && count <= self.num_slots - start;
+        let count = if ok { count as usize } else { 0 };
+        // SAFETY: the slot array of num_slots entries follows the header inside the region
+        // (checked in `new`); start <= num_slots, so this points into it or one past its end.
+        let first = unsafe {
+            self.ring
+                .as_ptr()
+                .cast::<u8>()
+                .add(size_of::<NetmapRing>())
+                .cast::<NetmapSlot>()
+                .add(if ok { start as usize } else { 0 })
+        };
+        // SAFETY: i < count, so start + i < num_slots: in bounds; ownership per the caller's
+        // contract.
+        (0..count).map(move |i| unsafe { addr_of!((*first.add(i)).buf_idx).read() })
     }
 
     /// Writes slot `k`'s receive time (see [`RawRing::slot_stamp`]).

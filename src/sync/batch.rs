@@ -1,10 +1,14 @@
 //! Batch paths: [`BatchReservation`] (TX slots filled in place) and [`RxBatch`] (RX frames
 //! borrowed from the ring).
 
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
 use crate::abi::NS_BUF_CHANGED;
 use crate::error::Error;
 use crate::ring::{advance, distance, next, RawRing};
 use crate::sync::frame::Frame;
+use crate::sync::held::buf_in;
 use crate::sync::ring::{read_slot, Handle, RxRing, TxRing};
 
 impl TxRing {
@@ -35,6 +39,9 @@ pub struct BatchReservation<'a> {
     /// the compiler keeps in registers (the ring's own fields would be reloaded after every
     /// `memcpy` the caller does into a packet).
     raw: RawRing,
+    /// The buffers the handle holds, by slot (its shadow, see `held.rs`), read here without
+    /// going through the handle.
+    shadow: Arc<[AtomicU32]>,
     start: u32,
     count: usize,
     filled: usize,
@@ -45,6 +52,7 @@ impl<'a> BatchReservation<'a> {
     pub(super) fn new(ring: &'a mut TxRing, count: usize) -> Self {
         BatchReservation {
             raw: ring.h.raw.clone(),
+            shadow: ring.h.mirror.shadow(),
             start: ring.h.head,
             count,
             filled: 0,
@@ -72,7 +80,7 @@ impl<'a> BatchReservation<'a> {
         }
         let k = advance(self.start, index as u32, self.raw.num_slots());
         // The buffer this handle claimed for the slot (see `held.rs`).
-        let idx = self.ring.h.buf_of(k);
+        let idx = buf_in(&self.shadow, k);
         // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
         let p = match unsafe { self.raw.fill_slot_at(k, idx, len as u16, 0) } {
             Ok(p) => p,
@@ -83,7 +91,7 @@ impl<'a> BatchReservation<'a> {
                 // SAFETY: as above.
                 unsafe {
                     self.raw
-                        .fill_slot_at(k, self.ring.h.buf_of(k), len as u16, 0)
+                        .fill_slot_at(k, buf_in(&self.shadow, k), len as u16, 0)
                 }
                 .map_err(|idx| self.ring.h.corrupt(k, idx, len as u16))?
             }
@@ -155,10 +163,7 @@ impl<'a> BatchReservation<'a> {
         &mut self,
         mut f: impl FnMut(usize, &mut [u8], bool) -> usize,
     ) -> Result<usize, Error> {
-        let raw = &self.raw;
-        // A reference of our own (one count per batch): a refused slot's reclaim below needs
-        // the handle mutably.
-        let mirror = self.ring.h.mirror.clone();
+        let (raw, shadow) = (&self.raw, &self.shadow);
         let (n, max) = (raw.num_slots(), self.max_len);
         let first = self.filled;
         let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
@@ -167,7 +172,7 @@ impl<'a> BatchReservation<'a> {
             // `fill` reads only the buffer index; `fill_reused` also the flags.
             // The buffer this handle holds in the slot (see `held.rs`), never the index the
             // slot says now.
-            let idx = mirror.buf_of(k);
+            let idx = buf_in(shadow, k);
             let p = raw.buf_ptr(idx).ok_or(idx);
             let flags = if REUSED {
                 // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
@@ -181,7 +186,7 @@ impl<'a> BatchReservation<'a> {
                     // A slot refused when it was claimed may name a free buffer by now.
                     match Some(())
                         .filter(|_| self.ring.h.reclaim(k))
-                        .and_then(|_| raw.buf_ptr(mirror.buf_of(k)))
+                        .and_then(|_| raw.buf_ptr(buf_in(shadow, k)))
                     {
                         Some(p) => p,
                         None => {
@@ -253,11 +258,13 @@ fn empty_skipped(raw: &RawRing, start: u32, filled: usize, index: usize) {
 /// frames would be received again). Corrupt slots are skipped and logged.
 #[derive(Debug)]
 pub struct RxBatch<'a> {
-    ring: &'a mut RxRing,
+    h: &'a mut Handle,
     /// Copies of the ring's view and cursor: the per-packet path reads and advances these,
     /// which the compiler keeps in registers (the ring's own fields would be reloaded after
     /// every `memcpy` the caller does out of a frame). The cursor is written back on drop.
     raw: RawRing,
+    /// The handle's shadow (as in [`BatchReservation`]).
+    shadow: &'a [AtomicU32],
     head: u32,
     /// Packets in view (between `head` and the last tail seen) still to be yielded; the
     /// per-packet path counts this down and never compares against the tail.
@@ -268,16 +275,19 @@ pub struct RxBatch<'a> {
 }
 
 impl<'a> RxBatch<'a> {
+    #[inline]
     pub(super) fn new(ring: &'a mut RxRing, max: usize) -> Self {
-        let n = ring.h.raw.num_slots();
-        let ready = (distance(ring.h.head, ring.h.tail, n) as usize).min(max);
+        let RxRing { h, shadow } = ring;
+        let n = h.raw.num_slots();
+        let ready = (distance(h.head, h.tail, n) as usize).min(max);
         RxBatch {
-            raw: ring.h.raw.clone(),
-            head: ring.h.head,
+            raw: h.raw.clone(),
+            shadow,
+            head: h.head,
             ready: ready as u32,
             left: max - ready,
-            ring_index: ring.h.index as u16,
-            ring,
+            ring_index: h.index as u16,
+            h,
         }
     }
 }
@@ -302,7 +312,7 @@ impl<'a> Iterator for RxBatch<'a> {
                 if self.left == 0 {
                     return None;
                 }
-                let tail = refill(&mut self.ring.h);
+                let tail = refill(self.h);
                 let r = (distance(self.head, tail, self.raw.num_slots()) as usize).min(self.left);
                 if r == 0 {
                     return None;
@@ -316,7 +326,7 @@ impl<'a> Iterator for RxBatch<'a> {
             self.head = next(k, self.raw.num_slots());
             // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh;
             // `ready` never exceeds the distance from the cursor to that tail).
-            match unsafe { read_slot(&self.raw, k, self.ring.h.buf_of(k)) } {
+            match unsafe { read_slot(&self.raw, k, buf_in(self.shadow, k)) } {
                 Ok(r) => {
                     // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size).
                     // The ring is mutably borrowed for 'a by this iterator, so no sync can
@@ -327,13 +337,13 @@ impl<'a> Iterator for RxBatch<'a> {
                     let data =
                         unsafe { std::slice::from_raw_parts(r.ptr.as_ptr(), r.len as usize) };
                     // SAFETY: k is the user's (as above).
-                    let stamp = unsafe { self.ring.h.stamp_of(k) };
+                    let stamp = unsafe { self.h.stamp_of(k) };
                     return Some(
                         Frame::from_slot(data, r.flags, self.ring_index, k).stamped(stamp),
                     );
                 }
                 Err(c) => {
-                    self.ring.h.log_corrupt(c.slot, c.buf_idx, c.len);
+                    self.h.log_corrupt(c.slot, c.buf_idx, c.len);
                 }
             }
         }
@@ -344,6 +354,6 @@ impl Drop for RxBatch<'_> {
     /// Writes the cursor back: frames taken are consumed (released at the next sync).
     #[inline]
     fn drop(&mut self) {
-        self.ring.h.head = self.head;
+        self.h.head = self.head;
     }
 }

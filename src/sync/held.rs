@@ -91,8 +91,9 @@ pub(crate) struct Mirror {
     /// The held slots are `[lo, hi)`: `lo` is the handle's published head, `hi` its tail.
     lo: AtomicU32,
     hi: AtomicU32,
-    /// The buffer index each held slot was found with (`NO_BUF`: none).
-    shadow: Box<[AtomicU32]>,
+    /// The buffer index each held slot was found with (`NO_BUF`: none). Shared with the
+    /// owner's batches ([`Mirror::shadow`]), which read it without going through the mirror.
+    shadow: Arc<[AtomicU32]>,
     /// Scratch of the owner's claims: the previous claimant of a slot's buffer when it was
     /// another handle (0: none), for the slow path.
     prev: Box<[AtomicU64]>,
@@ -327,10 +328,13 @@ impl Held {
     unsafe fn claim_solo(&self, m: &Mirror, raw: &RawRing, from: u32, to: u32, hi: u32) -> bool {
         let n = raw.num_slots();
         for (start, count) in runs(from, to, n) {
-            for (k, s) in (start..).zip(&m.shadow[start as usize..(start + count) as usize]) {
-                // SAFETY: per the caller's contract, slot k is the user's. (An index out of
-                // range is kept as it is: every view checks its index and refuses it.)
-                s.store(unsafe { raw.slot_buf_idx(k) }, Ordering::Relaxed);
+            let Some(shadow) = m.shadow.get(start as usize..(start + count) as usize) else {
+                continue;
+            };
+            // SAFETY: per the caller's contract, the run's slots are the user's. (An index out
+            // of range is kept as it is: every view checks its index and refuses it.)
+            for (s, idx) in shadow.iter().zip(unsafe { raw.buf_idx_run(start, count) }) {
+                s.store(idx, Ordering::Relaxed);
             }
         }
         m.hi.store(hi, Ordering::Release);
@@ -434,7 +438,14 @@ impl Mirror {
     /// The buffer slot `k` holds (`NO_BUF`: none).
     #[inline(always)]
     pub(crate) fn buf_of(&self, k: u32) -> u32 {
-        self.shadow[k as usize].load(Ordering::Relaxed)
+        buf_in(&self.shadow, k)
+    }
+
+    /// The shadow itself, for a batch to read without going through the mirror
+    /// ([`buf_in`]): its entries are what the handle holds until its next sync, which
+    /// needs the handle (and so ends the batch).
+    pub(crate) fn shadow(&self) -> Arc<[AtomicU32]> {
+        self.shadow.clone()
     }
 
     /// Whether slot `k` is in the held slots `[lo, hi)` (read by the caller) and holds
@@ -448,6 +459,15 @@ impl Mirror {
             && distance(lo, k, n) < distance(lo, hi, n)
             && self.shadow[k as usize].load(Ordering::Relaxed) == idx
     }
+}
+
+/// The buffer slot `k` holds in `shadow` (a [`Mirror::shadow`]; `NO_BUF`: none, or `k`
+/// outside the ring).
+#[inline(always)]
+pub(crate) fn buf_in(shadow: &[AtomicU32], k: u32) -> u32 {
+    shadow
+        .get(k as usize)
+        .map_or(NO_BUF, |s| s.load(Ordering::Relaxed))
 }
 
 fn key(token: u32, k: u32) -> u64 {

@@ -14,6 +14,7 @@
 //! skips the ring once, finding the pointers valid on its re-read: see `tokio_async`.)
 
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use crate::error::Error;
@@ -180,6 +181,9 @@ impl Drop for TxRing {
 #[derive(Debug)]
 pub struct RxRing {
     pub(super) h: Handle,
+    /// The handle's shadow (`held.rs`), beside the handle so that a batch can borrow it and
+    /// the handle at once.
+    pub(super) shadow: Arc<[AtomicU32]>,
 }
 
 /// A slot whose buffer index or length is out of range (turned into [`Error::CorruptSlot`]
@@ -230,8 +234,10 @@ pub(super) struct RawFrame {
 
 impl RxRing {
     pub(crate) fn new(port: Arc<PortInner>, index: usize) -> Result<RxRing, Error> {
+        let h = Handle::new(port, index, Dir::Rx)?;
         Ok(RxRing {
-            h: Handle::new(port, index, Dir::Rx)?,
+            shadow: h.mirror.shadow(),
+            h,
         })
     }
 
