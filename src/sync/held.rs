@@ -229,11 +229,13 @@ impl Held {
         let writes0 = self.writes.load(Ordering::Acquire);
         let mut wrote = false;
         for (start, count) in runs(from, to, n) {
-            for k in start..start + count {
-                let ks = k as usize;
-                // SAFETY: per the caller's contract, slot k is the user's.
-                let idx = unsafe { raw.slot_buf_idx(k) };
-                let s = &m.shadow[ks];
+            let (a, b) = (start as usize, (start + count) as usize);
+            let (Some(shadow), Some(prev)) = (m.shadow.get(a..b), m.prev.get(a..b)) else {
+                continue;
+            };
+            // SAFETY: per the caller's contract, the run's slots are the user's.
+            let idxs = unsafe { raw.buf_idx_run(start, count) };
+            for (((s, p), idx), k) in shadow.iter().zip(prev).zip(idxs).zip(start..) {
                 let mine = key | u64::from(k);
                 let Some(e) = self.table.get(idx as usize) else {
                     s.store(NO_BUF, Ordering::Relaxed);
@@ -255,7 +257,7 @@ impl Held {
                 // slow path checks that one. (Cleared otherwise: no stale claimant is ever
                 // checked.)
                 let other = was != 0 && (was >> 32 != key >> 32 || partnered);
-                m.prev[ks].store(if other { was } else { 0 }, Ordering::Relaxed);
+                p.store(if other { was } else { 0 }, Ordering::Relaxed);
                 contested |= other;
                 e.store(mine, Ordering::Relaxed);
                 s.store(idx, Ordering::Relaxed);
