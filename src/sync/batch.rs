@@ -8,7 +8,7 @@ use crate::abi::NS_BUF_CHANGED;
 use crate::error::Error;
 use crate::ring::{advance, distance, next, RawRing};
 use crate::sync::frame::Frame;
-use crate::sync::held::buf_in;
+use crate::sync::held::{buf_at, buf_in};
 use crate::sync::ring::{read_slot, Handle, RxRing, TxRing};
 
 impl TxRing {
@@ -169,10 +169,17 @@ impl<'a> BatchReservation<'a> {
         let fresh_until = u64::from(n).saturating_sub(self.ring.written) as usize;
         let mut k = advance(self.start, first as u32, n);
         for i in first..self.count {
+            if k >= n {
+                // Never (the cursor wraps at n); said once here, the compiler drops the
+                // shadow's and the slot's own checks of the same thing below.
+                self.filled = i;
+                return Err(slot_outside(k, n));
+            }
             // `fill` reads only the buffer index; `fill_reused` also the flags.
             // The buffer this handle holds in the slot (see `held.rs`), never the index the
             // slot says now.
-            let idx = buf_in(shadow, k);
+            // SAFETY: the shadow is the handle's, as long as its ring (`Held::mirror`).
+            let idx = unsafe { buf_at(shadow, k, n) };
             let p = raw.buf_ptr(idx).ok_or(idx);
             let flags = if REUSED {
                 // SAFETY: k is one of the `count` reserved slots in the user's [head, tail).
@@ -239,6 +246,13 @@ fn bad_packet(count: usize, index: usize, len: usize) -> Error {
     } else {
         Error::PacketTooLarge(len)
     }
+}
+
+/// The error for a cursor outside the ring (never made: cursors wrap at the ring's size).
+#[cold]
+#[inline(never)]
+fn slot_outside(k: u32, n: u32) -> Error {
+    Error::RingState(format!("slot {k} outside a ring of {n}"))
 }
 
 /// Reserved slots skipped over (`filled..index`) are sent as empty packets rather than with
@@ -324,9 +338,11 @@ impl<'a> Iterator for RxBatch<'a> {
             let k = self.head;
             // A corrupt slot is consumed too (so it cannot stall the ring) and reported.
             self.head = next(k, self.raw.num_slots());
+            // SAFETY: the shadow is the handle's, as long as its ring (`Held::mirror`).
+            let idx = unsafe { buf_at(self.shadow, k, self.raw.num_slots()) };
             // SAFETY: k is in the user's [head, tail) (tail loaded with Acquire at a refresh;
             // `ready` never exceeds the distance from the cursor to that tail).
-            match unsafe { read_slot(&self.raw, k, buf_in(self.shadow, k)) } {
+            match unsafe { read_slot(&self.raw, k, idx) } {
                 Ok(r) => {
                     // SAFETY: ptr..ptr+len lies inside the region (buf_ptr, len <= buf_size).
                     // The ring is mutably borrowed for 'a by this iterator, so no sync can

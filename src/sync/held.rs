@@ -472,6 +472,23 @@ pub(crate) fn buf_in(shadow: &[AtomicU32], k: u32) -> u32 {
         .map_or(NO_BUF, |s| s.load(Ordering::Relaxed))
 }
 
+/// [`buf_in`] for a loop that also reads slot `k` of a ring of `n` slots: the one compare
+/// `k < n` serves both (the compiler merges it with the slot's own bounds check).
+///
+/// # Safety
+/// `shadow` is at least `n` entries long: the shadow of the ring of `n` slots whose slot
+/// `k` the caller reads (`Held::mirror` made it as long as the ring).
+#[inline(always)]
+pub(crate) unsafe fn buf_at(shadow: &[AtomicU32], k: u32, n: u32) -> u32 {
+    debug_assert!(shadow.len() >= n as usize);
+    if k < n {
+        // SAFETY: k < n <= shadow.len(), per the caller's contract.
+        unsafe { shadow.get_unchecked(k as usize) }.load(Ordering::Relaxed)
+    } else {
+        NO_BUF
+    }
+}
+
 fn key(token: u32, k: u32) -> u64 {
     (u64::from(token) << 32) | u64::from(k)
 }
