@@ -6,6 +6,8 @@
 #   ci/kernel-bench.sh      # ROUNDS=3 N=300000 by default (about 8 minutes on a busy 2-core host)
 #   BENCH_LOG=/tmp/b.log ROUNDS=1 N=100000 ci/kernel-bench.sh   # quick check, keeps the raw log
 #   PARTS="loops pktgen" ci/kernel-bench.sh   # only some parts: loops, pktgen, strace
+#   BASE=0f034f7 PARTS=loops ci/kernel-bench.sh  # also the library loop built at another
+#                                                # commit, in the same rounds (before/after)
 #
 # In each of ROUNDS interleaved rounds, on a netmap pipe and on a VALE switch, 60 and 1500 B:
 #   - the library's batch path (benches/kernel_loop.rs) against a minimal C loop on the same
@@ -35,6 +37,14 @@ cargo build --release --example pkt_gen >/dev/null 2>&1
 loop_bin=$(cargo bench --bench kernel_loop --no-run 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p')
 cp "$target/release/examples/pkt_gen" "$payload/"
 cp "$loop_bin" "$payload/kernel_loop"
+if [ -n "${BASE:-}" ]; then # the loop at another commit, built in a worktree of its own
+  wt=$(mktemp -d)
+  git worktree add -q --detach "$wt/src" "$BASE"
+  base_bin=$(cd "$wt/src" && CARGO_TARGET_DIR="$wt/target" cargo bench --bench kernel_loop \
+    --no-run 2>&1 | sed -n 's/^ *Executable .*(\(.*\))$/\1/p')
+  cp "$base_bin" "$payload/kernel_loop_base"
+  git worktree remove --force "$wt/src"; rm -rf "$wt"
+fi
 gcc -O2 -Wall -I"$NG/include" ci/bench/nmloop.c -L"$NG/lib" -lnetmap -o "$payload/nmloop"
 if command -v strace >/dev/null; then cp "$(command -v strace)" "$payload/"; fi
 # C pkt-gen waits 2 s for the link unless told otherwise; `timeout` cannot run a shell
@@ -72,6 +82,7 @@ want() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$ROUNDS"); do
   # Alternate which side runs first from round to round.
   if [ $((r % 2)) = 1 ]; then impls="nmloop kernel_loop"; else impls="kernel_loop nmloop"; fi
+  if [ -x ./kernel_loop_base ]; then impls="$impls kernel_loop_base"; fi
   want loops && for len in 60 1500; do
     for impl in $impls; do
       loops $r pipe $len $impl 'netmap:lp{1' 'netmap:lp}1' 'netmap:lq}1' 'netmap:lq{1'
