@@ -280,9 +280,9 @@ pub(crate) fn run_async(job: &mut Job, port: Netmap) -> Result<(), Error> {
                 }
             }
             Func::Ping | Func::Pong => {
-                return Err(Error::FallbackUnsupported(
-                    "--async is implemented for tx and rx; use the sync path for ping/pong".into(),
-                ))
+                return Err(Error::Io(std::io::Error::other(
+                    "--async is implemented for -f tx and -f rx; run ping/pong without --async",
+                )))
             }
         }
         Ok::<(), Error>(())

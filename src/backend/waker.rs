@@ -30,7 +30,12 @@ enum Kind {
     /// A descriptor of the waiter's own whose poll state the kernel computes from the rings
     /// (POLLIN for RX, POLLOUT for TX when `writable`).
     #[cfg_attr(not(netmap_kernel), allow(dead_code))]
-    Fd { fd: OwnedFd, writable: bool },
+    Fd {
+        fd: OwnedFd,
+        writable: bool,
+        /// Watched only while its owner waits (see [`RingWaker::socket`]).
+        transient: bool,
+    },
     /// The ring's own emulated notifier (reports readable).
     Note(Arc<Note>),
 }
@@ -40,8 +45,39 @@ impl RingWaker {
     #[cfg_attr(not(netmap_kernel), allow(dead_code))]
     pub(crate) fn fd(fd: OwnedFd, writable: bool) -> RingWaker {
         RingWaker {
-            kind: Kind::Fd { fd, writable },
+            kind: Kind::Fd {
+                fd,
+                writable,
+                transient: false,
+            },
         }
+    }
+
+    /// A waker over a duplicate of a ring's queue socket (AF_XDP, AF_PACKET), to be watched
+    /// only while its owner waits: the kernel walks a socket's watchers for every frame it
+    /// frees or receives, so a watch left on while packets flow costs every packet.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn socket(fd: OwnedFd, writable: bool) -> RingWaker {
+        RingWaker {
+            kind: Kind::Fd {
+                fd,
+                writable,
+                transient: true,
+            },
+        }
+    }
+
+    /// Whether the waker should be watched (registered with a reactor) only while its owner
+    /// waits, rather than for as long as it lives.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn transient(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Fd {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// A waker over a ring's emulated notifier.

@@ -116,7 +116,12 @@ async fn woken<'a>(
 /// handle), over the ring's own readiness source.
 pub(crate) struct Waiter {
     port: Arc<AsyncPort>,
-    fd: Arc<AsyncFd<RingWaker>>,
+    /// The source as registered with the reactor: for as long as the waiter lives, or, for a
+    /// transient source ([`RingWaker::transient`]: a queue socket), only while a wait is in
+    /// progress; `idle` then holds it between waits.
+    fd: Option<Arc<AsyncFd<RingWaker>>>,
+    idle: Option<RingWaker>,
+    interest: Interest,
     dir: Dir,
     idx: usize,
     /// The safety-net timer (see `resync.rs`) and whether every sleep arms it (the kernel
@@ -126,6 +131,18 @@ pub(crate) struct Waiter {
     active: bool,
     /// What the active wait waits for (packets or free slots).
     need: usize,
+}
+
+/// Registers `waker` with the current runtime's reactor (giving it back on failure).
+fn register(
+    waker: RingWaker,
+    interest: Interest,
+) -> Result<AsyncFd<RingWaker>, (RingWaker, io::Error)> {
+    // SAFETY: the descriptor belongs to the RingWaker (an OwnedFd, or an eventfd owned by
+    // the Arc'd notifier it holds). The AsyncFd owns the RingWaker, so the descriptor stays
+    // open and names the same file for as long as it is registered, and `as_raw_fd` returns
+    // the same number every time.
+    unsafe { AsyncFd::register_with_interest(waker, interest) }.map_err(|e| e.into_parts())
 }
 
 /// A [`Resync`] timer, with whether every sleep arms it: for a port on the netmap kernel
@@ -159,7 +176,8 @@ impl std::fmt::Debug for Waiter {
 }
 
 impl Waiter {
-    /// Registers ring `idx`'s readiness source with the current runtime's reactor.
+    /// Takes ring `idx`'s readiness source and registers it with the current runtime's
+    /// reactor (a transient source: at each wait).
     pub(crate) fn new(port: Arc<AsyncPort>, dir: Dir, idx: usize) -> Result<Waiter, Error> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Io(no_runtime("taking an async ring handle")));
@@ -170,16 +188,18 @@ impl Waiter {
         } else {
             Interest::READABLE
         };
-        // SAFETY: the descriptor belongs to the RingWaker (an OwnedFd, or an eventfd owned by
-        // the Arc'd notifier it holds). The AsyncFd owns the RingWaker, so the descriptor
-        // stays open and names the same file for as long as it is registered, and
-        // `as_raw_fd` returns the same number every time.
-        let fd = unsafe { AsyncFd::register_with_interest(waker, interest) }
-            .map_err(|e| Error::Io(e.into_parts().1))?;
+        let (fd, idle) = if waker.transient() {
+            (None, Some(waker))
+        } else {
+            let fd = register(waker, interest).map_err(|(_, e)| Error::Io(e))?;
+            (Some(Arc::new(fd)), None)
+        };
         let resync = resync_for(&port, dir)?;
         Ok(Waiter {
             port,
-            fd: Arc::new(fd),
+            fd,
+            idle,
+            interest,
             resync,
             dir,
             idx,
@@ -189,14 +209,48 @@ impl Waiter {
         })
     }
 
+    /// The registered source, registering a transient one now.
+    fn registered(&mut self) -> io::Result<Arc<AsyncFd<RingWaker>>> {
+        if let Some(fd) = &self.fd {
+            return Ok(fd.clone());
+        }
+        let waker = self
+            .idle
+            .take()
+            .ok_or_else(|| io::Error::other("ring waiter lost its readiness source"))?;
+        match register(waker, self.interest) {
+            Ok(fd) => Ok(self.fd.insert(Arc::new(fd)).clone()),
+            Err((waker, e)) => {
+                self.idle = Some(waker);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a wait: a transient source leaves the reactor. (A finished wait's future has
+    /// dropped its reference to the source; a withdrawn one is replaced before this.)
+    fn end_wait(&mut self) {
+        self.active = false;
+        if !self.fd.as_ref().is_some_and(|f| f.get_ref().transient()) {
+            return;
+        }
+        if let Some(fd) = self.fd.take() {
+            match Arc::try_unwrap(fd) {
+                Ok(fd) => self.idle = Some(fd.into_inner()),
+                Err(fd) => self.fd = Some(fd),
+            }
+        }
+    }
+
     /// Whether a wait for `need` is in progress (started, not yet complete). A wait left
     /// active for another amount (by a future that was dropped) is withdrawn here, its
     /// arming undone: it would complete only at its own `need`, and the caller, who now
     /// waits for a different amount, starts a fresh wait, which syncs and looks again first.
     pub(crate) fn is_active_for(&mut self, need: usize) -> bool {
         if self.active && self.need != need {
+            // Its arming is undone with the future.
             self.fut.set(async { Ok(()) });
-            self.active = false;
+            self.end_wait();
         }
         self.active
     }
@@ -205,20 +259,27 @@ impl Waiter {
     pub(crate) fn start(&mut self, need: usize) {
         self.need = need;
         let need = u32::try_from(need).unwrap_or(u32::MAX);
+        self.active = true;
+        let fd = match self.registered() {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.fut.set(async move { Err(e) });
+                return;
+            }
+        };
         self.fut.set(wait_ready(
             self.port.clone(),
-            self.fd.clone(),
+            fd,
             self.resync.clone(),
             self.dir,
             self.idx,
             need,
         ));
-        self.active = true;
     }
 
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = ready!(self.fut.poll(cx));
-        self.active = false;
+        self.end_wait();
         Poll::Ready(r)
     }
 }

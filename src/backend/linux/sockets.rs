@@ -130,7 +130,7 @@ impl SocketSet {
         let fd = s
             .try_clone()
             .map_err(|e| ctx(e, "duplicating a queue socket for a ring waiter"))?;
-        Ok(RingWaker::fd(fd, dir == Dir::Tx))
+        Ok(RingWaker::socket(fd, dir == Dir::Tx))
     }
 
     /// Asks the kernel to let these sockets drive their queues' NAPI processing while the

@@ -339,3 +339,80 @@ fn an_interface_set_down_or_deleted_under_async_rings_ends_in_errors_not_hangs()
         });
     }
 }
+
+/// The socket inode behind each of this process's descriptors that is a socket.
+fn socket_inodes() -> std::collections::HashMap<String, u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            let ino = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                ino.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// How many watches this process's epoll instances hold on the file with inode `ino` (the
+/// `tfd:` lines of their fdinfo; an instance behind two descriptors counts once).
+fn watches_of(ino: u64) -> usize {
+    let mut lines = std::collections::HashSet::new();
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let is_epoll = std::fs::read_link(e.path())
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventpoll]");
+        let info = format!("/proc/self/fdinfo/{}", e.file_name().to_string_lossy());
+        let Some(info) = is_epoll
+            .then(|| std::fs::read_to_string(info).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        lines.extend(
+            info.lines()
+                .filter(|l| l.starts_with("tfd:"))
+                .filter(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("ino:"))
+                        .is_some_and(|h| u64::from_str_radix(h, 16) == Ok(ino))
+                })
+                .map(str::to_owned),
+        );
+    }
+    lines.len()
+}
+
+/// The kernel walks a socket's watchers for every frame it receives or frees, so an async
+/// ring watches its queue socket only while a wait sleeps (as the blocking waits do): not
+/// before its first wait, and not after a wait has ended.
+#[test]
+fn async_rings_watch_their_socket_only_while_they_wait() {
+    require_net!();
+    for (prefix, _) in PREFIXES {
+        let pair = VethPair::new();
+        runtime().block_on(async {
+            let nm = port(prefix, &pair.a);
+            let before = socket_inodes();
+            let mut rx = nm.rx_ring(0).unwrap();
+            // The ring's waker: a new descriptor on a socket the port already had.
+            let ino = socket_inodes()
+                .into_iter()
+                .filter(|(fd, _)| !before.contains_key(fd))
+                .map(|(_, ino)| ino)
+                .find(|ino| before.values().any(|b| b == ino))
+                .expect("the ring's waker duplicates a queue socket");
+            assert_eq!(watches_of(ino), 0, "{prefix}: watched before any wait");
+            let mut next = rx.next();
+            assert!(futures::poll!(&mut next).is_pending());
+            assert_eq!(watches_of(ino), 1, "{prefix}: not watched while waiting");
+            ns_udp(&pair, 0)
+                .send_to(b"wake", SocketAddrV4::new(pair.ip_a, 9))
+                .unwrap();
+            let frame = tokio::time::timeout(PATIENCE, next).await;
+            assert!(matches!(frame, Ok(Some(Ok(_)))), "{prefix}: no frame");
+            assert_eq!(watches_of(ino), 0, "{prefix}: still watched after the wait");
+        });
+    }
+}
