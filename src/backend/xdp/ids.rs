@@ -207,7 +207,8 @@ pub(crate) fn xdp_link(prog_id: u32, ifindex: u32) -> io::Result<Option<OwnedFd>
         }
         let fd = match get_fd(BPF_LINK_GET_FD_BY_ID, id) {
             Ok(fd) => fd,
-            // Released meanwhile.
+            // Released meanwhile. (EAGAIN, a link not settled or being released, goes to the
+            // caller: it may be the one asked for.)
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(e),
         };

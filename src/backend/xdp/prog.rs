@@ -134,8 +134,10 @@ impl XdpProgram {
             } else {
                 Self::attach_new(iface, opts)?
             };
-            if let Round::Done(p) = round {
-                return Ok(p);
+            match round {
+                Round::Done(p) => return Ok(p),
+                // Give the attach or detach under way the processor.
+                Round::Again => std::thread::yield_now(),
             }
         }
         Err(Error::PortBusy(format!(
@@ -197,6 +199,9 @@ impl XdpProgram {
                     format!("{} (attached without a link)", found.name),
                 ));
             }
+            // A link between its creation and its settling, or being released, has no id yet
+            // (or any more): another port's attach or detach is under way. Look again.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(Round::Again),
             Err(e) => return Err(privilege(e, "opening the XDP link by id")),
         };
         let mode = if st.skb_prog_id == id {
