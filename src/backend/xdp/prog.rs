@@ -103,8 +103,10 @@ fn foreign(iface: &Interface, prog_id: u32, prog_name: String) -> Error {
 /// What `BPF_*_GET_FD_BY_ID` needs.
 const CAPS_JOIN: &str = "CAP_SYS_ADMIN";
 
-/// How many times an open re-reads the interface when programs come and go under it.
-const ATTACH_ROUNDS: usize = 16;
+/// How long an open keeps re-reading the interface while programs come and go under it (or
+/// another port's link is between its creation and its settling), before it gives up with
+/// [`Error::PortBusy`].
+const ATTACH_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The outcome of one round of [`XdpProgram::attach`].
 enum Round {
@@ -120,7 +122,10 @@ impl XdpProgram {
     /// [`Error::Io`] with the verifier log when the program is rejected. `opts` apply when
     /// this call attaches; a joined program keeps the mode and method it has.
     pub(crate) fn attach(iface: &Interface, opts: &XdpAttachOptions) -> Result<XdpProgram, Error> {
-        for _ in 0..ATTACH_ROUNDS {
+        let start = std::time::Instant::now();
+        let mut rounds = 0u32;
+        while rounds < 4 || start.elapsed() < ATTACH_PATIENCE {
+            rounds += 1;
             let st = netlink::xdp_query(iface.index).map_err(|e| {
                 os_error(
                     e.error,
@@ -136,14 +141,17 @@ impl XdpProgram {
             };
             match round {
                 Round::Done(p) => return Ok(p),
-                // Give the attach or detach under way the processor.
-                Round::Again => std::thread::yield_now(),
+                // Give the attach or detach under way the processor (a thread between the two
+                // steps of making a link may be off the CPU for a while).
+                Round::Again if rounds < 4 => std::thread::yield_now(),
+                Round::Again => std::thread::sleep(std::time::Duration::from_millis(1)),
             }
         }
         Err(Error::PortBusy(format!(
-            "XDP programs kept coming and going on {} while this port opened ({ATTACH_ROUNDS} \
-             tries): retry",
-            iface.name
+            "XDP programs kept coming and going on {} while this port opened ({rounds} tries \
+             in {:?}): retry",
+            iface.name,
+            start.elapsed()
         )))
     }
 
