@@ -407,41 +407,43 @@ impl Port {
         let mut room = n - 1 - distance(head, hwtail, n);
         let mut tail = hwtail;
         let mut first_err = None;
+        let (ifname, truncated) = (&self.ifname, &mut st.rx_truncated);
         while room > 0 {
-            let frame = match st.sock.rx_next() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
+            let got = st.sock.rx_drain(room, |data, wire_len, stamp_ns| {
+                if wire_len as usize > data.len() || data.len() > ring.buf_size() as usize {
+                    // Cut by the kernel: a frame is delivered whole or not at all.
+                    *truncated += 1;
+                    tracing::warn!(
+                        interface = %ifname,
+                        len = wire_len,
+                        kept = data.len(),
+                        dropped_so_far = *truncated,
+                        "AF_PACKET frame longer than a slot (the MTU was raised after the port \
+                         was opened): dropped, not delivered cut"
+                    );
+                    return;
+                }
+                // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not shown to the user yet
+                // (`room` counts what is left of that range); lock held.
+                if unsafe { write_slot(ring, tail, data) }.is_err() {
+                    // A buffer index outside the pool (only a raw write can put one there):
+                    // the slot is delivered empty and the ring layer reports it as corrupt.
+                    // SAFETY: as above.
+                    unsafe { ring.set_len_flags(tail, 0, 0) };
+                }
+                // SAFETY: as above; published with the tail (Release) below.
+                unsafe { ring.set_slot_stamp(tail, stamp_ns) };
+                tail = next(tail, n);
+                room -= 1;
+            });
+            match got {
+                Ok(0) => break,
+                Ok(_) => {}
+                // The frame or block was given back; carry on with the next.
                 Err(e) => {
                     first_err.get_or_insert(e);
-                    continue;
                 }
-            };
-            if frame.wire_len as usize > frame.len() || frame.len() > ring.buf_size() as usize {
-                // Cut by the kernel: a frame is delivered whole or not at all.
-                st.rx_truncated += 1;
-                tracing::warn!(
-                    interface = %self.ifname,
-                    len = frame.wire_len,
-                    kept = frame.len(),
-                    dropped_so_far = st.rx_truncated,
-                    "AF_PACKET frame longer than a slot (the MTU was raised after the port \
-                     was opened): dropped, not delivered cut"
-                );
-                continue;
             }
-            // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not shown to the user yet;
-            // lock held.
-            if unsafe { write_slot(ring, tail, &frame) }.is_err() {
-                // A buffer index outside the pool (only a raw write can put one there): the
-                // slot is delivered empty and the ring layer reports it as corrupt.
-                // SAFETY: as above.
-                unsafe { ring.set_len_flags(tail, 0, 0) };
-            }
-            // SAFETY: as above; published with the tail (Release) below.
-            unsafe { ring.set_slot_stamp(tail, frame.stamp_ns) };
-            drop(frame);
-            tail = next(tail, n);
-            room -= 1;
         }
         st.rx_hwtail = tail;
         ring.store_tail(tail);

@@ -325,6 +325,30 @@ impl PacketSocket {
             .expect("frame inside the ring mapping by construction")
     }
 
+    /// Hands up to `max` received frames to `f` (bytes, length on the wire, receive time in
+    /// ns), each given back after its call; returns how many. On V3 blocks this is the
+    /// block walk's own loop ([`Blocks::drain`]). Stops at the first frame whose header is
+    /// bad (given back unread, the error returned).
+    #[inline]
+    pub(crate) fn rx_drain(
+        &mut self,
+        max: u32,
+        mut f: impl FnMut(&[u8], u32, u64),
+    ) -> Result<u32, Error> {
+        if let Some(b) = &mut self.blocks {
+            return b.drain(&self.map, self.rx.offset, max, f);
+        }
+        let mut done = 0;
+        while done < max {
+            let Some(frame) = self.rx_next()? else {
+                break;
+            };
+            f(&frame, frame.wire_len, frame.stamp_ns);
+            done += 1;
+        }
+        Ok(done)
+    }
+
     /// The next received frame, if the kernel has handed one over.
     pub(crate) fn rx_next(&mut self) -> Result<Option<RxFrame<'_>>, Error> {
         if let Some(b) = &mut self.blocks {
