@@ -4,7 +4,8 @@
 //! (`tp_next_offset`) and gives the block back (`TP_STATUS_KERNEL`) after the last one.
 //!
 //! The driver copies every packet into a netmap slot anyway, so a block is given back as soon
-//! as its last packet is copied (at the drop of that packet's [`RxFrame`]): the kernel gets its
+//! as its last packet is copied (rxsync's loop, [`Blocks::drain`], gives it back after the call
+//! for its last packet; [`Blocks::next`], at the drop of that packet's [`RxFrame`]): the kernel gets its
 //! blocks back within one rxsync, and a slot never points into kernel memory. (Zero copy would
 //! keep each block until the user released every slot of it, and a slot buffer of a netmap
 //! ring cannot be a window into a kernel block.) An rxsync that runs out of ring room stops
