@@ -6,6 +6,7 @@
 # never fails on speed. Not run by CI.
 #
 #   ci/peer-bench.sh            # ROUNDS=5 SECS=3 LOAD=150000 (pps)
+#   PG=/tmp/pkt_gen.old ONLY='^tx_xdp_ours$' ROUNDS=1 ci/peer-bench.sh   # another build as ours
 #
 # Figures, each contender started fresh in each round:
 #   - TX rate: the sender on A runs until stopped; the rate is the growth of B's rx_packets
@@ -42,7 +43,7 @@ echo "building pkt_gen and ci/peers (netring 0.32) ..."
 cargo build --release --example pkt_gen >/dev/null 2>&1
 (cd ci/peers && cargo build --release --ignore-rust-version --target-dir "../../$target/peers" >/dev/null 2>&1) \
   || { echo "peer-bench: ci/peers does not build (cd ci/peers && cargo build --release --ignore-rust-version)"; exit 1; }
-PG=$target/release/examples/pkt_gen
+PG=${PG:-$target/release/examples/pkt_gen}   # PG=path: another build of pkt_gen as "ours"
 PEERS=$target/peers/release/netmap-rs-peers
 
 # DPDK needs huge pages (512 x 2 MiB); give back what we took at the end.
