@@ -231,10 +231,7 @@ impl Waiter {
     /// dropped its reference to the source; a withdrawn one is replaced before this.)
     fn end_wait(&mut self) {
         self.active = false;
-        if !self.fd.as_ref().is_some_and(|f| f.get_ref().transient()) {
-            return;
-        }
-        if let Some(fd) = self.fd.take() {
+        if let Some(fd) = self.fd.take_if(|f| f.get_ref().transient()) {
             match Arc::try_unwrap(fd) {
                 Ok(fd) => self.idle = Some(fd.into_inner()),
                 Err(fd) => self.fd = Some(fd),
