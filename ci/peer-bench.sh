@@ -137,6 +137,7 @@ rx_cmd() { # NAME -> command line of the receiver on B (in the namespace)
     pkt_ours) echo "$n $PG -i afpacket:$B -f rx -n 0 -w 0" ;;
     pkt_busy) echo "$(rx_cmd pkt_ours) --busy" ;;
     pkt_blocks) echo "$(rx_cmd pkt_ours) --block-timeout 1" ;;
+    pkt_blocks60) echo "$(rx_cmd pkt_ours) --block-timeout 60" ;;
     pkt_netring) echo "$n $PEERS rx-packet $B" ;;
     pkt_dpdk) echo "$n $(testpmd net_af_packet0,iface=$B rxonly)" ;;
   esac
@@ -179,7 +180,7 @@ for r in $(seq "$ROUNDS"); do
     wanted "tx_$c" || continue
     v=$(tx_rate $c); echo "tx $c $r $v" | tee -a "$lines"
   done
-  for c in xdp_ours xdp_netring xdp_dpdk pkt_ours pkt_blocks pkt_netring pkt_dpdk; do
+  for c in xdp_ours xdp_netring xdp_dpdk pkt_ours pkt_blocks pkt_blocks60 pkt_netring pkt_dpdk; do
     wanted "rxcpu_$c" || continue
     v=$(rx_cpu $c); echo "rxcpu $c $r $v" | tee -a "$lines"
   done

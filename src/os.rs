@@ -15,25 +15,23 @@ pub(crate) fn cvt<T: Copy + PartialOrd + Default>(r: T) -> io::Result<T> {
 
 /// Waits with `poll(2)` until one of `fds` is readable (events = POLLIN) or writable
 /// (POLLOUT), per `events`, or the timeout passes. Returns the revents per descriptor.
-pub(crate) fn poll_fds(
-    fds: &[(BorrowedFd<'_>, libc::c_short)],
+///
+/// A timeout is rounded up to whole milliseconds (poll's unit): rounded down, the last
+/// fraction of a millisecond of every wait would become a string of non-blocking polls (a
+/// spin) until the deadline. Only `Duration::ZERO` polls without blocking. No allocation.
+pub(crate) fn poll_fds<const N: usize>(
+    fds: &[(BorrowedFd<'_>, libc::c_short); N],
     timeout: Option<std::time::Duration>,
-) -> io::Result<Vec<libc::c_short>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|(fd, ev)| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: *ev,
-            revents: 0,
-        })
-        .collect();
-    let ms = match timeout {
-        None => -1,
-        Some(d) => d.as_millis().min(i32::MAX as u128) as libc::c_int,
-    };
+) -> io::Result<[libc::c_short; N]> {
+    let mut pfds = fds.map(|(fd, ev)| libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: ev,
+        revents: 0,
+    });
+    let ms = timeout.map_or(-1, poll_ms);
     loop {
-        // SAFETY: pfds is a live array of pfds.len() pollfd structs.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        // SAFETY: pfds is a live array of N pollfd structs.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -41,6 +39,27 @@ pub(crate) fn poll_fds(
             }
             return Err(e);
         }
-        return Ok(pfds.iter().map(|p| p.revents).collect());
+        return Ok(pfds.map(|p| p.revents));
+    }
+}
+
+/// `poll`'s timeout argument for `d`: milliseconds, rounded up, at most `i32::MAX`.
+fn poll_ms(d: std::time::Duration) -> libc::c_int {
+    d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
+}
+
+#[cfg(test)]
+mod tests {
+    use super::poll_ms;
+    use std::time::Duration;
+
+    #[test]
+    fn poll_timeouts_round_up_so_a_wait_never_spins() {
+        assert_eq!(poll_ms(Duration::ZERO), 0);
+        assert_eq!(poll_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(poll_ms(Duration::from_micros(999)), 1);
+        assert_eq!(poll_ms(Duration::from_millis(1)), 1);
+        assert_eq!(poll_ms(Duration::from_micros(1001)), 2);
+        assert_eq!(poll_ms(Duration::MAX), i32::MAX);
     }
 }

@@ -108,6 +108,8 @@ fn spawn_jobs(
     t0: Instant,
 ) -> Vec<std::thread::JoinHandle<Result<Vec<u64>, Error>>> {
     let nthreads = ports.len() as u64;
+    // The main thread sleeps until the next report or until a job ends (it unparks it).
+    let main = std::thread::current();
     stats
         .kernel
         .lock()
@@ -136,6 +138,7 @@ fn spawn_jobs(
                     0
                 }),
             };
+            let main = main.clone();
             std::thread::spawn(move || {
                 let r = if job.cfg.async_mode {
                     run_async(&mut job, port)
@@ -143,6 +146,7 @@ fn spawn_jobs(
                     run_sync(&mut job, &port)
                 };
                 job.stats.finish(job.t0);
+                main.unpark();
                 r.map(|()| job.rtts)
             })
         })
@@ -214,9 +218,11 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
         Func::Pong => "pong",
     };
     let (mut last_p, mut last_b, mut last_e, mut last_t) = (0, 0, 0, Instant::now());
+    let every = Duration::from_millis(cfg.report_ms);
     while !handles.iter().all(|h| h.is_finished()) {
-        std::thread::sleep(Duration::from_millis(10));
-        if last_t.elapsed() >= Duration::from_millis(cfg.report_ms) {
+        // Few wake-ups: a receiver's CPU figures count this thread too.
+        std::thread::park_timeout(every.saturating_sub(last_t.elapsed()));
+        if last_t.elapsed() >= every {
             let (p, b, e) = (
                 stats.pkts.load(Ordering::Relaxed),
                 stats.bytes.load(Ordering::Relaxed),

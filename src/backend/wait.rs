@@ -51,13 +51,13 @@ pub(crate) fn wait_loop(
             (Some(l), Some(r)) => Some(l.min(r)),
             (l, r) => l.or(r),
         };
-        let mut fds = Vec::with_capacity(2);
-        if want.readable {
-            fds.push((parts.rx_fd, libc::POLLIN));
+        let (rx, tx) = ((parts.rx_fd, libc::POLLIN), (parts.tx_fd, libc::POLLIN));
+        match (want.readable, want.writable) {
+            (true, true) => poll_fds(&[rx, tx], left).map(drop),
+            (true, false) => poll_fds(&[rx], left).map(drop),
+            (false, true) => poll_fds(&[tx], left).map(drop),
+            (false, false) => poll_fds(&[], left).map(drop),
         }
-        if want.writable {
-            fds.push((parts.tx_fd, libc::POLLIN));
-        }
-        poll_fds(&fds, left).map_err(parts.poll_error)?;
+        .map_err(parts.poll_error)?;
     }
 }
