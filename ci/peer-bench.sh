@@ -20,9 +20,11 @@
 #     the receiver counted / trafgen's run time (a fixed count, so nothing arrives after it).
 # Ours is pkt_gen (examples/pkt_gen: reserve_batch + fill_reused + sync; batch + sync +
 # wait_readable), the same paths users call; "busy" is pkt_gen --busy (NetmapBuilder::busy_poll:
-# waits spin, a core given to the queue, as testpmd's poll-mode drivers run); "blocks" is
-# pkt_gen --block-timeout 1 on afpacket: (TPACKET_V3 blocks, NetmapBuilder::block_timeout;
-# the default is TPACKET_V2 frames, for latency). Every receiver counts packets and bytes. Writes target/peer-bench/{lines,table.md,chart.svg}.
+# waits spin, a core given to the queue, as testpmd's poll-mode drivers run: pinned with -a 1
+# to CPU 1, where testpmd -l 0-1 runs its forwarding lcore; trafgen -P 1 pins itself to CPU
+# 0); "blocks" is pkt_gen --block-timeout 1 on afpacket: (TPACKET_V3 blocks,
+# NetmapBuilder::block_timeout; the default is TPACKET_V2 frames, for latency), "blocks60"
+# the same at netring's default retire timeout, 60 ms (the like-for-like CPU row). Every receiver counts packets and bytes. Writes target/peer-bench/{lines,table.md,chart.svg}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -107,11 +109,11 @@ launch() { # COMMAND OUTPUT -> the PID of the program itself (exec all the way d
 tx_cmd() { # NAME -> command line of the sender on A
   case $1 in
     xdp_ours) echo "$PG -i xdp:$A -f tx -n 0 -w 0 -D $MACB -S $MACA -d $IPB:1234 -s $IPA:1234" ;;
-    xdp_busy) echo "$(tx_cmd xdp_ours) --busy" ;;
+    xdp_busy) echo "$(tx_cmd xdp_ours) --busy -a 1" ;;
     xdp_netring) echo "$PEERS tx-xdp $A $MACB $MACA $IPB $IPA" ;;
     xdp_dpdk) testpmd net_af_xdp0,iface=$A,start_queue=0,queue_count=1 txonly ;;
     pkt_ours) echo "$PG -i afpacket:$A -f tx -n 0 -w 0 -D $MACB -S $MACA -d $IPB:1234 -s $IPA:1234" ;;
-    pkt_busy) echo "$(tx_cmd pkt_ours) --busy" ;;
+    pkt_busy) echo "$(tx_cmd pkt_ours) --busy -a 1" ;;
     pkt_netring) echo "$PEERS tx-packet $A $MACB $MACA $IPB $IPA" ;;
     pkt_dpdk) testpmd net_af_packet0,iface=$A txonly ;;
     pkt_trafgen) echo "trafgen -o $A -i $work/udp.cfg -P 1 -C -Q" ;;
@@ -131,11 +133,11 @@ rx_cmd() { # NAME -> command line of the receiver on B (in the namespace)
   local n="ip netns exec $NS"
   case $1 in
     xdp_ours) echo "$n $PG -i xdp:$B -f rx -n 0 -w 0" ;;
-    xdp_busy) echo "$(rx_cmd xdp_ours) --busy" ;;
+    xdp_busy) echo "$(rx_cmd xdp_ours) --busy -a 1" ;;
     xdp_netring) echo "$n $PEERS rx-xdp $B" ;;
     xdp_dpdk) echo "$n $(testpmd net_af_xdp0,iface=$B,start_queue=0,queue_count=1 rxonly)" ;;
     pkt_ours) echo "$n $PG -i afpacket:$B -f rx -n 0 -w 0" ;;
-    pkt_busy) echo "$(rx_cmd pkt_ours) --busy" ;;
+    pkt_busy) echo "$(rx_cmd pkt_ours) --busy -a 1" ;;
     pkt_blocks) echo "$(rx_cmd pkt_ours) --block-timeout 1" ;;
     pkt_blocks60) echo "$(rx_cmd pkt_ours) --block-timeout 60" ;;
     pkt_netring) echo "$n $PEERS rx-packet $B" ;;

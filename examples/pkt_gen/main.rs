@@ -4,7 +4,7 @@
 //! pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] [-T MS]
 //!         [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC]
 //!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy]
-//!         [--block-timeout MS]
+//!         [-a CPU] [--block-timeout MS]
 //! ```
 //!
 //! - By default the work per packet is C `pkt-gen`'s: `tx` copies a prepared Ethernet/IPv4/UDP
@@ -27,6 +27,8 @@
 //!   instead, one thread each.
 //! - `--block-timeout MS` sets an `afpacket:` port's RX block retire timeout
 //!   (`NetmapBuilder::block_timeout`; 0: `TPACKET_V2` frames, one wake-up per packet).
+//! - `-a CPU` pins thread `i` to CPU `CPU + i` (C `pkt-gen -a`): a busy poller on a core of
+//!   its own, as DPDK's lcores run.
 //! - `--huge` puts the port's memory on huge pages (`NetmapBuilder::huge_pages`; AF_XDP and
 //!   AF_PACKET, ordinary pages with a log line when none are reserved).
 //! - `--both` (pipes only) also runs the opposite function on the other end of the pipe in
@@ -140,6 +142,9 @@ fn spawn_jobs(
             };
             let main = main.clone();
             std::thread::spawn(move || {
+                if let Some(cpu) = job.cfg.cpu {
+                    pin_to(cpu + i);
+                }
                 let r = if job.cfg.async_mode {
                     run_async(&mut job, port)
                 } else {
@@ -151,6 +156,34 @@ fn spawn_jobs(
             })
         })
         .collect()
+}
+
+/// Runs the calling thread on `cpu` only; says so and goes on unpinned if the kernel refuses.
+#[cfg(target_os = "linux")]
+fn pin_to(cpu: usize) {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        eprintln!("pkt_gen: -a: no CPU {cpu}; running unpinned");
+        return;
+    }
+    // SAFETY: cpu_set_t is a plain bit array, valid all-zero; CPU_SET writes bit `cpu`
+    // (checked against CPU_SETSIZE above) of the set we own, and sched_setaffinity only reads
+    // `size_of::<cpu_set_t>()` bytes of it.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r != 0 {
+        eprintln!(
+            "pkt_gen: -a: cannot run on CPU {cpu} ({}); running unpinned",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_to(cpu: usize) {
+    eprintln!("pkt_gen: -a {cpu}: pinning is implemented on Linux only; running unpinned");
 }
 
 fn main() {

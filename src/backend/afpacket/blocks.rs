@@ -31,6 +31,13 @@ struct Packet {
     stamp_ns: u64,
 }
 
+/// What of a packet leaves its block: its header (at this offset), or its bytes (header
+/// offset, `tp_mac`, `tp_snaplen`).
+enum Leaves {
+    Header(usize),
+    Data(usize, usize, usize),
+}
+
 /// The walk over the RX ring's blocks.
 #[derive(Debug)]
 pub(crate) struct Blocks {
@@ -90,7 +97,8 @@ impl Blocks {
     /// leaves its block (that block is given back unread, and the error returned).
     ///
     /// The receive loop of rxsync: one bounds check of the block per block, one of the header
-    /// and data per packet, and no frame value per packet (`next` is for the rest).
+    /// and data per packet, the walk's position in registers, and no frame value per packet
+    /// (`next` is for the rest).
     #[inline]
     pub(crate) fn drain(
         &mut self,
@@ -106,18 +114,29 @@ impl Blocks {
             if !self.start(base, status) {
                 break;
             }
-            while self.left > 0 && done < max {
-                let p = self.packet(base, status)?;
-                // SAFETY: as in `next`; the slice lives only during this call of `f`, and the
-                // block is given back after the call for its last packet.
+            let take = self.left.min(max - done);
+            let (mut left, mut off) = (self.left, self.off);
+            for _ in 0..take {
+                let (p, next) = match self.header(base, off) {
+                    Ok(h) => h,
+                    Err(w) => {
+                        (self.left, self.off) = (left, off);
+                        return Err(self.fail(status, w));
+                    }
+                };
+                // SAFETY: as in `next`: the bytes lie inside the block (checked by `header`);
+                // the slice lives only during this call of `f`, and the block is given back
+                // after the call for its last packet.
                 f(
                     unsafe { std::slice::from_raw_parts(base.as_ptr().add(p.data), p.len) },
                     p.wire_len,
                     p.stamp_ns,
                 );
-                done += 1;
+                (off, left) = (next, left - 1);
             }
-            if self.left == 0 {
+            (self.left, self.off) = (left, off);
+            done += take;
+            if left == 0 {
                 self.give_back(status);
             }
         }
@@ -164,16 +183,14 @@ impl Blocks {
         true
     }
 
-    /// Reads the header of the next packet of block `cur` (started, `left > 0`), checks that
-    /// it and the packet's bytes lie inside the block, and moves past it. A header that
-    /// leaves the block gives the block back unread.
-    #[inline]
-    fn packet(&mut self, base: NonNull<u8>, status: &AtomicU32) -> Result<Packet, Error> {
-        let off = self.off;
-        let hdr_len = std::mem::size_of::<libc::tpacket3_hdr>();
-        if off % 4 != 0 || off + hdr_len > self.size {
-            self.give_back(status);
-            return Err(self.bad(format!("a packet header at {off}")));
+    /// The packet whose header is at `off` of the block at `base` (started), and the offset
+    /// of the next header, if the header and the packet's bytes lie inside the block; else
+    /// what leaves it (for [`Blocks::fail`]).
+    #[inline(always)]
+    fn header(&self, base: NonNull<u8>, off: usize) -> Result<(Packet, usize), Leaves> {
+        const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
+        if off % 4 != 0 || off + HDR > self.size {
+            return Err(Leaves::Header(off));
         }
         // SAFETY: the block is ours (its status was acquired with TP_STATUS_USER when it was
         // started, and it is given back only after its last packet); the header lies inside
@@ -185,17 +202,39 @@ impl Blocks {
                 .read_unaligned()
         };
         let (mac, snap) = (usize::from(h.tp_mac), h.tp_snaplen as usize);
-        if mac < hdr_len || off + mac + snap > self.size {
-            self.give_back(status);
-            return Err(self.bad(format!("data at {off} + {mac} of {snap} bytes")));
+        if mac < HDR || off + mac + snap > self.size {
+            return Err(Leaves::Data(off, mac, snap));
         }
-        self.left -= 1;
-        self.off = off + h.tp_next_offset as usize;
-        Ok(Packet {
+        let p = Packet {
             data: off + mac,
             len: snap,
             wire_len: h.tp_len,
             stamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
+        };
+        Ok((p, off + h.tp_next_offset as usize))
+    }
+
+    /// Reads the header of the next packet of block `cur` (started, `left > 0`), checks that
+    /// it and the packet's bytes lie inside the block, and moves past it. A header that
+    /// leaves the block gives the block back unread.
+    #[inline]
+    fn packet(&mut self, base: NonNull<u8>, status: &AtomicU32) -> Result<Packet, Error> {
+        let (p, next) = self
+            .header(base, self.off)
+            .map_err(|w| self.fail(status, w))?;
+        self.left -= 1;
+        self.off = next;
+        Ok(p)
+    }
+
+    /// Gives block `cur` back unread and says why (a header or packet leaving the block).
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, status: &AtomicU32, what: Leaves) -> Error {
+        self.give_back(status);
+        self.bad(match what {
+            Leaves::Header(off) => format!("a packet header at {off}"),
+            Leaves::Data(off, mac, snap) => format!("data at {off} + {mac} of {snap} bytes"),
         })
     }
 
@@ -213,5 +252,120 @@ impl Blocks {
         status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
         self.left = 0;
         self.cur = (self.cur + 1) % self.count;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The walk over blocks laid out by hand as the kernel lays them out (a block header, then
+    //! packet headers chained by `tp_next_offset`), including ones a broken kernel could hand
+    //! over: nothing is read outside its block, and a bad block is given back.
+    use super::*;
+
+    const SIZE: usize = 4096;
+    const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
+    const MAC: usize = 64;
+
+    /// Writes a block of `pkts` (payload byte, length, next offset; 0 = computed) at block
+    /// `b` of `map` and hands it over (TP_STATUS_USER).
+    fn block(map: &Region, b: usize, pkts: &[(u8, usize, Option<u32>)]) {
+        let base = map.at(b * SIZE, SIZE, 16).unwrap().as_ptr();
+        let mut off = 48;
+        // SAFETY: every write lies inside the two-block mapping (the tests' packets start
+        // below SIZE and end before 2 * SIZE), which no other thread touches; headers are
+        // 16-aligned.
+        unsafe {
+            base.add(sys::BLOCK_NUM_PKTS_OFFSET)
+                .cast::<u32>()
+                .write(pkts.len() as u32);
+            base.add(sys::BLOCK_FIRST_PKT_OFFSET)
+                .cast::<u32>()
+                .write(off as u32);
+            for &(byte, len, next) in pkts {
+                let step = (MAC + len).next_multiple_of(16);
+                let mut h: libc::tpacket3_hdr = std::mem::zeroed();
+                h.tp_next_offset = next.unwrap_or(step as u32);
+                h.tp_sec = 2;
+                h.tp_nsec = 5;
+                h.tp_snaplen = len as u32;
+                h.tp_len = len as u32;
+                h.tp_mac = MAC as u16;
+                base.add(off).cast::<libc::tpacket3_hdr>().write(h);
+                std::ptr::write_bytes(base.add(off + MAC), byte, len);
+                off += step;
+            }
+        }
+        word_at(NonNull::new(base).unwrap(), sys::BLOCK_STATUS_OFFSET)
+            .store(sys::TP_STATUS_USER, Ordering::Release);
+    }
+
+    fn status(map: &Region, b: usize) -> u32 {
+        word_at(
+            map.at(b * SIZE, SIZE, 16).unwrap(),
+            sys::BLOCK_STATUS_OFFSET,
+        )
+        .load(Ordering::Acquire)
+    }
+
+    fn drain(
+        blocks: &mut Blocks,
+        map: &Region,
+        max: u32,
+    ) -> (Vec<(u8, usize, u64)>, Result<u32, Error>) {
+        let mut got = Vec::new();
+        let r = blocks.drain(map, 0, max, |d, wire, ns| {
+            assert!(d.iter().all(|&x| x == d[0]), "one packet's bytes");
+            assert_eq!(wire as usize, d.len());
+            got.push((d[0], d.len(), ns));
+        });
+        (got, r)
+    }
+
+    #[test]
+    fn drain_walks_handed_over_blocks_in_order_and_gives_each_back_after_its_last_packet() {
+        assert_eq!(HDR % 4, 0);
+        let map = Region::anonymous(2 * SIZE).unwrap();
+        let mut blocks = Blocks::new(SIZE, 2);
+        block(&map, 0, &[(1, 60, None), (2, 100, None), (3, 60, None)]);
+        // At most two: the block stays ours, the walk stops mid-block.
+        let (got, r) = drain(&mut blocks, &map, 2);
+        assert_eq!(r.unwrap(), 2);
+        assert_eq!(got, vec![(1, 60, 2_000_000_005), (2, 100, 2_000_000_005)]);
+        assert_eq!(status(&map, 0), sys::TP_STATUS_USER, "given back too early");
+        // The rest, then nothing: block 1 is still the kernel's.
+        let (got, r) = drain(&mut blocks, &map, 64);
+        assert_eq!(r.unwrap(), 1);
+        assert_eq!(got, vec![(3, 60, 2_000_000_005)]);
+        assert_eq!(status(&map, 0), sys::TP_STATUS_KERNEL, "not given back");
+        block(&map, 1, &[(4, 70, None)]);
+        block(&map, 0, &[(5, 80, None)]);
+        let (got, r) = drain(&mut blocks, &map, 64);
+        assert_eq!(r.unwrap(), 2, "block 1, then block 0 again");
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!((status(&map, 0), status(&map, 1)), (0, 0));
+    }
+
+    #[test]
+    fn a_packet_leaving_its_block_stops_the_walk_with_an_error_and_the_block_is_given_back() {
+        let map = Region::anonymous(2 * SIZE).unwrap();
+        let mut blocks = Blocks::new(SIZE, 2);
+        // The second header would lie past the block's end.
+        block(&map, 0, &[(1, 60, Some(SIZE as u32)), (2, 60, None)]);
+        block(&map, 1, &[(3, 60, None)]);
+        let (got, r) = drain(&mut blocks, &map, 64);
+        assert_eq!(got.len(), 1);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("leaves the 4096-byte block"), "{e}");
+        assert_eq!(status(&map, 0), sys::TP_STATUS_KERNEL, "bad block kept");
+        // The walk goes on with the next block.
+        let (got, r) = drain(&mut blocks, &map, 64);
+        assert_eq!((got.len(), r.unwrap()), (1, 1));
+        assert_eq!(got[0].0, 3);
+        // Data running past the end: nothing delivered from that packet.
+        block(&map, 0, &[(4, SIZE - 100, None)]);
+        let (got, r) = drain(&mut blocks, &map, 64);
+        assert!(got.is_empty());
+        assert!(r.unwrap_err().to_string().contains("data at 48 + 64"));
+        assert_eq!(status(&map, 0), sys::TP_STATUS_KERNEL);
     }
 }

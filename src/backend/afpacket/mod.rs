@@ -408,19 +408,12 @@ impl Port {
         let mut tail = hwtail;
         let mut first_err = None;
         let (ifname, truncated) = (&self.ifname, &mut st.rx_truncated);
+        let buf_size = ring.buf_size() as usize;
         while room > 0 {
             let got = st.sock.rx_drain(room, |data, wire_len, stamp_ns| {
-                if wire_len as usize > data.len() || data.len() > ring.buf_size() as usize {
+                if wire_len as usize > data.len() || data.len() > buf_size {
                     // Cut by the kernel: a frame is delivered whole or not at all.
-                    *truncated += 1;
-                    tracing::warn!(
-                        interface = %ifname,
-                        len = wire_len,
-                        kept = data.len(),
-                        dropped_so_far = *truncated,
-                        "AF_PACKET frame longer than a slot (the MTU was raised after the port \
-                         was opened): dropped, not delivered cut"
-                    );
+                    dropped_cut(ifname, truncated, wire_len, data.len());
                     return;
                 }
                 // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not shown to the user yet
@@ -522,6 +515,23 @@ impl Driver for Port {
     ) -> Result<Readiness, Error> {
         self.socks.wait(self, want, timeout, check)
     }
+}
+
+/// Counts and logs a received frame longer than a slot (the MTU was raised after the port was
+/// opened), which rxsync drops rather than deliver cut. Out of line: the receive loop stays
+/// small enough to inline.
+#[cold]
+#[inline(never)]
+fn dropped_cut(ifname: &str, truncated: &mut u64, wire_len: u32, kept: usize) {
+    *truncated += 1;
+    tracing::warn!(
+        interface = %ifname,
+        len = wire_len,
+        kept,
+        dropped_so_far = *truncated,
+        "AF_PACKET frame longer than a slot (the MTU was raised after the port was opened): \
+         dropped, not delivered cut"
+    );
 }
 
 impl Drop for Port {
