@@ -307,11 +307,7 @@ mod tests {
         .load(Ordering::Acquire)
     }
 
-    fn drain(
-        blocks: &mut Blocks,
-        map: &Region,
-        max: u32,
-    ) -> (Vec<(u8, usize, u64)>, Result<u32, Error>) {
+    fn drain(blocks: &mut Blocks, map: &Region, max: u32) -> (Vec<Got>, Result<u32, Error>) {
         let mut got = Vec::new();
         let r = blocks.drain(map, 0, max, |d, wire, ns| {
             assert!(d.iter().all(|&x| x == d[0]), "one packet's bytes");
