@@ -307,6 +307,9 @@ mod tests {
         .load(Ordering::Acquire)
     }
 
+    /// What `drain` handed over of a packet: its (uniform) byte, length and stamp.
+    type Got = (u8, usize, u64);
+
     fn drain(blocks: &mut Blocks, map: &Region, max: u32) -> (Vec<Got>, Result<u32, Error>) {
         let mut got = Vec::new();
         let r = blocks.drain(map, 0, max, |d, wire, ns| {
