@@ -23,23 +23,58 @@ pub(crate) fn poll_fds<const N: usize>(
     fds: &[(BorrowedFd<'_>, libc::c_short); N],
     timeout: Option<std::time::Duration>,
 ) -> io::Result<[libc::c_short; N]> {
-    let mut pfds = fds.map(|(fd, ev)| libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: ev,
+    let mut pfds = fds.map(|(fd, ev)| pollfd(Some(fd), ev));
+    poll_raw(&mut pfds, timeout)?;
+    Ok(pfds.map(|p| p.revents))
+}
+
+/// [`poll_fds`] over a list of any length, when only "something happened or the time
+/// passed" matters: no allocation up to 16 descriptors.
+pub(crate) fn poll_list<'a>(
+    fds: impl IntoIterator<Item = (BorrowedFd<'a>, libc::c_short)>,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<()> {
+    const ON_STACK: usize = 16;
+    let (mut first, mut n, mut rest) = ([pollfd(None, 0); ON_STACK], 0, Vec::new());
+    for (fd, ev) in fds {
+        if n < ON_STACK {
+            first[n] = pollfd(Some(fd), ev);
+            n += 1;
+        } else {
+            if rest.is_empty() {
+                rest.extend_from_slice(&first);
+            }
+            rest.push(pollfd(Some(fd), ev));
+        }
+    }
+    if rest.is_empty() {
+        poll_raw(&mut first[..n], timeout)
+    } else {
+        poll_raw(&mut rest, timeout)
+    }
+}
+
+fn pollfd(fd: Option<BorrowedFd<'_>>, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.map_or(-1, |f| f.as_raw_fd()),
+        events,
         revents: 0,
-    });
+    }
+}
+
+/// One `poll(2)` over `pfds` (again after a signal), the timeout rounded up (`poll_ms`).
+fn poll_raw(pfds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<()> {
     let ms = timeout.map_or(-1, poll_ms);
     loop {
-        // SAFETY: pfds is a live array of N pollfd structs.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        // SAFETY: pfds is a live array of pfds.len() pollfd structs.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
-        return Ok(pfds.map(|p| p.revents));
     }
 }
 

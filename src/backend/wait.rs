@@ -15,12 +15,8 @@ pub(crate) struct WaitParts<'a> {
     pub sync: &'a dyn Fn() -> Result<(), Error>,
     /// Readiness of the rings after the sync.
     pub check: &'a dyn Fn() -> Readiness,
-    /// The descriptors that become readable when RX (`rx_fd`) or TX (`tx_fd`) may have
-    /// work.
-    pub rx_fd: BorrowedFd<'a>,
-    pub tx_fd: BorrowedFd<'a>,
-    /// Turns an error of `poll` into the backend's error.
-    pub poll_error: &'a dyn Fn(std::io::Error) -> Error,
+    /// Sleeps until a wanted direction may have work or the time (`None`: no limit) passes.
+    pub sleep: &'a dyn Fn(Option<Duration>) -> Result<(), Error>,
     /// How long to sleep at most before syncing again, when the driver knows no event may
     /// come (frames the kernel would not take yet: see `Driver::retry_after`).
     pub retry: &'a dyn Fn() -> Option<Duration>,
@@ -51,13 +47,23 @@ pub(crate) fn wait_loop(
             (Some(l), Some(r)) => Some(l.min(r)),
             (l, r) => l.or(r),
         };
-        let (rx, tx) = ((parts.rx_fd, libc::POLLIN), (parts.tx_fd, libc::POLLIN));
-        match (want.readable, want.writable) {
-            (true, true) => poll_fds(&[rx, tx], left).map(drop),
-            (true, false) => poll_fds(&[rx], left).map(drop),
-            (false, true) => poll_fds(&[tx], left).map(drop),
-            (false, false) => poll_fds(&[], left).map(drop),
-        }
-        .map_err(parts.poll_error)?;
+        (parts.sleep)(left)?;
+    }
+}
+
+/// A `sleep` of [`WaitParts`] over one descriptor per direction, each readable (`POLLIN`) when
+/// its direction may have work: polls those of the wanted directions.
+pub(crate) fn poll_wanted(
+    want: Readiness,
+    rx: BorrowedFd<'_>,
+    tx: BorrowedFd<'_>,
+    left: Option<Duration>,
+) -> std::io::Result<()> {
+    let (rx, tx) = ((rx, libc::POLLIN), (tx, libc::POLLIN));
+    match (want.readable, want.writable) {
+        (true, true) => poll_fds(&[rx, tx], left).map(drop),
+        (true, false) => poll_fds(&[rx], left).map(drop),
+        (false, true) => poll_fds(&[tx], left).map(drop),
+        (false, false) => poll_fds(&[], left).map(drop),
     }
 }

@@ -78,7 +78,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
-use crate::backend::wait::{wait_loop, WaitParts};
+use crate::backend::wait::{poll_wanted, wait_loop, WaitParts};
 use crate::backend::{
     Armed, Backend, Driver, MemIdentity, OpenOptions, Opened, Readiness, RingWaker,
 };
@@ -465,9 +465,10 @@ impl Driver for Port {
         let parts = WaitParts {
             sync: &sync,
             check,
-            rx_fd: self.rx_note.as_fd(),
-            tx_fd: self.tx_note.as_fd(),
-            poll_error: &|e| Error::from(e),
+            sleep: &|left| {
+                poll_wanted(want, self.rx_note.as_fd(), self.tx_note.as_fd(), left)
+                    .map_err(Error::from)
+            },
             retry: &|| None,
         };
         wait_loop(want, timeout, parts)

@@ -7,17 +7,20 @@
 //!   wakes the socket when it frees a sent buffer).
 //! - `AsFd` hands out an epoll instance over every queue socket (level-triggered `EPOLLIN`):
 //!   one pollable descriptor for all queues of the port.
-//! - Blocking waits use that instance for reception, and a second, edge-triggered
-//!   (`EPOLLOUT | EPOLLET`) one for room: a socket's level `POLLOUT` says its kernel TX ring
-//!   has room, not that the netmap ring does (the slots come back with completions), so only
-//!   new wake-ups end a wait for room.
+//! - Blocking waits `poll` the sockets themselves for reception, and use a second,
+//!   edge-triggered (`EPOLLOUT | EPOLLET`) epoll instance for room: a socket's level
+//!   `POLLOUT` says its kernel TX ring has room, not that the netmap ring does (the slots come
+//!   back with completions), so only new wake-ups end a wait for room.
 //!
-//! The sockets are watched only while somebody waits (or, for reception, once `AsFd` handed
-//! the instance out): every watch is an entry on the socket's wait queue, and the kernel walks
-//! those entries, interrupts off, for every packet it receives and every sent frame it frees
-//! (`sock_wfree` → `sk_write_space`). Two permanent watches cost a sender about an eighth of its
-//! CPU on a veth (`ci/peer-bench.sh`, perf: `sock_wfree` 14% against 2.5% with none); adding
-//! and removing them around a wait costs two `epoll_ctl` calls per socket per wait.
+//! Every watch is an entry on the socket's wait queue, and the kernel walks those entries,
+//! interrupts off, for every packet it receives and every sent frame it frees (`sock_wfree` →
+//! `sk_write_space`). Two permanent watches cost a sender about an eighth of its CPU on a veth
+//! (`ci/peer-bench.sh`, perf: `sock_wfree` 14% against 2.5% with none). So the sockets carry
+//! entries only while somebody waits: `poll`'s own last only for the call (none to add or
+//! remove); the room instance watches them during a wait (two `epoll_ctl` calls per socket
+//! per wait), and the reception instance once `AsFd` handed it out. A receive wait that
+//! added and removed a watch, as room waits do, cost a receiver woken per packet a quarter
+//! of its CPU per packet (`ci/peer-bench.sh`, `rxcpu` rows).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
@@ -167,10 +170,8 @@ impl SocketSet {
         timeout: Option<Duration>,
         check: &dyn Fn() -> Readiness,
     ) -> Result<Readiness, Error> {
-        let _rx = match want.readable {
-            true => Some(self.rx_ep.watch(&self.socks)?),
-            false => None,
-        };
+        // Reception: the sockets themselves, polled (poll's wait-queue entries last only for
+        // the call, so no watch to add and remove). Room: the edge-triggered instance.
         let _tx = match want.writable {
             true => Some(self.tx_ep.watch(&self.socks)?),
             false => None,
@@ -189,9 +190,12 @@ impl SocketSet {
         let parts = WaitParts {
             sync: &sync,
             check,
-            rx_fd: self.rx_ep.ep.as_fd(),
-            tx_fd: self.tx_ep.ep.as_fd(),
-            poll_error: &|e| ctx(e, "poll on the queue sockets"),
+            sleep: &|left| {
+                let rx = self.socks.iter().filter(|_| want.readable);
+                let tx = std::iter::once(&self.tx_ep.ep).filter(|_| want.writable);
+                let fds = rx.chain(tx).map(|s| (s.as_fd(), libc::POLLIN));
+                crate::os::poll_list(fds, left).map_err(|e| ctx(e, "poll on the queue sockets"))
+            },
             retry: &|| port.retry_after(),
         };
         wait_loop(want, timeout, parts)

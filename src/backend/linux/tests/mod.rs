@@ -19,7 +19,7 @@
 //! - `stamps`: receive timestamps (`Frame::timestamp`) and the tap's pcap file.
 //! - `stats`: the drop counters of `Netmap::stats`.
 //! - `tokio_layer`: the Tokio layer over both drivers.
-//! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
+//! - `watches`: which epoll watches the queue sockets carry, and when.
 //! - `xdp_filter`: filtered ports: their traffic to the port, the rest to the host.
 //! - `xdp_filter_prog`: the filter program under `BPF_PROG_TEST_RUN`, frame by frame.
 //! - `xdp_share`: one interface, several ports and processes, a SIGKILL among them.
@@ -42,6 +42,7 @@ mod stats;
 pub(crate) mod testnet;
 #[cfg(feature = "tokio-async")]
 mod tokio_layer;
+mod watches;
 mod xdp_filter;
 mod xdp_filter_prog;
 mod xdp_share;

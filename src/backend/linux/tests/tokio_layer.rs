@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::ports::{bulk_lock, ends_a_to_b, ns_udp, payload, PREFIXES};
 use super::sockets::PATIENCE;
 use super::testnet::{parse_udp, require_net, udp_frame, VethPair};
+use super::watches::{socket_inodes, watches_of};
 use crate::sync::NetmapBuilder;
 use crate::tokio_async::TokioNetmap;
 
@@ -338,50 +339,6 @@ fn an_interface_set_down_or_deleted_under_async_rings_ends_in_errors_not_hangs()
             }
         });
     }
-}
-
-/// The socket inode behind each of this process's descriptors that is a socket.
-fn socket_inodes() -> std::collections::HashMap<String, u64> {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let link = std::fs::read_link(e.path()).ok()?;
-            let ino = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
-            Some((
-                e.file_name().to_string_lossy().into_owned(),
-                ino.parse().ok()?,
-            ))
-        })
-        .collect()
-}
-
-/// How many watches this process's epoll instances hold on the file with inode `ino` (the
-/// `tfd:` lines of their fdinfo; an instance behind two descriptors counts once).
-fn watches_of(ino: u64) -> usize {
-    let mut lines = std::collections::HashSet::new();
-    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let is_epoll = std::fs::read_link(e.path())
-            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventpoll]");
-        let info = format!("/proc/self/fdinfo/{}", e.file_name().to_string_lossy());
-        let Some(info) = is_epoll
-            .then(|| std::fs::read_to_string(info).ok())
-            .flatten()
-        else {
-            continue;
-        };
-        lines.extend(
-            info.lines()
-                .filter(|l| l.starts_with("tfd:"))
-                .filter(|l| {
-                    l.split_whitespace()
-                        .find_map(|w| w.strip_prefix("ino:"))
-                        .is_some_and(|h| u64::from_str_radix(h, 16) == Ok(ino))
-                })
-                .map(str::to_owned),
-        );
-    }
-    lines.len()
 }
 
 /// The kernel walks a socket's watchers for every frame it receives or frees, so an async
