@@ -62,10 +62,13 @@ fn pollfd(fd: Option<BorrowedFd<'_>>, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-/// One `poll(2)` over `pfds` (again after a signal), the timeout rounded up (`poll_ms`).
+/// One `poll(2)` over `pfds`, the timeout rounded up (`poll_ms`); a signal restarts it with
+/// what is left of the timeout, so a stream of signals cannot stretch a wait.
 fn poll_raw(pfds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<()> {
-    let ms = timeout.map_or(-1, poll_ms);
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    let mut left = timeout;
     loop {
+        let ms = left.map_or(-1, poll_ms);
         // SAFETY: pfds is a live array of pfds.len() pollfd structs.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
         if r >= 0 {
@@ -74,6 +77,9 @@ fn poll_raw(pfds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> 
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
+        }
+        if let Some(d) = deadline {
+            left = Some(d.saturating_duration_since(std::time::Instant::now()));
         }
     }
 }

@@ -290,6 +290,17 @@ fn wait_times_out_then_wakes() {
     assert!(b.wait_readable(Some(Duration::from_secs(10))).unwrap());
     assert_eq!(rx.recv().unwrap().payload(), b"wake");
     drop(t.join().unwrap());
+    // A timeout too long to add to now is no timeout (it panicked in the deadline sum);
+    // wanting nothing returns at once (it slept until the timeout, for ever with none).
+    let (a, b) = pipe("wait2", 16);
+    let mut tx = a.tx_ring(0).unwrap();
+    tx.send(b"now").unwrap();
+    tx.sync().unwrap();
+    assert!(b.wait_readable(Some(Duration::MAX)).unwrap());
+    let start = std::time::Instant::now();
+    let r = b.wait(Readiness::default(), None).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(r.readable && r.writable, "{r:?}");
 }
 
 #[test]

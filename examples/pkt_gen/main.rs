@@ -146,11 +146,16 @@ fn spawn_jobs(
                     pin_to(cpu + i);
                 }
                 let r = if job.cfg.async_mode {
-                    run_async(&mut job, port)
+                    let r = run_async(&mut job, port);
+                    job.stats.finish(job.t0);
+                    r
                 } else {
-                    run_sync(&mut job, &port)
+                    let r = run_sync(&mut job, &port);
+                    job.stats.finish(job.t0);
+                    drop(port);
+                    r
                 };
-                job.stats.finish(job.t0);
+                job.stats.ended.fetch_add(1, Ordering::Release);
                 main.unpark();
                 r.map(|()| job.rtts)
             })
@@ -228,6 +233,8 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
         };
         let mut peer_cfg = (*cfg).clone();
         peer_cfg.rate = 0;
+        // `-a`: the peer's threads on the CPUs after the main jobs' ones.
+        peer_cfg.cpu = cfg.cpu.map(|c| c + cfg.threads);
         peer_handles = spawn_jobs(
             &Arc::new(peer_cfg),
             peer_func,
@@ -252,7 +259,10 @@ fn run(cfg: Arc<Cfg>) -> Result<(), Error> {
     };
     let (mut last_p, mut last_b, mut last_e, mut last_t) = (0, 0, 0, Instant::now());
     let every = Duration::from_millis(cfg.report_ms);
-    while !handles.iter().all(|h| h.is_finished()) {
+    // Until every job has closed its port (or ended otherwise: a panic).
+    while stats.ended.load(Ordering::Acquire) < handles.len()
+        && !handles.iter().all(|h| h.is_finished())
+    {
         // Few wake-ups: a receiver's CPU figures count this thread too.
         std::thread::park_timeout(every.saturating_sub(last_t.elapsed()));
         if last_t.elapsed() >= every {

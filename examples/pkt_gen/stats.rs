@@ -22,8 +22,10 @@ pub(crate) struct Stats {
     /// there.
     pub(crate) last_ns: AtomicU64,
     /// When the last worker finished, in nanoseconds after the run's `t0`: a sender's rate
-    /// ends there (not when the reporting thread, which looks every 10 ms, notices).
+    /// ends there (not when the reporting thread notices).
     pub(crate) end_ns: AtomicU64,
+    /// Workers that have ended and closed their port (the reporting thread waits for all).
+    pub(crate) ended: std::sync::atomic::AtomicUsize,
     /// The kernel's drop counters of each worker's port (`Netmap::stats`), by thread, as the
     /// worker last read them (`None` until then).
     pub(crate) kernel: Mutex<Vec<Option<PortStats>>>,

@@ -29,7 +29,8 @@ pub(crate) fn wait_loop(
     timeout: Option<Duration>,
     parts: WaitParts<'_>,
 ) -> Result<Readiness, Error> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout too long to add to now (Duration::MAX) is no timeout.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         (parts.sync)()?;
         let r = (parts.check)();

@@ -210,12 +210,17 @@ impl Netmap {
     /// Blocks until a bound ring is ready in one of the wanted directions, or the timeout
     /// passes (`None`: no timeout). Like `poll(2)` on the netmap fd, this syncs the wanted
     /// directions with the published ring heads: sync your ring handles first so that what
-    /// you consumed or filled is published.
+    /// you consumed or filled is published. Wanting neither direction returns the readiness
+    /// at once.
     ///
     /// With [`NetmapBuilder::busy_poll`], it first syncs and looks in a loop (no sleep) for
     /// up to the spin time.
     pub fn wait(&self, want: Readiness, timeout: Option<Duration>) -> Result<Readiness, Error> {
         let inner = &self.inner;
+        if !want.readable && !want.writable {
+            // Nothing could end the wait but the timeout.
+            return Ok(inner.readiness());
+        }
         let mut timeout = timeout;
         if let Some(spin) = inner.busy_poll {
             let start = std::time::Instant::now();

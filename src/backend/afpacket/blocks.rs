@@ -98,7 +98,9 @@ impl Blocks {
     ///
     /// The receive loop of rxsync: one bounds check of the block per block, one of the header
     /// and data per packet, the walk's position in registers, and no frame value per packet
-    /// (`next` is for the rest).
+    /// (`next` is for the rest). The position is stored back after the block's run, so a
+    /// panic in `f` (rxsync's does not panic) would hand that run over again, never memory
+    /// outside the block.
     #[inline]
     pub(crate) fn drain(
         &mut self,
@@ -189,7 +191,9 @@ impl Blocks {
     #[inline(always)]
     fn header(&self, base: NonNull<u8>, off: usize) -> Result<(Packet, usize), Leaves> {
         const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
-        if off % 4 != 0 || off + HDR > self.size {
+        // Differences, not sums: `off` and the header's fields come from the kernel, and a
+        // sum of them could wrap on a 32-bit target.
+        if off % 4 != 0 || HDR > self.size || off > self.size - HDR {
             return Err(Leaves::Header(off));
         }
         // SAFETY: the block is ours (its status was acquired with TP_STATUS_USER when it was
@@ -202,7 +206,8 @@ impl Blocks {
                 .read_unaligned()
         };
         let (mac, snap) = (usize::from(h.tp_mac), h.tp_snaplen as usize);
-        if mac < HDR || off + mac + snap > self.size {
+        let room = self.size - off; // >= HDR (checked above)
+        if mac < HDR || mac > room || snap > room - mac {
             return Err(Leaves::Data(off, mac, snap));
         }
         let p = Packet {
@@ -211,7 +216,8 @@ impl Blocks {
             wire_len: h.tp_len,
             stamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
         };
-        Ok((p, off + h.tp_next_offset as usize))
+        // Saturating: a next offset past the block fails the check above at the next packet.
+        Ok((p, off.saturating_add(h.tp_next_offset as usize)))
     }
 
     /// Reads the header of the next packet of block `cur` (started, `left > 0`), checks that
@@ -266,14 +272,15 @@ mod tests {
     const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
     const MAC: usize = 64;
 
-    /// Writes a block of `pkts` (payload byte, length, next offset; 0 = computed) at block
+    /// Writes a block of `pkts` (payload byte, length, next offset; `None`: the next 16-byte
+    /// boundary) at block
     /// `b` of `map` and hands it over (TP_STATUS_USER).
     fn block(map: &Region, b: usize, pkts: &[(u8, usize, Option<u32>)]) {
         let base = map.at(b * SIZE, SIZE, 16).unwrap().as_ptr();
         let mut off = 48;
-        // SAFETY: every write lies inside the two-block mapping (the tests' packets start
-        // below SIZE and end before 2 * SIZE), which no other thread touches; headers are
-        // 16-aligned.
+        // SAFETY: every write lies inside block `b` of the two-block mapping (headers start
+        // below SIZE - MAC in these tests, bytes are cut at the block's end), which no other
+        // thread touches; headers are 16-aligned.
         unsafe {
             base.add(sys::BLOCK_NUM_PKTS_OFFSET)
                 .cast::<u32>()
@@ -291,7 +298,8 @@ mod tests {
                 h.tp_len = len as u32;
                 h.tp_mac = MAC as u16;
                 base.add(off).cast::<libc::tpacket3_hdr>().write(h);
-                std::ptr::write_bytes(base.add(off + MAC), byte, len);
+                // A length that leaves the block is written only up to its end.
+                std::ptr::write_bytes(base.add(off + MAC), byte, len.min(SIZE - off - MAC));
                 off += step;
             }
         }

@@ -365,7 +365,11 @@ impl PacketSocket {
         // and 16-aligned.
         let h = unsafe { hdr.cast::<libc::tpacket2_hdr>().as_ptr().read() };
         let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
-        if mac < std::mem::size_of::<libc::tpacket2_hdr>() || mac + snap > self.frame_size {
+        // `snap > size - mac` after `mac <= size`: no sum that could wrap (32-bit targets).
+        if mac < std::mem::size_of::<libc::tpacket2_hdr>()
+            || mac > self.frame_size
+            || snap > self.frame_size - mac
+        {
             status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
             return Err(Error::BadLayout(format!(
                 "AF_PACKET RX frame: data at {mac} of {snap} bytes leaves the {}-byte frame; \
