@@ -191,9 +191,10 @@ impl Blocks {
     #[inline(always)]
     fn header(&self, base: NonNull<u8>, off: usize) -> Result<(Packet, usize), Leaves> {
         const HDR: usize = std::mem::size_of::<libc::tpacket3_hdr>();
-        // Differences, not sums: `off` and the header's fields come from the kernel, and a
-        // sum of them could wrap on a 32-bit target.
-        if off % 4 != 0 || HDR > self.size || off > self.size - HDR {
+        // Sums in u64: `off` and the header's fields come from the kernel, and their sum
+        // could wrap in a 32-bit usize (on 64-bit targets this is the usize arithmetic).
+        let (at, size) = (off as u64, self.size as u64);
+        if off % 4 != 0 || at + HDR as u64 > size {
             return Err(Leaves::Header(off));
         }
         // SAFETY: the block is ours (its status was acquired with TP_STATUS_USER when it was
@@ -206,8 +207,7 @@ impl Blocks {
                 .read_unaligned()
         };
         let (mac, snap) = (usize::from(h.tp_mac), h.tp_snaplen as usize);
-        let room = self.size - off; // >= HDR (checked above)
-        if mac < HDR || mac > room || snap > room - mac {
+        if mac < HDR || at + mac as u64 + snap as u64 > size {
             return Err(Leaves::Data(off, mac, snap));
         }
         let p = Packet {
@@ -216,8 +216,8 @@ impl Blocks {
             wire_len: h.tp_len,
             stamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
         };
-        // Saturating: a next offset past the block fails the check above at the next packet.
-        Ok((p, off.saturating_add(h.tp_next_offset as usize)))
+        // Wrapping (32-bit): wherever it lands, the check above bounds the next header.
+        Ok((p, off.wrapping_add(h.tp_next_offset as usize)))
     }
 
     /// Reads the header of the next packet of block `cur` (started, `left > 0`), checks that

@@ -365,10 +365,9 @@ impl PacketSocket {
         // and 16-aligned.
         let h = unsafe { hdr.cast::<libc::tpacket2_hdr>().as_ptr().read() };
         let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
-        // `snap > size - mac` after `mac <= size`: no sum that could wrap (32-bit targets).
+        // The sum in u64: it could wrap in a 32-bit usize.
         if mac < std::mem::size_of::<libc::tpacket2_hdr>()
-            || mac > self.frame_size
-            || snap > self.frame_size - mac
+            || mac as u64 + snap as u64 > self.frame_size as u64
         {
             status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
             return Err(Error::BadLayout(format!(
