@@ -29,7 +29,8 @@ pub(crate) fn poll_fds<const N: usize>(
 }
 
 /// [`poll_fds`] over a list of any length, when only "something happened or the time
-/// passed" matters: no allocation up to 16 descriptors.
+/// passed" matters: no allocation up to 16 descriptors. (Linux: the queue sockets' waits.)
+#[cfg(target_os = "linux")]
 pub(crate) fn poll_list<'a>(
     fds: impl IntoIterator<Item = (BorrowedFd<'a>, libc::c_short)>,
     timeout: Option<std::time::Duration>,
