@@ -19,6 +19,8 @@ pub(crate) fn cvt<T: Copy + PartialOrd + Default>(r: T) -> io::Result<T> {
 /// A timeout is rounded up to whole milliseconds (poll's unit): rounded down, the last
 /// fraction of a millisecond of every wait would become a string of non-blocking polls (a
 /// spin) until the deadline. Only `Duration::ZERO` polls without blocking. No allocation.
+// Its users: the netmap-module backend and the cross-process emulated pipes (neither on macOS).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn poll_fds<const N: usize>(
     fds: &[(BorrowedFd<'_>, libc::c_short); N],
     timeout: Option<std::time::Duration>,
@@ -29,8 +31,7 @@ pub(crate) fn poll_fds<const N: usize>(
 }
 
 /// [`poll_fds`] over a list of any length, when only "something happened or the time
-/// passed" matters: no allocation up to 16 descriptors. (Linux: the queue sockets' waits.)
-#[cfg(target_os = "linux")]
+/// passed" matters: no allocation up to 16 descriptors.
 pub(crate) fn poll_list<'a>(
     fds: impl IntoIterator<Item = (BorrowedFd<'a>, libc::c_short)>,
     timeout: Option<std::time::Duration>,

@@ -2,12 +2,10 @@
 //! (emulated, AF_XDP, AF_PACKET): sync the wanted directions, look at the rings, and sleep
 //! on the backend's descriptors until something may have changed or the timeout passes.
 
-use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use super::Readiness;
 use crate::error::Error;
-use crate::os::poll_fds;
 
 /// What a backend's wait is made of.
 pub(crate) struct WaitParts<'a> {
@@ -49,22 +47,5 @@ pub(crate) fn wait_loop(
             (l, r) => l.or(r),
         };
         (parts.sleep)(left)?;
-    }
-}
-
-/// A `sleep` of [`WaitParts`] over one descriptor per direction, each readable (`POLLIN`) when
-/// its direction may have work: polls those of the wanted directions.
-pub(crate) fn poll_wanted(
-    want: Readiness,
-    rx: BorrowedFd<'_>,
-    tx: BorrowedFd<'_>,
-    left: Option<Duration>,
-) -> std::io::Result<()> {
-    let (rx, tx) = ((rx, libc::POLLIN), (tx, libc::POLLIN));
-    match (want.readable, want.writable) {
-        (true, true) => poll_fds(&[rx, tx], left).map(drop),
-        (true, false) => poll_fds(&[rx], left).map(drop),
-        (false, true) => poll_fds(&[tx], left).map(drop),
-        (false, false) => poll_fds(&[], left).map(drop),
     }
 }

@@ -273,8 +273,7 @@ mod tests {
     const MAC: usize = 64;
 
     /// Writes a block of `pkts` (payload byte, length, next offset; `None`: the next 16-byte
-    /// boundary) at block
-    /// `b` of `map` and hands it over (TP_STATUS_USER).
+    /// boundary) at block `b` of `map` and hands it over (TP_STATUS_USER).
     fn block(map: &Region, b: usize, pkts: &[(u8, usize, Option<u32>)]) {
         let base = map.at(b * SIZE, SIZE, 16).unwrap().as_ptr();
         let mut off = 48;

@@ -78,11 +78,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::abi::{NR_EXCLUSIVE, NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY};
-use crate::backend::wait::{poll_wanted, wait_loop, WaitParts};
+use crate::backend::wait::{wait_loop, WaitParts};
 use crate::backend::{
     Armed, Backend, Driver, MemIdentity, OpenOptions, Opened, Readiness, RingWaker,
 };
 use crate::error::Error;
+use crate::os::poll_list;
 use crate::port_name::{PipeRole, PortKind, PortSpec, RingSelect};
 use crate::ring::{if_bytes, write_if, Dir};
 use pipe::Pipe;
@@ -466,8 +467,12 @@ impl Driver for Port {
             sync: &sync,
             check,
             sleep: &|left| {
-                poll_wanted(want, self.rx_note.as_fd(), self.tx_note.as_fd(), left)
-                    .map_err(Error::from)
+                let notes = [
+                    (&self.rx_note, want.readable),
+                    (&self.tx_note, want.writable),
+                ];
+                let fds = notes.into_iter().filter(|n| n.1);
+                poll_list(fds.map(|(n, _)| (n.as_fd(), libc::POLLIN)), left).map_err(Error::from)
             },
             retry: &|| None,
         };

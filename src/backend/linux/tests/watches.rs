@@ -16,15 +16,20 @@ use super::testnet::{require_net, VethPair};
 use crate::ring::Dir;
 use crate::sync::NetmapBuilder;
 
-/// The inode of the file behind `fd`.
+/// The socket inode behind `/proc/self/fd/NAME`, if that descriptor is a socket.
+fn socket_inode(path: &std::path::Path) -> Option<u64> {
+    let link = std::fs::read_link(path).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The socket inode behind `fd`.
 fn inode_of(fd: BorrowedFd<'_>) -> u64 {
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
-    let link = link.to_string_lossy();
-    let ino = link
-        .strip_prefix("socket:[")
-        .and_then(|l| l.strip_suffix(']'));
-    ino.and_then(|i| i.parse().ok())
-        .unwrap_or_else(|| panic!("{link} is not a socket"))
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    socket_inode(path.as_ref()).unwrap_or_else(|| panic!("{path} is not a socket"))
 }
 
 /// The socket inode behind each of this process's descriptors that is a socket.
@@ -34,12 +39,8 @@ pub(super) fn socket_inodes() -> std::collections::HashMap<String, u64> {
         .unwrap()
         .filter_map(|e| {
             let e = e.ok()?;
-            let link = std::fs::read_link(e.path()).ok()?;
-            let ino = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
-            Some((
-                e.file_name().to_string_lossy().into_owned(),
-                ino.parse().ok()?,
-            ))
+            let ino = socket_inode(&e.path())?;
+            Some((e.file_name().to_string_lossy().into_owned(), ino))
         })
         .collect()
 }
