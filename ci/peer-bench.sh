@@ -32,6 +32,7 @@ SECS=${SECS:-3}
 LOAD=${LOAD:-150000}
 FULL=${FULL:-2000000}    # pps trafgen manages on this machine: full load sends FULL * SECS frames
 ONLY=${ONLY:-}          # a regular expression: run only the contenders it matches
+EACH=${EACH---each}     # how our AF_PACKET receivers read (EACH= : batch + sync, for builds before --each)
 export CARGO_TERM_COLOR=never
 target=${CARGO_TARGET_DIR:-target}
 out=$target/peer-bench
@@ -136,7 +137,7 @@ rx_cmd() { # NAME -> command line of the receiver on B (in the namespace)
     xdp_busy) echo "$(rx_cmd xdp_ours) --busy -a 1" ;;
     xdp_netring) echo "$n $PEERS rx-xdp $B" ;;
     xdp_dpdk) echo "$n $(testpmd net_af_xdp0,iface=$B,start_queue=0,queue_count=1 rxonly)" ;;
-    pkt_ours) echo "$n $PG -i afpacket:$B -f rx -n 0 -w 0" ;;
+    pkt_ours) echo "$n $PG -i afpacket:$B -f rx -n 0 -w 0 $EACH" ;;
     pkt_busy) echo "$(rx_cmd pkt_ours) --busy -a 1" ;;
     pkt_blocks) echo "$(rx_cmd pkt_ours) --block-timeout 1" ;;
     pkt_blocks60) echo "$(rx_cmd pkt_ours) --block-timeout 60" ;;

@@ -586,3 +586,55 @@ fn rx_rings_of_one_registration_on_their_own_threads_lose_nothing() {
         assert_eq!(t.join().unwrap(), per_ring);
     }
 }
+
+/// `for_each_frame` on a backend without memory of its own to lend (an emulated pipe): the
+/// frames come from slots, a sync fetches more once they are used up, and a wait sleeps
+/// until the first comes.
+#[test]
+fn for_each_frame_reads_slots_syncs_and_waits_where_nothing_is_lent() {
+    let (a, b) = pipe("each", 16);
+    let mut rx = b.rx_ring(0).unwrap();
+    let mut tx = a.tx_ring(0).unwrap();
+    for p in [&b"one"[..], b"two", b"three"] {
+        tx.send(p).unwrap();
+    }
+    tx.sync().unwrap();
+    let mut got = Vec::new();
+    let n = rx
+        .for_each_frame(2, Some(Duration::ZERO), |f| {
+            assert!(f.slot_index().is_some(), "a slot's frame");
+            got.push(f.payload().to_vec());
+        })
+        .unwrap();
+    assert_eq!(n, 2, "at most max");
+    let n = rx
+        .for_each_frame(8, None, |f| got.push(f.payload().to_vec()))
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+    let start = std::time::Instant::now();
+    let n = rx
+        .for_each_frame(8, Some(Duration::from_millis(20)), |_| {})
+        .unwrap();
+    assert_eq!(n, 0, "nothing came");
+    assert!(start.elapsed() >= Duration::from_millis(15), "it waited");
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        tx.send(b"late").unwrap();
+        tx.sync().unwrap();
+        (a, tx)
+    });
+    let mut late = Vec::new();
+    let n = rx
+        .for_each_frame(8, Some(Duration::from_secs(10)), |f| {
+            late.push(f.payload().to_vec())
+        })
+        .unwrap();
+    assert_eq!((n, late), (1, vec![b"late".to_vec()]));
+    assert_eq!(
+        rx.for_each_frame(0, None, |_| {}).unwrap(),
+        0,
+        "max 0 returns at once"
+    );
+    drop(t.join().unwrap());
+}

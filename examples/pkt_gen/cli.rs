@@ -43,6 +43,8 @@ pub(crate) struct Cfg {
     pub(crate) block_timeout_ms: Option<u64>,
     /// `--busy`: busy polling (waits spin instead of sleeping; a core per thread).
     pub(crate) busy: bool,
+    /// `--each`: a receiver reads with `RxRing::for_each_frame` (in place on `afpacket:`).
+    pub(crate) each: bool,
     /// `-a CPU`: thread `i` runs on CPU `CPU + i` only (as C `pkt-gen -a`).
     pub(crate) cpu: Option<usize>,
     /// `-W`: a receiver exits after 1 s without traffic (once the first packet came).
@@ -62,7 +64,7 @@ pub(crate) fn die(msg: &str) -> ! {
         "usage: pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] \
          [-T MS] [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC] \
          [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy] [-a CPU] \
-         [--block-timeout MS]"
+         [--block-timeout MS] [--each]"
     );
     std::process::exit(2)
 }
@@ -123,6 +125,7 @@ impl Default for Cfg {
             huge: false,
             block_timeout_ms: None,
             busy: false,
+            each: false,
             cpu: None,
             idle_exit: false,
             len_min: 0,
@@ -185,6 +188,7 @@ pub(crate) fn parse_args() -> Cfg {
             "--huge" => c.huge = true,
             "--block-timeout" => c.block_timeout_ms = Some(num(val())),
             "--busy" => c.busy = true,
+            "--each" => c.each = true,
             "-a" => c.cpu = Some(num(val()) as usize),
             _ => die(&format!("unknown option {a}")),
         }

@@ -83,7 +83,33 @@ pub(crate) fn run_sync(job: &mut Job, nm: &Netmap) -> Result<(), Error> {
             let mut rings = all_rx_rings(nm)?;
             let mut check = cfg.seq.then(SeqCheck::new);
             let idle = Duration::from_millis(if cfg.idle_exit { 1000 } else { 100 });
-            while left > 0 && !job.stop.load(Ordering::Relaxed) {
+            while cfg.each && left > 0 && !job.stop.load(Ordering::Relaxed) {
+                // RxRing::for_each_frame: frames lent for one call each (read in place on
+                // afpacket:); a single ring waits in the call itself, on its socket alone.
+                kc.poll(nm, stats, false);
+                let one = rings.len() == 1;
+                let mut seen = 0;
+                for rx in &mut rings {
+                    let mut t = Tally::new(check.as_mut());
+                    let want = cfg.burst.min(left.min(usize::MAX as u64) as usize);
+                    rx.for_each_frame(want, Some(if one { idle } else { Duration::ZERO }), |f| {
+                        t.see(&f)
+                    })?;
+                    if t.k > 0 {
+                        left = left.saturating_sub(t.k);
+                        seen += t.k;
+                        stats.record(t.k, t.b);
+                    }
+                }
+                let idle_now = seen == 0 && (one || !nm.wait_readable(Some(idle))?);
+                if idle_now && cfg.idle_exit && stats.first.get().is_some() {
+                    break;
+                }
+                if seen == 0 {
+                    peer_notice(nm, &cfg, job.t0);
+                }
+            }
+            while !cfg.each && left > 0 && !job.stop.load(Ordering::Relaxed) {
                 kc.poll(nm, stats, false);
                 let mut seen = 0;
                 for rx in &mut rings {

@@ -4,7 +4,7 @@
 //! pkt_gen -i PORT -f tx|rx|ping|pong [-l LEN] [-n COUNT] [-b BURST] [-w WAIT] [-T MS]
 //!         [-R RATE] [-p THREADS] [-d IP[-IP][:PORT[-PORT]]] [-s ...] [-D MAC] [-S MAC]
 //!         [-W] [-z] [-Z] [--seq] [--async] [--both] [--slots N] [--huge] [--busy]
-//!         [-a CPU] [--block-timeout MS]
+//!         [-a CPU] [--block-timeout MS] [--each]
 //! ```
 //!
 //! - By default the work per packet is C `pkt-gen`'s: `tx` copies a prepared Ethernet/IPv4/UDP
@@ -27,6 +27,9 @@
 //!   instead, one thread each.
 //! - `--block-timeout MS` sets an `afpacket:` port's RX block retire timeout
 //!   (`NetmapBuilder::block_timeout`; 0: `TPACKET_V2` frames, one wake-up per packet).
+//! - `--each` makes `-f rx` read with `RxRing::for_each_frame`, each frame lent for one call:
+//!   on `afpacket:` read in place in the kernel's ring, with no copy into a slot (without it,
+//!   `batch` + `sync` + `wait_readable`).
 //! - `-a CPU` pins thread `i` to CPU `CPU + i` (C `pkt-gen -a`): a busy poller on a core of
 //!   its own, as DPDK's lcores run.
 //! - `--huge` puts the port's memory on huge pages (`NetmapBuilder::huge_pages`; AF_XDP and

@@ -104,6 +104,31 @@ pub(crate) fn kernel_part(k: Option<PortStats>) -> String {
     }
 }
 
+/// Counts received frames one at a time (packets and bytes) and, with `--seq`, checks their
+/// sequence numbers: for `RxRing::for_each_frame`'s callback.
+pub(crate) struct Tally<'c> {
+    pub(crate) k: u64,
+    pub(crate) b: u64,
+    check: Option<&'c mut SeqCheck>,
+}
+
+impl<'c> Tally<'c> {
+    pub(crate) fn new(check: Option<&'c mut SeqCheck>) -> Self {
+        Tally { k: 0, b: 0, check }
+    }
+
+    #[inline]
+    pub(crate) fn see(&mut self, f: &Frame<'_>) {
+        if let Some(check) = &mut self.check {
+            if let Some((seq, _)) = parse_seq(f.payload()) {
+                check.see(seq);
+            }
+        }
+        self.k += 1;
+        self.b += f.len() as u64;
+    }
+}
+
 /// Counts a batch of received frames (packets and bytes, as C pkt-gen does) and, with
 /// `--seq`, checks their sequence numbers.
 #[inline]

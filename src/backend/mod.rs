@@ -120,6 +120,38 @@ pub(crate) trait Driver {
     fn slot_stamps(&self) -> bool {
         false
     }
+    /// Hands up to `max` packets received on RX ring `idx` to `f` (bytes, receive time in ns
+    /// since the epoch, 0 for none) where they lie in the driver's own receive memory, with
+    /// no copy into slots, each given back to the "hardware" after its call; waits up to
+    /// `timeout` (`None`: no limit) for the first. `tail` is the ring's tail as its handle
+    /// last saw it, with every slot before it consumed: the driver lends only while its own
+    /// tail is the same ([`InPlace::SlotsFirst`] otherwise, so that packets an rxsync put in
+    /// slots go first). Default: the driver has no such memory ([`InPlace::Unsupported`]).
+    fn rx_in_place<F: FnMut(&[u8], u64)>(
+        &self,
+        idx: usize,
+        tail: u32,
+        max: usize,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> Result<InPlace, Error>
+    where
+        Self: Sized,
+    {
+        let _ = (idx, tail, max, timeout, f);
+        Ok(InPlace::Unsupported)
+    }
+}
+
+/// What [`Driver::rx_in_place`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InPlace {
+    /// The driver's packets are only ever read from slots (after an rxsync).
+    Unsupported,
+    /// Slots hold packets the ring's handle has not seen: read those first.
+    SlotsFirst,
+    /// This many packets went to the callback (0: none came before the timeout).
+    Handed(usize),
 }
 
 /// The RX block retire timeout of `afpacket:` ports without
@@ -448,6 +480,19 @@ impl Backend {
     /// See [`Driver::slot_stamps`].
     pub(crate) fn slot_stamps(&self) -> bool {
         dispatch!(self, p => p.slot_stamps())
+    }
+
+    /// See [`Driver::rx_in_place`].
+    #[inline]
+    pub(crate) fn rx_in_place<F: FnMut(&[u8], u64)>(
+        &self,
+        idx: usize,
+        tail: u32,
+        max: usize,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> Result<InPlace, Error> {
+        dispatch!(self, p => p.rx_in_place(idx, tail, max, timeout, f))
     }
 
     /// See [`Driver::exposed_rx_fd`].

@@ -118,6 +118,17 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// Bytes lent in place by a driver (no slot), with their receive time.
+    pub(crate) fn in_place(data: &'a [u8], ring: u16, stamp_ns: u64) -> Self {
+        Frame {
+            data: Data::Borrowed {
+                bytes: data,
+                slot: None,
+                meta: Meta::new(0, ring, stamp_ns),
+            },
+        }
+    }
+
     /// A whole packet gathered from several slots: owned, with `first`'s metadata (ring,
     /// receive time) and its flags without `NS_MOREFRAG`.
     pub(crate) fn gathered(bytes: Bytes, first: &Frame<'_>) -> Frame<'static> {

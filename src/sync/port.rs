@@ -216,23 +216,7 @@ impl Netmap {
     /// With [`NetmapBuilder::busy_poll`], it first syncs and looks in a loop (no sleep) for
     /// up to the spin time.
     pub fn wait(&self, want: Readiness, timeout: Option<Duration>) -> Result<Readiness, Error> {
-        let inner = &self.inner;
-        if !want.readable && !want.writable {
-            // Nothing could end the wait but the timeout.
-            return Ok(inner.readiness());
-        }
-        let mut timeout = timeout;
-        if let Some(spin) = inner.busy_poll {
-            let start = std::time::Instant::now();
-            if let Some(r) = inner.spin(want, timeout.map_or(spin, |t| t.min(spin)))? {
-                return Ok(r);
-            }
-            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
-            if timeout == Some(Duration::ZERO) {
-                return Ok(inner.readiness());
-            }
-        }
-        inner.backend.wait(want, timeout, &|| inner.readiness())
+        self.inner.wait(want, timeout)
     }
 
     /// The spin time of [`NetmapBuilder::busy_poll`], if set.

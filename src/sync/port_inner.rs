@@ -38,6 +38,31 @@ pub(crate) struct PortInner {
 }
 
 impl PortInner {
+    /// [`Netmap::wait`](crate::Netmap::wait), which its ring handles call too.
+    pub(crate) fn wait(
+        &self,
+        want: Readiness,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Readiness, crate::error::Error> {
+        let inner = self;
+        if !want.readable && !want.writable {
+            // Nothing could end the wait but the timeout.
+            return Ok(inner.readiness());
+        }
+        let mut timeout = timeout;
+        if let Some(spin) = inner.busy_poll {
+            let start = std::time::Instant::now();
+            if let Some(r) = inner.spin(want, timeout.map_or(spin, |t| t.min(spin)))? {
+                return Ok(r);
+            }
+            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            if timeout == Some(std::time::Duration::ZERO) {
+                return Ok(inner.readiness());
+            }
+        }
+        inner.backend.wait(want, timeout, &|| inner.readiness())
+    }
+
     /// Syncs the wanted directions and looks at the rings in a loop until one is ready
     /// (`Some`) or `budget` passes (`None`): the spinning half of a busy-polling wait.
     pub(crate) fn spin(

@@ -21,6 +21,26 @@ use crate::region::Region;
 
 /// Smallest block: 64 KiB, over 400 minimum-size packets per hand-over.
 pub(crate) const MIN_BLOCK: usize = 64 << 10;
+/// Blocks the RX ring's memory is split into (fewer when that makes them smaller than
+/// [`MIN_BLOCK`]). Each hand-over is a wake-up: on veth at 150 kpps, 64 KiB blocks (64 of
+/// them) woke the receiver about 220 times a second, 512 KiB blocks (8) about 30 times; with
+/// in-place reading the wake-ups were a third of the receiver's CPU time.
+pub(crate) const RX_BLOCKS: usize = 8;
+
+/// How far ahead of the packet being read the walk asks for the block's bytes.
+const PREFETCH_AHEAD: usize = 512;
+
+/// Asks the CPU to bring the cache line at `p` in (a hint: no read, no fault, any address).
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    // SAFETY: a prefetch reads nothing into the program and cannot fault, whatever `p` is.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = p;
+}
 
 /// Where a packet lies in its block, and what its header says.
 struct Packet {
@@ -119,6 +139,7 @@ impl Blocks {
             let take = self.left.min(max - done);
             let (mut left, mut off) = (self.left, self.off);
             for _ in 0..take {
+                prefetch(base.as_ptr().wrapping_add(off + PREFETCH_AHEAD));
                 let (p, next) = match self.header(base, off) {
                     Ok(h) => h,
                     Err(w) => {

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 mod blocks;
 pub(crate) mod filter;
+mod in_place;
 pub(crate) mod tpacket;
 
 use crate::abi::{NR_RX_RINGS_ONLY, NR_TX_RINGS_ONLY, NS_BUF_CHANGED, NS_MOREFRAG};
@@ -46,7 +47,8 @@ use crate::backend::linux::sockets::SocketSet;
 use crate::backend::linux::sys::TPACKET2_RX_DATA_OFFSET;
 use crate::backend::linux::{extra_bufs_error, host_rings_error, FLUSH_AT_CLOSE};
 use crate::backend::{
-    Backend, Driver, OpenOptions, Opened, PortStats, Readiness, RingWaker, DEFAULT_BLOCK_TIMEOUT,
+    Backend, Driver, InPlace, OpenOptions, Opened, PortStats, Readiness, RingWaker,
+    DEFAULT_BLOCK_TIMEOUT,
 };
 use crate::error::Error;
 use crate::port_name::{PortSpec, RingSelect};
@@ -272,7 +274,7 @@ impl Port {
         let q = &self.queues[i];
         let ring = &q.tx;
         let n = ring.num_slots();
-        let mut guard = lock(&q.state);
+        let mut guard = self.state(i)?;
         let st = &mut *guard;
         let tail = prev(st.tx_copied, n);
         let head = ring.load_head();
@@ -381,7 +383,7 @@ impl Port {
         let q = &self.queues[i];
         let ring = &q.rx;
         let n = ring.num_slots();
-        let mut guard = lock(&q.state);
+        let mut guard = self.state(i)?;
         let st = &mut *guard;
         let head = ring.load_head();
         let cur = ring.load_cur();
@@ -446,7 +448,7 @@ impl Port {
     /// The counters of socket `i`. `PACKET_STATISTICS` resets on read, so each read is
     /// added to the totals kept under the state lock.
     fn stats_one(&self, i: usize) -> Result<PortStats, Error> {
-        let mut st = lock(&self.queues[i].state);
+        let mut st = self.state(i)?;
         let (now, freezes) = st.sock.statistics()?;
         st.tp_packets += u64::from(now.tp_packets);
         st.tp_drops += u64::from(now.tp_drops);
@@ -497,6 +499,17 @@ impl Driver for Port {
     /// rxsync writes each frame's `tp_sec`/`tp_nsec` into its slot.
     fn slot_stamps(&self) -> bool {
         true
+    }
+
+    fn rx_in_place<F: FnMut(&[u8], u64)>(
+        &self,
+        idx: usize,
+        tail: u32,
+        max: usize,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> Result<InPlace, Error> {
+        self.rx_in_place_one(idx, tail, max, timeout, f)
     }
 
     fn ring_waker(&self, dir: Dir, idx: usize) -> Result<RingWaker, Error> {

@@ -228,10 +228,13 @@ impl PacketSocket {
                 tp_feature_req_word: 0,
             }
         };
-        // V3 RX: the same memory as V2's frames, in blocks of at least 64 KiB (hundreds of
-        // small packets per wake-up), each holding at least one largest frame.
+        // V3 RX: the same memory as V2's frames, in `RX_BLOCKS` blocks of at least 64 KiB
+        // (512 KiB at the defaults: thousands of small packets per wake-up), each holding at
+        // least one largest frame.
         let rx_block = if v3 {
-            fs.max(super::blocks::MIN_BLOCK)
+            let share = (cfg.rx_frames as usize * fs / super::blocks::RX_BLOCKS)
+                .next_multiple_of(os::page_size());
+            share.max(fs).max(super::blocks::MIN_BLOCK)
         } else {
             block
         };

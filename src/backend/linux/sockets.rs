@@ -160,6 +160,15 @@ impl SocketSet {
         self.rx_ep.watch_for_good(&self.socks)
     }
 
+    /// Sleeps until queue socket `idx` has something to read or the time (`None`: no
+    /// limit) passes.
+    pub(crate) fn sleep_readable(&self, idx: usize, left: Option<Duration>) -> Result<(), Error> {
+        let s = self.socks.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
+        crate::os::poll_fds(&[(s.as_fd(), libc::POLLIN)], left)
+            .map(drop)
+            .map_err(|e| ctx(e, "poll on a queue socket"))
+    }
+
     /// `Driver::wait` of a driver over these sockets: syncs the wanted directions of `port`
     /// (as the netmap module's poll does) and sleeps on the sockets until `check` reports a
     /// wanted direction ready or the timeout passes (at most `port.retry_after()` at a time).

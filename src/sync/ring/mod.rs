@@ -25,6 +25,7 @@ use crate::sync::frame::{Frame, INLINE_CAPACITY};
 use crate::sync::port_inner::PortInner;
 
 mod chain;
+mod each;
 mod handle;
 
 pub(super) use handle::Handle;

@@ -29,6 +29,7 @@ mod chains;
 mod fanout;
 mod faults;
 mod huge;
+mod in_place;
 mod jumbo;
 #[cfg(feature = "tokio-async")]
 mod multiqueue;
