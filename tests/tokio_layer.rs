@@ -508,3 +508,36 @@ async fn ping_pong_between_tasks() {
     }
     ponger.await.unwrap();
 }
+
+/// The async `for_each_frame` over slots (a pipe lends nothing in place): it waits for the
+/// first packet, then hands over what came, each frame for one call.
+#[tokio::test]
+async fn for_each_frame_waits_then_hands_over_frames_from_slots() {
+    let (a, b) = pair("each", 64);
+    let mut rx = b.rx_ring(0).unwrap();
+    let send = async {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let mut tx = a.tx_ring(0).unwrap();
+        for p in [&b"one"[..], b"two", b"three"] {
+            tx.send_packet(p).await.unwrap();
+        }
+        tx.flush_ring().await.unwrap();
+    };
+    let recv = async {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            rx.for_each_frame(8, |f| {
+                assert!(f.slot_index().is_some(), "a slot's frame");
+                got.push(f.payload().to_vec());
+            })
+            .await
+            .unwrap();
+        }
+        got
+    };
+    let (_, got) =
+        tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, recv) })
+            .await
+            .expect("the frames came");
+    assert_eq!(got, [&b"one"[..], b"two", b"three"]);
+}

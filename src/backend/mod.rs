@@ -120,6 +120,11 @@ pub(crate) trait Driver {
     fn slot_stamps(&self) -> bool {
         false
     }
+    /// Whether [`rx_in_place`](Driver::rx_in_place) lends packets (it returns
+    /// [`InPlace::Unsupported`] exactly when this is `false`).
+    fn lends_in_place(&self) -> bool {
+        false
+    }
     /// Hands up to `max` packets received on RX ring `idx` to `f` (bytes, receive time in ns
     /// since the epoch, 0 for none) where they lie in the driver's own receive memory, with
     /// no copy into slots, each given back to the "hardware" after its call; waits up to
@@ -480,6 +485,11 @@ impl Backend {
     /// See [`Driver::slot_stamps`].
     pub(crate) fn slot_stamps(&self) -> bool {
         dispatch!(self, p => p.slot_stamps())
+    }
+
+    /// See [`Driver::lends_in_place`].
+    pub(crate) fn lends_in_place(&self) -> bool {
+        dispatch!(self, p => p.lends_in_place())
     }
 
     /// See [`Driver::rx_in_place`].

@@ -151,6 +151,51 @@ impl AsyncNetmapRxRing {
         Ok(self.ring.batch(max))
     }
 
+    /// Waits until packets are waiting, then hands up to `max` of them to `f`, each lent for
+    /// one call (see [`RxRing::for_each_frame`]); returns how many (at least one).
+    ///
+    /// On `afpacket:` the frames are read in place in the kernel's ring, and the wait sleeps
+    /// on the ring's socket without a sync (which would copy them into slots). Elsewhere it
+    /// waits as [`readable`](Self::readable) does and the frames come from slots, released
+    /// at the next sync.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: frames go to `f` only inside a poll that then completes, so a dropped
+    /// future has consumed none.
+    pub async fn for_each_frame(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(Frame<'_>),
+    ) -> io::Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        self.partial = None;
+        let now = Some(std::time::Duration::ZERO);
+        let n = self.ring.for_each_frame(max, now, &mut f)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        if !self.ring.lends_in_place() {
+            loop {
+                self.readable().await?;
+                let n = self.ring.for_each_frame(max, now, &mut f)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+            }
+        }
+        let (ring, mut got) = (&mut self.ring, 0);
+        self.waiter
+            .lend_wait(|| {
+                got = ring.for_each_frame(max, now, &mut f)?;
+                Ok(got > 0)
+            })
+            .await?;
+        Ok(got)
+    }
+
     /// Takes the next packet without waiting, as an owned frame.
     #[inline(always)]
     fn take_owned(&mut self) -> Option<io::Result<Frame<'static>>> {

@@ -274,6 +274,37 @@ impl Waiter {
         ));
     }
 
+    /// Sleeps until `look`, run after each report of readiness, finds work: the wait of a
+    /// ring whose driver reads packets in place (`RxRing::for_each_frame` on `afpacket:`),
+    /// where the sync of the usual wait would copy them into slots. Readiness is cleared only
+    /// when `look` found nothing after it was reported (Tokio keeps a report newer than the
+    /// guard), so no packet arriving meanwhile is slept through. Cancel-safe: `look` runs
+    /// only inside a poll, and a dropped wait leaves the source registered for the next.
+    pub(crate) async fn lend_wait(
+        &mut self,
+        mut look: impl FnMut() -> io::Result<bool>,
+    ) -> io::Result<()> {
+        if self.active {
+            // A wait left by a dropped future: withdrawn, as `is_active_for` does.
+            self.fut.set(async { Ok(()) });
+            self.end_wait();
+        }
+        let fd = self.registered()?;
+        let r = async {
+            loop {
+                let mut guard = fd.readable().await?;
+                if look()? {
+                    return Ok(());
+                }
+                guard.clear_ready();
+            }
+        }
+        .await;
+        drop(fd);
+        self.end_wait();
+        r
+    }
+
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = ready!(self.fut.poll(cx));
         self.end_wait();

@@ -1,8 +1,9 @@
 //! The AF_PACKET driver: a netmap TX and RX ring pair per AF_PACKET socket bound to the
 //! whole interface ([`tpacket`]), each packet copied once between the kernel's ring and a
-//! slot's buffer. RX is in `TPACKET_V2` frames (the default: one frame, one wake-up per
-//! packet), or with a block retire timeout (`NetmapBuilder::block_timeout`) in `TPACKET_V3`
-//! blocks ([`blocks`]) handed over when full or after the timeout.
+//! slot's buffer, or on RX read in place by `RxRing::for_each_frame` ([`in_place`]). RX is
+//! in `TPACKET_V2` frames (the default: one frame, one wake-up per packet), or with a block
+//! retire timeout (`NetmapBuilder::block_timeout`) in `TPACKET_V3` blocks ([`blocks`])
+//! handed over when full or after the timeout.
 //!
 //! One socket by default. With `num_rx_rings(n)` (or `num_tx_rings(n)`) the port opens `n`
 //! sockets that join one `PACKET_FANOUT` group (mode from `NetmapBuilder::fanout`, hash by
@@ -498,6 +499,10 @@ impl Driver for Port {
 
     /// rxsync writes each frame's `tp_sec`/`tp_nsec` into its slot.
     fn slot_stamps(&self) -> bool {
+        true
+    }
+
+    fn lends_in_place(&self) -> bool {
         true
     }
 

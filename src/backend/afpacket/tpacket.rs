@@ -228,17 +228,18 @@ impl PacketSocket {
                 tp_feature_req_word: 0,
             }
         };
-        // V3 RX: the same memory as V2's frames, in `RX_BLOCKS` blocks of at least 64 KiB
-        // (512 KiB at the defaults: thousands of small packets per wake-up), each holding at
-        // least one largest frame.
-        let rx_block = if v3 {
-            let share = (cfg.rx_frames as usize * fs / super::blocks::RX_BLOCKS)
-                .next_multiple_of(os::page_size());
-            share.max(fs).max(super::blocks::MIN_BLOCK)
+        // V3 RX: `RX_BLOCKS` blocks, each a quarter of V2's frames' memory (1 MiB at the
+        // defaults: over ten thousand small packets per wake-up), at least 64 KiB and one
+        // largest frame.
+        let (rx_block, rx_frames) = if v3 {
+            use super::blocks::{MIN_BLOCK, RX_BLOCKS};
+            let quarter = (cfg.rx_frames as usize * fs / 4).next_multiple_of(os::page_size());
+            let b = quarter.max(fs).max(MIN_BLOCK);
+            (b, (RX_BLOCKS * (b / fs)) as u32)
         } else {
-            block
+            (block, cfg.rx_frames)
         };
-        let rxq = req(cfg.rx_frames, rx_block, cfg.block_timeout_ms);
+        let rxq = req(rx_frames, rx_block, cfg.block_timeout_ms);
         let txq = req(cfg.tx_frames, block, 0);
         let set_ring = |name, r: &libc::tpacket_req3, what: &str| {
             let r = if v3 {

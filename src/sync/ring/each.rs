@@ -60,7 +60,9 @@ impl RxRing {
         }
         let now = Instant::now();
         let deadline = timeout.and_then(|t| now.checked_add(t));
-        let spin_end = self.h.port.busy_poll.and_then(|s| now.checked_add(s));
+        // Busy polling: spin until this instant (`None`: a spin too long to add to now, as
+        // `busy_poll(Duration::MAX)`, spins for ever).
+        let spin_end = self.h.port.busy_poll.map(|s| now.checked_add(s));
         let ring = self.h.index as u16;
         loop {
             let n = self.each_slot(max, &mut f);
@@ -69,7 +71,11 @@ impl RxRing {
             }
             let now = Instant::now();
             let left = deadline.map(|d| d.saturating_duration_since(now));
-            let spinning = spin_end.is_some_and(|e| now < e);
+            let spinning = match spin_end {
+                None => false,
+                Some(None) => true,
+                Some(Some(end)) => now < end,
+            };
             let wait = if spinning { Some(Duration::ZERO) } else { left };
             let (port, index, tail) = (&self.h.port, self.h.index, self.h.tail);
             match port
@@ -80,10 +86,28 @@ impl RxRing {
                 InPlace::Handed(0) if spinning && left != Some(Duration::ZERO) => {}
                 InPlace::Handed(k) => return Ok(k),
                 // An rxsync (another thread's wait) put packets in the slots meanwhile.
-                InPlace::SlotsFirst => self.h.load_tail(),
+                InPlace::SlotsFirst => {
+                    let seen = self.h.tail;
+                    self.h.load_tail();
+                    if self.h.tail == seen {
+                        // The driver's tail is one this handle refuses (only a raw write
+                        // can put one there): say so rather than ask again for ever.
+                        return Err(Error::RingState(format!(
+                            "rx ring {}: the tail in shared memory is not the driver's",
+                            self.h.index
+                        )));
+                    }
+                }
                 InPlace::Unsupported => return self.each_after_wait(max, left, f),
             }
         }
+    }
+
+    /// Whether [`RxRing::for_each_frame`] reads packets in place (the driver lends its own
+    /// receive memory) rather than from slots.
+    #[cfg_attr(not(feature = "tokio-async"), allow(dead_code))]
+    pub(crate) fn lends_in_place(&self) -> bool {
+        self.h.port.backend.lends_in_place()
     }
 
     /// The slots' path of [`RxRing::for_each_frame`], once the slots seen so far are used

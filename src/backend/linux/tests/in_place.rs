@@ -130,3 +130,51 @@ fn afpacket_socket_work_inside_a_for_each_frame_callback_is_refused() {
     nm.stats().unwrap();
     txr.sync().unwrap();
 }
+
+/// The async `for_each_frame` on `afpacket:`: it sleeps on the ring's socket (the datagrams
+/// come after it started waiting), then reads every datagram in place, in order, none
+/// through a slot: its wait does not sync, which would copy them into slots.
+#[cfg(feature = "tokio-async")]
+#[test]
+fn async_for_each_frame_waits_on_the_socket_and_reads_in_place() {
+    require_net!();
+    let pair = VethPair::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let nm = {
+        let _in = rt.enter();
+        crate::tokio_async::TokioNetmap::new(port(&pair, Duration::from_millis(1))).unwrap()
+    };
+    let tx = ns_udp(&pair, 0);
+    let to = SocketAddrV4::new(pair.ip_a, 7000);
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        for i in 0..300 {
+            tx.send_to(&datagram(i), to).unwrap();
+        }
+    });
+    let got = rt.block_on(async {
+        let mut rx = nm.rx_ring(0).unwrap();
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while got.len() < 300 {
+            let each = rx.for_each_frame(64, |f| {
+                if let Some((e, p)) = parse_udp(f.payload()) {
+                    if e.dst_port == 7000 {
+                        got.push((p.to_vec(), f.slot_index().is_some()));
+                    }
+                }
+            });
+            match tokio::time::timeout_at(deadline, each).await {
+                Ok(r) => assert!(r.unwrap() > 0, "a wait ends with frames"),
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    sender.join().unwrap();
+    let want: Vec<_> = (0..300).map(|i| (datagram(i), false)).collect();
+    assert!(got == want, "{} of 300, first {:?}", got.len(), got.first());
+}
