@@ -4,7 +4,8 @@
 //! the kernel-bypass packet I/O framework: memory-mapped NIC, host-stack, pipe and VALE rings.
 //!
 //! - [`sync`]: the synchronous core — [`NetmapBuilder`], [`Netmap`], [`TxRing`], [`RxRing`],
-//!   [`Frame`], batch reservation and `recv_batch`.
+//!   [`Frame`], batch reservation, `recv_batch`, and `RxRing::for_each_frame` (frames lent for
+//!   one call each: on `afpacket:` read in place in the kernel's ring).
 //! - [`udp`] and [`wire`]: a UDP layer over any port ([`UdpPort`], and in the Tokio layer
 //!   [`AsyncUdpPort`] and
 //!   [`NetmapUdpFramed`]), over zero-copy header views.

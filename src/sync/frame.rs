@@ -214,7 +214,8 @@ impl<'a> Frame<'a> {
     }
 
     /// Whether more fragments of the same packet follow in the next slots (`NS_MOREFRAG`):
-    /// only for frames lent one slot at a time (`recv`, batches); frames of
+    /// only for frames lent one slot at a time (`recv`, batches, `for_each_frame` from slots);
+    /// frames of
     /// [`RxRing::recv_packet`](crate::RxRing::recv_packet) and the Tokio `Stream` are whole
     /// packets.
     pub fn more_fragments(&self) -> bool {

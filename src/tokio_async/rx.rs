@@ -29,6 +29,8 @@ const ARENA: usize = 64 * 1024;
 ///   in the next frame.
 /// - [`recv_batch`](AsyncNetmapRxRing::recv_batch): waits, then lends frames borrowed from the
 ///   ring (zero copy), released at the next sync; one slot each, as `recv`.
+/// - [`for_each_frame`](AsyncNetmapRxRing::for_each_frame): waits, then lends each frame for
+///   one call of a closure; on `afpacket:` read in place in the kernel's ring.
 ///
 /// A slot whose buffer index or length is out of range (only a broken or hostile peer writes
 /// one) is consumed and reported once as [`Error::CorruptSlot`](crate::Error::CorruptSlot) by
@@ -152,7 +154,8 @@ impl AsyncNetmapRxRing {
     }
 
     /// Waits until packets are waiting, then hands up to `max` of them to `f`, each lent for
-    /// one call (see [`RxRing::for_each_frame`]); returns how many (at least one).
+    /// one call (see [`RxRing::for_each_frame`]); returns how many (at least one, unless
+    /// `max` is 0).
     ///
     /// On `afpacket:` the frames are read in place in the kernel's ring, and the wait sleeps
     /// on the ring's socket without a sync (which would copy them into slots). Elsewhere it

@@ -274,12 +274,14 @@ impl Waiter {
         ));
     }
 
-    /// Sleeps until `look`, run after each report of readiness, finds work: the wait of a
-    /// ring whose driver reads packets in place (`RxRing::for_each_frame` on `afpacket:`),
-    /// where the sync of the usual wait would copy them into slots. Readiness is cleared only
-    /// when `look` found nothing after it was reported (Tokio keeps a report newer than the
-    /// guard), so no packet arriving meanwhile is slept through. Cancel-safe: `look` runs
-    /// only inside a poll, and a dropped wait leaves the source registered for the next.
+    /// Sleeps until `look` finds work: the wait of a ring whose driver reads packets in
+    /// place (`RxRing::for_each_frame` on `afpacket:`), where the sync of the usual wait
+    /// would copy them into slots. `look` runs once the source is registered (what arrived
+    /// before, even what another thread's sync moved into the ring's slots meanwhile, is
+    /// seen then; what arrives after is reported by the socket) and after each report.
+    /// Readiness is cleared only when `look` found nothing after it was reported (Tokio keeps
+    /// a report newer than the guard). Cancel-safe: `look` runs only inside a poll, and a
+    /// dropped wait leaves the source registered for the next.
     pub(crate) async fn lend_wait(
         &mut self,
         mut look: impl FnMut() -> io::Result<bool>,
@@ -291,6 +293,9 @@ impl Waiter {
         }
         let fd = self.registered()?;
         let r = async {
+            if look()? {
+                return Ok(());
+            }
             loop {
                 let mut guard = fd.readable().await?;
                 if look()? {

@@ -22,12 +22,12 @@ use crate::region::Region;
 
 /// Smallest block: 64 KiB, over 400 minimum-size packets per hand-over.
 pub(crate) const MIN_BLOCK: usize = 64 << 10;
-/// Blocks in the RX ring, each a quarter of the memory `TPACKET_V2` frames would take (at
-/// least [`MIN_BLOCK`]): 8 MiB in 1 MiB blocks at the defaults. Each hand-over is a wake-up:
-/// with 64 KiB blocks the kernel woke a receiver of 150 kpps on veth about 340 times a
-/// second (`strace -c`: 1016 `poll`s in 3 s), with 512 KiB blocks about 57 (170), and the
-/// wake-ups were a third of an in-place reader's CPU time (`perf record`).
-pub(crate) const RX_BLOCKS: usize = 8;
+/// Blocks the RX ring's memory (that of its `TPACKET_V2` frames) is split into, unless that
+/// makes them smaller than [`MIN_BLOCK`]: 1 MiB each at the defaults. Each hand-over is a
+/// wake-up: with 64 KiB blocks the kernel woke a receiver of 150 kpps on veth about 340
+/// times a second (`strace -c`: 1016 `poll`s in 3 s), with 512 KiB blocks about 57 (170),
+/// and the wake-ups were a third of an in-place reader's CPU time (`perf record`).
+pub(crate) const RX_BLOCKS: usize = 4;
 
 /// How far ahead of the packet being read the walk asks for the block's bytes.
 const PREFETCH_AHEAD: usize = 512;
@@ -73,6 +73,26 @@ pub(crate) struct Blocks {
     off: usize,
 }
 
+/// A run over the started block `cur` in [`Blocks::drain`]: the position, kept here (in
+/// registers) during the run and stored back when it ends, by return or by unwinding, and
+/// the block given back if the run took its last packet.
+struct Run<'b> {
+    blocks: &'b mut Blocks,
+    status: &'b AtomicU32,
+    left: u32,
+    off: usize,
+}
+
+impl Drop for Run<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        (self.blocks.left, self.blocks.off) = (self.left, self.off);
+        if self.left == 0 {
+            self.blocks.give_back(self.status);
+        }
+    }
+}
+
 impl Blocks {
     pub(crate) fn new(size: usize, count: u32) -> Blocks {
         Blocks {
@@ -114,22 +134,23 @@ impl Blocks {
     }
 
     /// Hands up to `max` packets of the blocks the kernel has handed over to `f` (bytes,
-    /// length on the wire, receive time in ns), in order, and gives each block back after
-    /// its last packet. Returns how many packets `f` got; stops at a packet whose header
-    /// leaves its block (that block is given back unread, and the error returned).
+    /// length on the wire, receive time in ns), in order, until `f` returns `false` (after
+    /// that packet), and gives each block back after its last packet. Returns how many
+    /// packets `f` got; stops at a packet whose header leaves its block (that block is given
+    /// back unread, and the error returned).
     ///
-    /// The receive loop of rxsync: one bounds check of the block per block, one of the header
-    /// and data per packet, the walk's position in registers, and no frame value per packet
-    /// (`next` is for the rest). The position is stored back after the block's run, so a
-    /// panic in `f` (rxsync's does not panic) would hand that run over again, never memory
-    /// outside the block.
+    /// The receive loop of rxsync and of reading in place: one bounds check of the block per
+    /// block, one of the header and data per packet, the walk's position in registers, and
+    /// no frame value per packet (`next` is for the rest). A packet counts as taken before
+    /// `f` sees it, so if `f` unwinds (a reader in place runs user code) the walk resumes
+    /// after it, and a block it ended is given back ([`Run`]'s drop).
     #[inline]
     pub(crate) fn drain(
         &mut self,
         map: &Region,
         ring_off: usize,
         max: u32,
-        mut f: impl FnMut(&[u8], u32, u64),
+        mut f: impl FnMut(&[u8], u32, u64) -> bool,
     ) -> Result<u32, Error> {
         let mut done = 0;
         while done < max {
@@ -139,30 +160,45 @@ impl Blocks {
                 break;
             }
             let take = self.left.min(max - done);
-            let (mut left, mut off) = (self.left, self.off);
+            let mut run = Run {
+                left: self.left,
+                off: self.off,
+                blocks: self,
+                status,
+            };
+            let mut go = true;
             for _ in 0..take {
-                prefetch(base.as_ptr().wrapping_add(off + PREFETCH_AHEAD));
-                let (p, next) = match self.header(base, off) {
+                prefetch(
+                    base.as_ptr()
+                        .wrapping_add(run.off)
+                        .wrapping_add(PREFETCH_AHEAD),
+                );
+                let (p, next) = match run.blocks.header(base, run.off) {
                     Ok(h) => h,
                     Err(w) => {
-                        (self.left, self.off) = (left, off);
-                        return Err(self.fail(status, w));
+                        // Given back unread by the run's end.
+                        run.left = 0;
+                        drop(run);
+                        return Err(self.bad(w));
                     }
                 };
+                (run.off, run.left) = (next, run.left - 1);
+                done += 1;
                 // SAFETY: as in `next`: the bytes lie inside the block (checked by `header`);
                 // the slice lives only during this call of `f`, and the block is given back
-                // after the call for its last packet.
-                f(
+                // after the call for its last packet (when `run` ends).
+                go = f(
                     unsafe { std::slice::from_raw_parts(base.as_ptr().add(p.data), p.len) },
                     p.wire_len,
                     p.stamp_ns,
                 );
-                (off, left) = (next, left - 1);
+                if !go {
+                    break;
+                }
             }
-            (self.left, self.off) = (left, off);
-            done += take;
-            if left == 0 {
-                self.give_back(status);
+            drop(run);
+            if !go {
+                break;
             }
         }
         Ok(done)
@@ -261,14 +297,17 @@ impl Blocks {
     #[inline(never)]
     fn fail(&mut self, status: &AtomicU32, what: Leaves) -> Error {
         self.give_back(status);
-        self.bad(match what {
-            Leaves::Header(off) => format!("a packet header at {off}"),
-            Leaves::Data(off, mac, snap) => format!("data at {off} + {mac} of {snap} bytes"),
-        })
+        self.bad(what)
     }
 
+    /// What leaves the block, as an error (the block was given back).
     #[cold]
-    fn bad(&self, what: String) -> Error {
+    #[inline(never)]
+    fn bad(&self, what: Leaves) -> Error {
+        let what = match what {
+            Leaves::Header(off) => format!("a packet header at {off}"),
+            Leaves::Data(off, mac, snap) => format!("data at {off} + {mac} of {snap} bytes"),
+        };
         Error::BadLayout(format!(
             "AF_PACKET RX block: {what} leaves the {}-byte block; the block was given back \
              unread",
@@ -341,13 +380,57 @@ mod tests {
     type Got = (u8, usize, u64);
 
     fn drain(blocks: &mut Blocks, map: &Region, max: u32) -> (Vec<Got>, Result<u32, Error>) {
+        drain_until(blocks, map, max, u8::MAX)
+    }
+
+    /// As `drain`, asking the walk to stop after the packet whose byte is `stop`.
+    fn drain_until(
+        blocks: &mut Blocks,
+        map: &Region,
+        max: u32,
+        stop: u8,
+    ) -> (Vec<Got>, Result<u32, Error>) {
         let mut got = Vec::new();
         let r = blocks.drain(map, 0, max, |d, wire, ns| {
             assert!(d.iter().all(|&x| x == d[0]), "one packet's bytes");
             assert_eq!(wire as usize, d.len());
             got.push((d[0], d.len(), ns));
+            d[0] != stop
         });
         (got, r)
+    }
+
+    /// A callback that asks to stop (a reader in place whose callback panicked) ends the walk
+    /// after its packet: that packet is consumed, the next walk starts after it, and a block
+    /// whose last packet it was is given back.
+    #[test]
+    fn a_stop_ends_the_walk_after_that_packet_and_gives_back_a_finished_block() {
+        let map = Region::anonymous(2 * SIZE).unwrap();
+        let mut blocks = Blocks::new(SIZE, 2);
+        block(&map, 0, &[(1, 60, None), (2, 60, None), (3, 60, None)]);
+        block(&map, 1, &[(4, 60, None)]);
+        let (got, r) = drain_until(&mut blocks, &map, 64, 2);
+        assert_eq!((r.unwrap(), got.len()), (2, 2));
+        assert_eq!(
+            status(&map, 0),
+            sys::TP_STATUS_USER,
+            "block 0 still has packet 3"
+        );
+        let (got, r) = drain_until(&mut blocks, &map, 64, 3);
+        assert_eq!(r.unwrap(), 1);
+        assert_eq!(got[0].0, 3);
+        assert_eq!(
+            status(&map, 0),
+            sys::TP_STATUS_KERNEL,
+            "finished block kept"
+        );
+        assert_eq!(
+            status(&map, 1),
+            sys::TP_STATUS_USER,
+            "the walk went past the stop"
+        );
+        let (got, r) = drain(&mut blocks, &map, 64);
+        assert_eq!((r.unwrap(), got[0].0), (1, 4));
     }
 
     #[test]

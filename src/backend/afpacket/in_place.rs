@@ -3,64 +3,30 @@
 //! ([`Driver::rx_in_place`](crate::backend::Driver::rx_in_place), behind
 //! `RxRing::for_each_frame`).
 //!
-//! The walk is rxsync's ([`PacketSocket::rx_drain`](super::tpacket::PacketSocket::rx_drain)):
-//! each block (frame) goes back to the kernel after the call for its last packet, and the
-//! callback's `&[u8]` cannot outlive its call. The queue's lock is held across the callbacks,
-//! so the thread running them must not take it again (a sync, wait or statistics read of the
-//! same socket from inside the callback): [`Port::state`] refuses that with an error instead
-//! of blocking for ever. The other threads wait for the callbacks to end.
+//! The walk is rxsync's ([`RxWalk::drain`]): each block (frame) goes back to the kernel
+//! after the call for its last packet, and the callback's `&[u8]` cannot outlive its call.
+//! The walk is taken out of the queue's state for the calls ([`PacketSocket::lend_rx`]), so
+//! no lock is held while user code runs: the callback, and any other thread, may sync, wait
+//! on or read the statistics of any ring of the port (an rxsync meanwhile finds no walk and
+//! leaves this queue's packets to the reader in place). A packet counts as taken before the
+//! callback sees it, and the walk goes back to the queue however the call ends ([`Lent`]),
+//! so a callback that panics costs no packet and repeats none.
+//!
+//! [`PacketSocket::lend_rx`]: super::tpacket::PacketSocket::lend_rx
 
-use std::cell::RefCell;
-use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
-use super::{dropped_cut, lock, Port, Queue, State};
+use super::tpacket::RxWalk;
+use super::{dropped_cut, lock, Port, Queue};
 use crate::backend::InPlace;
 use crate::error::Error;
 
-thread_local! {
-    /// The queues (their addresses) whose packets this thread is handing to callbacks in
-    /// place: more than one when a callback receives from another ring in place.
-    static LENDING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
-}
-
-fn lent_here(q: &Queue) -> bool {
-    let me = q as *const Queue as usize;
-    LENDING.with(|l| l.borrow().contains(&me))
-}
-
-/// Marks a queue as lent by this thread until dropped (also when a callback panics).
-struct Lending;
-
-impl Lending {
-    fn enter(q: &Queue) -> Lending {
-        LENDING.with(|l| l.borrow_mut().push(q as *const Queue as usize));
-        Lending
-    }
-}
-
-impl Drop for Lending {
-    fn drop(&mut self) {
-        LENDING.with(|l| l.borrow_mut().pop());
-    }
-}
+/// Longest sleep on the socket before the reader looks at the ring again: packets another
+/// thread's rxsync copied into this ring's slots, between the reader's look and its sleep,
+/// wake no socket (rare: only a sync of the whole port from another thread does it).
+const RECHECK: Duration = Duration::from_millis(50);
 
 impl Port {
-    /// The state of queue `i`, locked. Refused on a thread that is handing this queue's
-    /// packets to a callback (it holds the lock: taking it again would never return).
-    pub(super) fn state(&self, i: usize) -> Result<MutexGuard<'_, State>, Error> {
-        let q = &self.queues[i];
-        if lent_here(q) {
-            return Err(Error::PortBusy(format!(
-                "afpacket:{} ring {i}: synced, waited on or read from inside a callback of \
-                 RxRing::for_each_frame on the same ring, which holds the ring's socket \
-                 meanwhile; do that after for_each_frame returns",
-                self.ifname
-            )));
-        }
-        Ok(lock(&q.state))
-    }
-
     /// [`Driver::rx_in_place`](crate::backend::Driver::rx_in_place) of ring pair `i`.
     pub(super) fn rx_in_place_one<F: FnMut(&[u8], u64)>(
         &self,
@@ -70,50 +36,102 @@ impl Port {
         timeout: Option<Duration>,
         mut f: F,
     ) -> Result<InPlace, Error> {
-        if i >= self.queues.len() {
-            return Err(Error::InvalidRingIndex(i));
-        }
+        let q = self.queues.get(i).ok_or(Error::InvalidRingIndex(i))?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let max = u32::try_from(max).unwrap_or(u32::MAX);
         loop {
-            {
-                let mut guard = self.state(i)?;
-                let st = &mut *guard;
+            let walk = {
+                let mut st = lock(&q.state);
                 if st.rx_hwtail != tail {
                     return Ok(InPlace::SlotsFirst);
                 }
-                let _lent = Lending::enter(&self.queues[i]);
-                let (ifname, truncated) = (&self.ifname, &mut st.rx_truncated);
-                let mut handed = 0;
-                let got = st.sock.rx_drain(max, |data, wire_len, stamp_ns| {
-                    if wire_len as usize > data.len() {
-                        // Cut by the kernel: a frame is delivered whole or not at all.
-                        dropped_cut(ifname, truncated, wire_len, data.len());
-                        return;
-                    }
-                    f(data, stamp_ns);
-                    handed += 1;
-                });
-                match got {
-                    // The bad frame or block went back to the kernel unread; what came
-                    // before it was handed over.
-                    Err(e) if handed == 0 => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(interface = %self.ifname, error = %e, "AF_PACKET frame skipped");
-                        return Ok(InPlace::Handed(handed));
-                    }
-                    Ok(_) if handed > 0 => return Ok(InPlace::Handed(handed)),
-                    Ok(_) => {}
+                match st.sock.lend_rx() {
+                    Some(w) => w,
+                    // Another reader in place of this queue: one handle per ring makes that
+                    // impossible, but nothing here depends on it.
+                    None => return Ok(InPlace::Handed(0)),
                 }
+            };
+            let got = self.walk(
+                Lent {
+                    q,
+                    walk: Some(walk),
+                    cut: 0,
+                },
+                max,
+                &mut f,
+            );
+            match got {
+                // The bad frame or block went back to the kernel unread (with packets before
+                // it, `walk` logged it and counts those).
+                Err(e) => return Err(e),
+                Ok(n) if n > 0 => return Ok(InPlace::Handed(n)),
+                Ok(_) => {}
             }
             let left = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
+                    Some(left) if !left.is_zero() => left,
                     _ => return Ok(InPlace::Handed(0)),
                 },
-                None => None,
+                None => RECHECK,
             };
-            self.socks.sleep_readable(i, left)?;
+            let ev = self.socks.sleep_readable(i, Some(left.min(RECHECK)))?;
+            if ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                // Reported at once for ever (the interface went down, say): not a sleep.
+                return Err(lock(&q.state).sock.take_error("waiting for packets"));
+            }
         }
+    }
+
+    /// Walks the lent walk (no lock held) handing up to `max` packets to `f`: returns how
+    /// many `f` got (or the walk's error). `lent` puts the walk back when it ends, also when
+    /// `f` panics (the packet it panicked on counts as taken: see `Blocks::drain`).
+    fn walk<F: FnMut(&[u8], u64)>(
+        &self,
+        mut lent: Lent<'_>,
+        max: u32,
+        f: &mut F,
+    ) -> Result<usize, Error> {
+        let Lent { walk, cut, .. } = &mut lent;
+        let Some(walk) = walk.as_mut() else {
+            return Ok(0);
+        };
+        let mut handed = 0usize;
+        let got = walk.drain(max, |data, wire_len, stamp_ns| {
+            if wire_len as usize > data.len() {
+                // Cut by the kernel: a frame is delivered whole or not at all.
+                dropped_cut(&self.ifname, cut, wire_len, data.len());
+                return true;
+            }
+            handed += 1;
+            f(data, stamp_ns);
+            true
+        });
+        match got {
+            Err(e) if handed == 0 => Err(e),
+            Err(e) => {
+                tracing::warn!(interface = %self.ifname, error = %e, "AF_PACKET frame skipped");
+                Ok(handed)
+            }
+            Ok(_) => Ok(handed),
+        }
+    }
+}
+
+/// A queue's RX walk, lent to a reader in place: put back (with the count of frames the
+/// kernel cut) when dropped, also while a callback's panic unwinds.
+struct Lent<'q> {
+    q: &'q Queue,
+    walk: Option<RxWalk>,
+    cut: u64,
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let mut st = lock(&self.q.state);
+        if let Some(w) = self.walk.take() {
+            st.sock.return_rx(w);
+        }
+        st.rx_truncated += self.cut;
     }
 }

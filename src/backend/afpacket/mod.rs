@@ -250,7 +250,7 @@ pub(crate) fn open(spec: &PortSpec, opts: &OpenOptions) -> Result<Opened, Error>
         frame_size,
         block_timeout_ms = cfg.block_timeout_ms,
         "AF_PACKET port open (RX on TPACKET_V3 blocks, or V2 frames at block timeout 0; one \
-         copy per packet)"
+         copy per packet into slots, none read in place with for_each_frame)"
     );
     let port = Port {
         ifname: iface.name,
@@ -275,7 +275,7 @@ impl Port {
         let q = &self.queues[i];
         let ring = &q.tx;
         let n = ring.num_slots();
-        let mut guard = self.state(i)?;
+        let mut guard = lock(&q.state);
         let st = &mut *guard;
         let tail = prev(st.tx_copied, n);
         let head = ring.load_head();
@@ -384,7 +384,7 @@ impl Port {
         let q = &self.queues[i];
         let ring = &q.rx;
         let n = ring.num_slots();
-        let mut guard = self.state(i)?;
+        let mut guard = lock(&q.state);
         let st = &mut *guard;
         let head = ring.load_head();
         let cur = ring.load_cur();
@@ -417,7 +417,7 @@ impl Port {
                 if wire_len as usize > data.len() || data.len() > buf_size {
                     // Cut by the kernel: a frame is delivered whole or not at all.
                     dropped_cut(ifname, truncated, wire_len, data.len());
-                    return;
+                    return true;
                 }
                 // SAFETY: slot `tail` lies in [hwtail, hwcur - 1): not shown to the user yet
                 // (`room` counts what is left of that range); lock held.
@@ -431,6 +431,7 @@ impl Port {
                 unsafe { ring.set_slot_stamp(tail, stamp_ns) };
                 tail = next(tail, n);
                 room -= 1;
+                true
             });
             match got {
                 Ok(0) => break,
@@ -449,7 +450,7 @@ impl Port {
     /// The counters of socket `i`. `PACKET_STATISTICS` resets on read, so each read is
     /// added to the totals kept under the state lock.
     fn stats_one(&self, i: usize) -> Result<PortStats, Error> {
-        let mut st = self.state(i)?;
+        let mut st = lock(&self.queues[i].state);
         let (now, freezes) = st.sock.statistics()?;
         st.tp_packets += u64::from(now.tp_packets);
         st.tp_drops += u64::from(now.tp_drops);

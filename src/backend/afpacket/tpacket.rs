@@ -17,6 +17,7 @@ use std::ops::Deref;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::backend::linux::iface::Interface;
 use crate::backend::linux::os;
@@ -33,7 +34,8 @@ use super::blocks::Blocks;
 pub(crate) struct PacketConfig {
     /// Frame size (a power of two ≥ 2048 fits a 1500-byte MTU frame plus headers).
     pub frame_size: u32,
-    /// RX frames (rounded up to whole blocks).
+    /// RX frames: V2's frame count (rounded up to whole blocks), V3's memory (that of these
+    /// frames, in `RX_BLOCKS` blocks).
     pub rx_frames: u32,
     /// TX frames (rounded up to whole blocks).
     pub tx_frames: u32,
@@ -90,12 +92,23 @@ struct Ring {
     head: u32,
 }
 
-/// A `TPACKET_V2` or `TPACKET_V3` AF_PACKET socket bound to one interface.
+/// The walk over the RX ring: where the next received frame (V2) or block (V3) is. It can
+/// be taken out of the socket ([`PacketSocket::lend_rx`]) so that a reader in place walks it
+/// without holding the queue's lock (`in_place.rs`).
 #[derive(Debug)]
-pub(crate) struct PacketSocket {
+pub(crate) struct RxWalk {
+    map: Arc<Region>,
     rx: Ring,
     /// V3: the RX ring's blocks (`rx` is then unused but for its offset).
     blocks: Option<Blocks>,
+    frame_size: usize,
+}
+
+/// A `TPACKET_V2` or `TPACKET_V3` AF_PACKET socket bound to one interface.
+#[derive(Debug)]
+pub(crate) struct PacketSocket {
+    /// `None` while a reader in place has it.
+    walk: Option<RxWalk>,
     tx: Ring,
     tx_layout: TxLayout,
     frame_size: usize,
@@ -103,8 +116,9 @@ pub(crate) struct PacketSocket {
     ifname: String,
     ignore_outgoing: bool,
     qdisc_bypass: bool,
-    map: Region,
-    // Last: unmapped before closed.
+    map: Arc<Region>,
+    // Last: unmapped before closed (the walk's share of the mapping is back by then: it is
+    // lent only during a call that borrows the port).
     fd: OwnedFd,
 }
 
@@ -181,6 +195,81 @@ pub(super) fn word_at<'a>(hdr: NonNull<u8>, off: usize) -> &'a AtomicU32 {
     unsafe { &*(hdr.as_ptr().add(off) as *const AtomicU32) }
 }
 
+impl RxWalk {
+    /// Hands up to `max` received frames to `f` (bytes, length on the wire, receive time in
+    /// ns), each given back after its call, until `f` returns `false` (after that frame);
+    /// returns how many `f` got. On V3 blocks this is the block walk's own loop
+    /// ([`Blocks::drain`]). Stops at the first frame whose header is bad (given back unread,
+    /// the error returned).
+    #[inline]
+    pub(crate) fn drain(
+        &mut self,
+        max: u32,
+        mut f: impl FnMut(&[u8], u32, u64) -> bool,
+    ) -> Result<u32, Error> {
+        if let Some(b) = &mut self.blocks {
+            return b.drain(&self.map, self.rx.offset, max, f);
+        }
+        let mut done = 0;
+        while done < max {
+            let Some(frame) = self.next()? else {
+                break;
+            };
+            done += 1;
+            if !f(&frame, frame.wire_len, frame.stamp_ns) {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// The next received frame, if the kernel has handed one over.
+    pub(crate) fn next(&mut self) -> Result<Option<RxFrame<'_>>, Error> {
+        if let Some(b) = &mut self.blocks {
+            return b.next(&self.map, self.rx.offset);
+        }
+        let hdr = self
+            .map
+            .at(
+                self.rx.offset + self.rx.head as usize * self.frame_size,
+                self.frame_size,
+                16,
+            )
+            .expect("frame inside the ring mapping by construction");
+        let status = word_at(hdr, 0);
+        let st = status.load(Ordering::Acquire);
+        if st & sys::TP_STATUS_USER == 0 {
+            return Ok(None);
+        }
+        self.rx.head = (self.rx.head + 1) % self.rx.frames;
+        // SAFETY: the frame is ours (TP_STATUS_USER, acquired above); the header is in bounds
+        // and 16-aligned.
+        let h = unsafe { hdr.cast::<libc::tpacket2_hdr>().as_ptr().read() };
+        let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
+        // The sum in u64: it could wrap in a 32-bit usize.
+        if mac < std::mem::size_of::<libc::tpacket2_hdr>()
+            || mac as u64 + snap as u64 > self.frame_size as u64
+        {
+            status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
+            return Err(Error::BadLayout(format!(
+                "AF_PACKET RX frame: data at {mac} of {snap} bytes leaves the {}-byte frame; \
+                 the frame was given back unread",
+                self.frame_size
+            )));
+        }
+        // SAFETY: [mac, mac + snap) lies inside this frame (checked); the kernel does not write
+        // the frame until we store TP_STATUS_KERNEL, which RxFrame does on drop, and RxFrame
+        // borrows self mutably so the mapping outlives it.
+        let data = unsafe { std::slice::from_raw_parts(hdr.as_ptr().cast::<u8>().add(mac), snap) };
+        Ok(Some(RxFrame {
+            data,
+            release: Some(status),
+            wire_len: h.tp_len,
+            stamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
+        }))
+    }
+}
+
 impl PacketSocket {
     /// Opens a `TPACKET_V2` socket (`TPACKET_V3` with a block timeout) with RX and TX rings
     /// bound to `ifname`. Errors: no such interface / down, [`Error::MissingPrivilege`]
@@ -228,14 +317,12 @@ impl PacketSocket {
                 tp_feature_req_word: 0,
             }
         };
-        // V3 RX: `RX_BLOCKS` blocks, each a quarter of V2's frames' memory (1 MiB at the
-        // defaults: over ten thousand small packets per wake-up), at least 64 KiB and one
-        // largest frame.
+        // V3 RX: the memory of V2's frames in `RX_BLOCKS` blocks (1 MiB at the defaults:
+        // about 7,000 small packets per wake-up), each at least 64 KiB and one largest frame.
         let (rx_block, rx_frames) = if v3 {
             use super::blocks::{MIN_BLOCK, RX_BLOCKS};
-            let quarter = (cfg.rx_frames as usize * fs / 4).next_multiple_of(os::page_size());
-            let b = quarter.max(fs).max(MIN_BLOCK);
-            (b, (RX_BLOCKS * (b / fs)) as u32)
+            let share = (cfg.rx_frames as usize * fs / RX_BLOCKS).next_multiple_of(os::page_size());
+            (share.max(fs).max(MIN_BLOCK), cfg.rx_frames)
         } else {
             (block, cfg.rx_frames)
         };
@@ -296,13 +383,18 @@ impl PacketSocket {
             ignore_outgoing,
             "AF_PACKET socket bound"
         );
+        let map = Arc::new(map);
         Ok(PacketSocket {
-            rx: Ring {
-                offset: 0,
-                frames: rxq.tp_frame_nr,
-                head: 0,
-            },
-            blocks: v3.then(|| Blocks::new(rx_block, rxq.tp_block_nr)),
+            walk: Some(RxWalk {
+                map: map.clone(),
+                rx: Ring {
+                    offset: 0,
+                    frames: rxq.tp_frame_nr,
+                    head: 0,
+                },
+                blocks: v3.then(|| Blocks::new(rx_block, rxq.tp_block_nr)),
+                frame_size: fs,
+            }),
             tx_layout: if v3 { TX_V3 } else { TX_V2 },
             tx: Ring {
                 offset: rx_bytes,
@@ -329,67 +421,30 @@ impl PacketSocket {
             .expect("frame inside the ring mapping by construction")
     }
 
-    /// Hands up to `max` received frames to `f` (bytes, length on the wire, receive time in
-    /// ns), each given back after its call; returns how many. On V3 blocks this is the
-    /// block walk's own loop ([`Blocks::drain`]). Stops at the first frame whose header is
-    /// bad (given back unread, the error returned).
+    /// Hands up to `max` received frames to `f` (see [`RxWalk::drain`]); none while the
+    /// walk is lent to a reader in place, which reads them.
     #[inline]
     pub(crate) fn rx_drain(
         &mut self,
         max: u32,
-        mut f: impl FnMut(&[u8], u32, u64),
+        f: impl FnMut(&[u8], u32, u64) -> bool,
     ) -> Result<u32, Error> {
-        if let Some(b) = &mut self.blocks {
-            return b.drain(&self.map, self.rx.offset, max, f);
-        }
-        let mut done = 0;
-        while done < max {
-            let Some(frame) = self.rx_next()? else {
-                break;
-            };
-            f(&frame, frame.wire_len, frame.stamp_ns);
-            done += 1;
-        }
-        Ok(done)
+        self.walk.as_mut().map_or(Ok(0), |w| w.drain(max, f))
     }
 
-    /// The next received frame, if the kernel has handed one over.
+    /// The next received frame (see [`RxWalk::next`]); none while the walk is lent.
     pub(crate) fn rx_next(&mut self) -> Result<Option<RxFrame<'_>>, Error> {
-        if let Some(b) = &mut self.blocks {
-            return b.next(&self.map, self.rx.offset);
-        }
-        let hdr = self.hdr(&self.rx, self.rx.head);
-        let status = word_at(hdr, 0);
-        let st = status.load(Ordering::Acquire);
-        if st & sys::TP_STATUS_USER == 0 {
-            return Ok(None);
-        }
-        self.rx.head = (self.rx.head + 1) % self.rx.frames;
-        // SAFETY: the frame is ours (TP_STATUS_USER, acquired above); the header is in bounds
-        // and 16-aligned.
-        let h = unsafe { hdr.cast::<libc::tpacket2_hdr>().as_ptr().read() };
-        let (mac, snap) = (h.tp_mac as usize, h.tp_snaplen as usize);
-        // The sum in u64: it could wrap in a 32-bit usize.
-        if mac < std::mem::size_of::<libc::tpacket2_hdr>()
-            || mac as u64 + snap as u64 > self.frame_size as u64
-        {
-            status.store(sys::TP_STATUS_KERNEL, Ordering::Release);
-            return Err(Error::BadLayout(format!(
-                "AF_PACKET RX frame: data at {mac} of {snap} bytes leaves the {}-byte frame; \
-                 the frame was given back unread",
-                self.frame_size
-            )));
-        }
-        // SAFETY: [mac, mac + snap) lies inside this frame (checked); the kernel does not write
-        // the frame until we store TP_STATUS_KERNEL, which RxFrame does on drop, and RxFrame
-        // borrows self mutably so the mapping outlives it.
-        let data = unsafe { std::slice::from_raw_parts(hdr.as_ptr().cast::<u8>().add(mac), snap) };
-        Ok(Some(RxFrame {
-            data,
-            release: Some(status),
-            wire_len: h.tp_len,
-            stamp_ns: u64::from(h.tp_sec) * 1_000_000_000 + u64::from(h.tp_nsec),
-        }))
+        self.walk.as_mut().map_or(Ok(None), |w| w.next())
+    }
+
+    /// Takes the RX walk out, for a reader in place (`None`: already out).
+    pub(crate) fn lend_rx(&mut self) -> Option<RxWalk> {
+        self.walk.take()
+    }
+
+    /// Puts back the walk [`lend_rx`](Self::lend_rx) took.
+    pub(crate) fn return_rx(&mut self, walk: RxWalk) {
+        self.walk = Some(walk);
     }
 
     /// The next free TX frame, `None` when the ring is full (kick and wait for `POLLOUT`).
@@ -512,6 +567,21 @@ impl PacketSocket {
             (s, v3.then_some(s.tp_freeze_q_cnt))
         })
         .map_err(|e| os_error(e, "reading PACKET_STATISTICS", CAPS_RAW, &self.ifname))
+    }
+
+    /// The socket's pending error (`SO_ERROR`, which reading clears), as the crate's error:
+    /// what a `POLLERR` reports (`ENETDOWN` when the interface went down).
+    pub(crate) fn take_error(&self, what: &str) -> Error {
+        match os::getsockopt::<libc::c_int>(self.fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR) {
+            Ok((e, _)) if e != 0 => {
+                os_error(io::Error::from_raw_os_error(e), what, CAPS_RAW, &self.ifname)
+            }
+            Ok(_) => Error::Io(io::Error::other(format!(
+                "{what}: the AF_PACKET socket on {} reported an error or hang-up with no error                  code; reopen the port",
+                self.ifname
+            ))),
+            Err(e) => os_error(e, what, CAPS_RAW, &self.ifname),
+        }
     }
 
     /// The socket descriptor (`POLLIN` with a received frame, `POLLOUT` with a free TX frame).

@@ -160,12 +160,16 @@ impl SocketSet {
         self.rx_ep.watch_for_good(&self.socks)
     }
 
-    /// Sleeps until queue socket `idx` has something to read or the time (`None`: no
-    /// limit) passes.
-    pub(crate) fn sleep_readable(&self, idx: usize, left: Option<Duration>) -> Result<(), Error> {
+    /// Sleeps until queue socket `idx` has something to read, or an error condition, or the
+    /// time (`None`: no limit) passes; returns what `poll` reported (`revents`).
+    pub(crate) fn sleep_readable(
+        &self,
+        idx: usize,
+        left: Option<Duration>,
+    ) -> Result<libc::c_short, Error> {
         let s = self.socks.get(idx).ok_or(Error::InvalidRingIndex(idx))?;
         crate::os::poll_fds(&[(s.as_fd(), libc::POLLIN)], left)
-            .map(drop)
+            .map(|[ev]| ev)
             .map_err(|e| ctx(e, "poll on a queue socket"))
     }
 

@@ -45,10 +45,16 @@ impl RxRing {
     /// # Ok(()) }
     /// ```
     ///
+    /// `f` may use the port meanwhile (send, sync, wait, read statistics), from this thread or
+    /// another. On `afpacket:` a panic in `f` ends the call after that frame (the frames
+    /// before it, and it, are consumed) and goes on unwinding.
+    ///
+    /// A packet over several slots (`NS_MOREFRAG`, from slots only) comes one slot at a
+    /// time, as from [`RxRing::batch`]: see [`Frame::more_fragments`].
+    ///
     /// # Errors
-    /// Those of a sync or a wait of the port. On `afpacket:`, [`Error::PortBusy`] from a sync,
-    /// wait or statistics read of this ring's socket made inside `f` (it holds the socket
-    /// during its calls): make those after `for_each_frame` returns.
+    /// Those of a sync or a wait of the port; on `afpacket:`, [`Error::InterfaceDown`] when
+    /// the interface goes down while the call waits.
     pub fn for_each_frame(
         &mut self,
         max: usize,
@@ -77,6 +83,11 @@ impl RxRing {
                 Some(Some(end)) => now < end,
             };
             let wait = if spinning { Some(Duration::ZERO) } else { left };
+            if self.h.head != self.h.published {
+                // Slots read above go back now: no rxsync will come from this loop, and
+                // until then the port would look readable to every wait.
+                self.h.publish();
+            }
             let (port, index, tail) = (&self.h.port, self.h.index, self.h.tail);
             match port
                 .backend
@@ -93,7 +104,8 @@ impl RxRing {
                         // The driver's tail is one this handle refuses (only a raw write
                         // can put one there): say so rather than ask again for ever.
                         return Err(Error::RingState(format!(
-                            "rx ring {}: the tail in shared memory is not the driver's",
+                            "rx ring {}: the tail in shared memory is not the one the driver \
+                             wrote (a raw write through the ring pointer?); reopen the port",
                             self.h.index
                         )));
                     }

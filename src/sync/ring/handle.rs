@@ -197,6 +197,19 @@ impl Handle {
         );
     }
 
+    /// Hands the slots before the cursor back (publishes `head` and `cur`) without a sync:
+    /// the driver takes them at its next one.
+    #[inline]
+    pub(in crate::sync) fn publish(&mut self) {
+        // Every view of the slots handed back has ended (this needs `&mut self`): their
+        // buffers are no longer this handle's.
+        self.mirror.release_to(self.head);
+        self.raw.publish_head(self.head);
+        self.published = self.head;
+        let n = self.raw.num_slots();
+        self.mark = advance(self.head, mark_gap(self.dir, n), n);
+    }
+
     #[inline]
     pub(in crate::sync) fn sync(&mut self) -> Result<(), Error> {
         let batch = distance(self.published, self.head, self.raw.num_slots());
@@ -208,13 +221,7 @@ impl Handle {
             batch
         )
         .entered();
-        // Every view of the slots handed back has ended (this needs `&mut self`): their
-        // buffers are no longer this handle's.
-        self.mirror.release_to(self.head);
-        self.raw.publish_head(self.head);
-        self.published = self.head;
-        let n = self.raw.num_slots();
-        self.mark = advance(self.head, mark_gap(self.dir, n), n);
+        self.publish();
         let r = match self.dir {
             Dir::Tx => self.port.backend.txsync(),
             Dir::Rx => self.port.backend.rxsync(),
