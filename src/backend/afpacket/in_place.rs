@@ -24,7 +24,7 @@ use crate::error::Error;
 /// Longest sleep on the socket before the reader looks at the ring again: packets another
 /// thread's rxsync copied into this ring's slots, between the reader's look and its sleep,
 /// wake no socket (rare: only a sync of the whole port from another thread does it).
-const RECHECK: Duration = Duration::from_millis(50);
+const RECHECK: Duration = Duration::from_millis(200);
 
 impl Port {
     /// [`Driver::rx_in_place`](crate::backend::Driver::rx_in_place) of ring pair `i`.
