@@ -150,6 +150,8 @@ pub(crate) trait Driver {
 
 /// What [`Driver::rx_in_place`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only the Linux drivers lend (AF_PACKET).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) enum InPlace {
     /// The driver's packets are only ever read from slots (after an rxsync).
     Unsupported,
