@@ -164,8 +164,9 @@ impl NetmapBuilder {
 
     /// How long an `afpacket:` port's kernel may hold received packets in a `TPACKET_V3`
     /// block before handing the block over (the block retire timeout, rounded up to whole
-    /// milliseconds). The kernel hands a block over when it is full (1 MiB at the default ring
-    /// size, about 7,000 small packets) or when this passes, with one wake-up for the whole block instead of one per
+    /// milliseconds). The kernel hands a block over when it is full (64 KiB at 1 ms, 1 MiB from
+    /// 16 ms on at the default ring size: about 450 or 7,000 small packets) or when this
+    /// passes, with one wake-up for the whole block instead of one per
     /// packet: under light load a packet waits up to about this long (plus the kernel's timer
     /// tick) before the receiver sees it: for captures and sinks, not for request/response
     /// traffic. Default [`DEFAULT_BLOCK_TIMEOUT`](crate::DEFAULT_BLOCK_TIMEOUT), zero: no

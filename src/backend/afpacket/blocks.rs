@@ -22,12 +22,21 @@ use crate::region::Region;
 
 /// Smallest block: 64 KiB, over 400 minimum-size packets per hand-over.
 pub(crate) const MIN_BLOCK: usize = 64 << 10;
-/// Blocks the RX ring's memory (that of its `TPACKET_V2` frames) is split into, unless that
-/// makes them smaller than [`MIN_BLOCK`]: 1 MiB each at the defaults. Each hand-over is a
-/// wake-up: an in-place reader of 450,000 packets at 150 kpps on veth made 1016 `poll` calls
-/// with 64 KiB blocks and 110 with 1 MiB blocks (`strace -c -f`; netring's 4 MiB blocks: 63),
-/// and the wake-ups had been a third of its CPU time (`perf record`).
-pub(crate) const RX_BLOCKS: usize = 4;
+/// How long the RX ring's blocks last when each is retired by its timeout (few packets).
+const HOLDS: u32 = 64;
+
+/// Blocks the RX ring's memory (that of its `TPACKET_V2` frames) is split into at a block
+/// retire timeout of `timeout_ms` (unless that makes them smaller than [`MIN_BLOCK`]): enough
+/// for [`HOLDS`] ms of timeouts, 4 to 64. Under light load the kernel retires a block at every
+/// timeout, however few packets it holds, so the count is how long a reader may stall without
+/// a drop (64 blocks of 64 KiB at 1 ms). Under load each hand-over is a wake-up, so at longer
+/// timeouts the blocks grow (4 of 1 MiB from 16 ms on, at the default ring size): an
+/// in-place reader of 450,000 packets at 150 kpps on veth, 60 ms timeout, made 1016 `poll`
+/// calls with 64 KiB blocks and 110 with 1 MiB blocks (`strace -c -f`; netring's 4 MiB
+/// blocks: 63), and the wake-ups had been a third of its CPU time (`perf record`).
+pub(crate) fn rx_blocks(timeout_ms: u32) -> usize {
+    (HOLDS / timeout_ms.max(1)).clamp(4, 64) as usize
+}
 
 /// How far ahead of the packet being read the walk asks for the block's bytes.
 const PREFETCH_AHEAD: usize = 512;
@@ -398,6 +407,15 @@ mod tests {
             d[0] != stop
         });
         (got, r)
+    }
+
+    /// The ring holds 64 ms of block timeouts (a reader may stall that long under light load
+    /// without a drop), in 4 to 64 blocks.
+    #[test]
+    fn the_block_count_covers_64_ms_of_timeouts() {
+        let counts: Vec<_> = [1, 2, 4, 16, 60, 1000].map(rx_blocks).to_vec();
+        assert_eq!(counts, [64, 32, 16, 4, 4, 4]);
+        assert_eq!(rx_blocks(0), 64);
     }
 
     /// A callback that asks to stop (a reader in place whose callback panicked) ends the walk

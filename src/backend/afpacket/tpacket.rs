@@ -35,7 +35,7 @@ pub(crate) struct PacketConfig {
     /// Frame size (a power of two ≥ 2048 fits a 1500-byte MTU frame plus headers).
     pub frame_size: u32,
     /// RX frames: V2's frame count (rounded up to whole blocks), V3's memory (that of these
-    /// frames, in `RX_BLOCKS` blocks).
+    /// frames, in `blocks::rx_blocks` blocks).
     pub rx_frames: u32,
     /// TX frames (rounded up to whole blocks).
     pub tx_frames: u32,
@@ -317,11 +317,12 @@ impl PacketSocket {
                 tp_feature_req_word: 0,
             }
         };
-        // V3 RX: the memory of V2's frames in `RX_BLOCKS` blocks (1 MiB at the defaults:
-        // about 7,000 small packets per wake-up), each at least 64 KiB and one largest frame.
+        // V3 RX: the memory of V2's frames in `rx_blocks(timeout)` blocks, each at least 64 KiB
+        // and one largest frame.
         let (rx_block, rx_frames) = if v3 {
-            use super::blocks::{MIN_BLOCK, RX_BLOCKS};
-            let share = (cfg.rx_frames as usize * fs / RX_BLOCKS).next_multiple_of(os::page_size());
+            use super::blocks::{rx_blocks, MIN_BLOCK};
+            let n = rx_blocks(cfg.block_timeout_ms);
+            let share = (cfg.rx_frames as usize * fs / n).next_multiple_of(os::page_size());
             (share.max(fs).max(MIN_BLOCK), cfg.rx_frames)
         } else {
             (block, cfg.rx_frames)
