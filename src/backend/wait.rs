@@ -20,6 +20,18 @@ pub(crate) struct WaitParts<'a> {
     pub retry: &'a dyn Fn() -> Option<Duration>,
 }
 
+/// The sleep to ask for before `deadline` (`None`: no deadline, so `Some(None)`), or `None`
+/// once it has passed.
+pub(crate) fn time_left(deadline: Option<Instant>) -> Option<Option<Duration>> {
+    match deadline {
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Some(Some(left)),
+            _ => None,
+        },
+        None => Some(None),
+    }
+}
+
 /// Loops sync → check → poll until a wanted direction is ready or `timeout` passes; returns
 /// the last readiness seen.
 pub(crate) fn wait_loop(
@@ -35,12 +47,8 @@ pub(crate) fn wait_loop(
         if (want.readable && r.readable) || (want.writable && r.writable) {
             return Ok(r);
         }
-        let left = match deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => return Ok(r),
-            },
-            None => None,
+        let Some(left) = time_left(deadline) else {
+            return Ok(r);
         };
         let left = match (left, (parts.retry)()) {
             (Some(l), Some(r)) => Some(l.min(r)),

@@ -151,12 +151,8 @@ impl UdpPort {
             if (0..n).any(|i| self.rx[i].available() > 0) {
                 continue;
             }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(l) if !l.is_zero() => Some(l),
-                    _ => return Ok(None),
-                },
-                None => None,
+            let Some(left) = crate::backend::wait::time_left(deadline) else {
+                return Ok(None);
             };
             self.netmap.wait_readable(left)?;
         }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::tpacket::RxWalk;
 use super::{dropped_cut, lock, Port, Queue};
+use crate::backend::wait::time_left;
 use crate::backend::InPlace;
 use crate::error::Error;
 
@@ -68,14 +69,12 @@ impl Port {
                 Ok(n) if n > 0 => return Ok(InPlace::Handed(n)),
                 Ok(_) => {}
             }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return Ok(InPlace::Handed(0)),
-                },
-                None => RECHECK,
+            let Some(left) = time_left(deadline) else {
+                return Ok(InPlace::Handed(0));
             };
-            let ev = self.socks.sleep_readable(i, Some(left.min(RECHECK)))?;
+            let ev = self
+                .socks
+                .sleep_readable(i, Some(left.map_or(RECHECK, |l| l.min(RECHECK))))?;
             if ev & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                 // Reported at once for ever (the interface went down, say): not a sleep.
                 return Err(lock(&q.state).sock.take_error("waiting for packets"));

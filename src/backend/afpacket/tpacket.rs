@@ -92,6 +92,14 @@ struct Ring {
     head: u32,
 }
 
+impl Ring {
+    /// The header of frame `i` (16-aligned, `frame_size` bytes inside `map`).
+    fn frame(&self, map: &Region, frame_size: usize, i: u32) -> NonNull<u8> {
+        map.at(self.offset + i as usize * frame_size, frame_size, 16)
+            .expect("frame inside the ring mapping by construction")
+    }
+}
+
 /// The walk over the RX ring: where the next received frame (V2) or block (V3) is. It can
 /// be taken out of the socket ([`PacketSocket::lend_rx`]) so that a reader in place walks it
 /// without holding the queue's lock (`in_place.rs`).
@@ -228,14 +236,7 @@ impl RxWalk {
         if let Some(b) = &mut self.blocks {
             return b.next(&self.map, self.rx.offset);
         }
-        let hdr = self
-            .map
-            .at(
-                self.rx.offset + self.rx.head as usize * self.frame_size,
-                self.frame_size,
-                16,
-            )
-            .expect("frame inside the ring mapping by construction");
+        let hdr = self.rx.frame(&self.map, self.frame_size, self.rx.head);
         let status = word_at(hdr, 0);
         let st = status.load(Ordering::Acquire);
         if st & sys::TP_STATUS_USER == 0 {
@@ -413,13 +414,7 @@ impl PacketSocket {
     }
 
     fn hdr(&self, ring: &Ring, i: u32) -> NonNull<u8> {
-        self.map
-            .at(
-                ring.offset + i as usize * self.frame_size,
-                self.frame_size,
-                16,
-            )
-            .expect("frame inside the ring mapping by construction")
+        ring.frame(&self.map, self.frame_size, i)
     }
 
     /// Hands up to `max` received frames to `f` (see [`RxWalk::drain`]); none while the
